@@ -1,0 +1,3 @@
+from fusechat.cli import app
+
+app()

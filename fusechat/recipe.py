@@ -1,0 +1,208 @@
+"""The recipe: one YAML file that describes a whole run, validated on load.
+
+Every section below mirrors a stage; each field's comment says what it does. Unknown keys and
+bad values are reported by their path in the YAML (`sources.1.sampling.top_p: ...`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fusechat import FusechatError
+from fusechat.records import DOMAINS
+
+Domain = Literal["instruction", "math", "code", "chinese"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PromptSet(Strict):
+    """One source of prompts: a built-in pack or a file (JSONL, Parquet or HF dataset folder)."""
+
+    domain: Domain
+    pack: Literal["reasoning-gym", "code-functions", "sharegpt"] | None = None
+    path: str | None = None
+    n: int | None = Field(None, gt=0, description="take this many (seeded choice); all when unset")
+    task: str | None = Field(None, description="reasoning-gym generator, e.g. basic_arithmetic")
+    options: dict = Field(default_factory=dict, description="pack options, e.g. reasoning-gym difficulty")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_origin(self):
+        if (self.pack is None) == (self.path is None):
+            raise ValueError("give exactly one of `pack` or `path`")
+        if self.pack == "reasoning-gym" and not self.task:
+            raise ValueError("the reasoning-gym pack needs `task` (e.g. basic_arithmetic)")
+        return self
+
+
+class PromptsConfig(Strict):
+    sets: list[PromptSet] = Field(min_length=1)
+    sft_fraction: float = Field(0.4, ge=0, le=1, description="instruction prompts for SFT (rest: DPO)")
+    split_seed: int = 0
+    max_prompt_chars: int = Field(6000, gt=0, description="longer prompts are dropped and counted")
+
+
+class Sampling(Strict):
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(2048, gt=0)
+
+
+DEFAULT_SAMPLES = {"instruction": 5, "math": 8, "code": 8, "chinese": 1}
+
+
+class Source(Strict):
+    """A source model: what it is, how to run it, how it samples."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    model: str = Field(description="catalog name, HF folder, .gguf file or hub id")
+    backend: Literal["transformers", "llamacpp"] = "llamacpp"
+    chat_template: str | None = Field(None, description="Jinja template (inline or a file) overriding the model's")
+    sampling: Sampling = Field(default_factory=Sampling)
+    samples_per_prompt: dict[Domain, int] = Field(default_factory=lambda: dict(DEFAULT_SAMPLES))
+    domains: list[Domain] | None = Field(None, description="domains this source answers; all when unset")
+    batch_size: int = Field(32, gt=0, description="transformers: sequences per batch; llama.cpp: parallel slots")
+    threads: int | None = Field(None, gt=0, description="CPU threads; all cores when unset")
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+
+    def samples_for(self, domain: str) -> int:
+        if self.domains is not None and domain not in self.domains:
+            return 0
+        return self.samples_per_prompt.get(domain, DEFAULT_SAMPLES[domain])
+
+
+class RewardConfig(Strict):
+    """How responses get their reward r(y)."""
+
+    kind: Literal["reward-model", "judge", "none"] = "none"
+    model: str | None = None
+    backend: Literal["transformers", "llamacpp"] = "llamacpp"  # judge only
+    trust_remote_code: bool = False  # reward-model: ArmoRM-style models need it
+    batch_size: int = Field(8, gt=0)
+    max_length: int = Field(2048, gt=0)
+    domains: list[Domain] = Field(default_factory=lambda: ["instruction", "math", "code"])
+
+    @model_validator(mode="after")
+    def _model_needed(self):
+        if self.kind != "none" and not self.model:
+            raise ValueError(f"reward kind '{self.kind}' needs `model`")
+        return self
+
+
+class SandboxConfig(Strict):
+    timeout_s: float = Field(10, gt=0)
+    memory_mb: int = Field(1024, gt=0)
+    max_output_bytes: int = Field(1_000_000, gt=0)
+
+
+class ScoreConfig(Strict):
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    math_timeout_s: float = Field(10, gt=0)
+    code: SandboxConfig = Field(default_factory=SandboxConfig)
+    workers: int = Field(2, gt=0, description="parallel sandbox runs")
+
+
+class BuildConfig(Strict):
+    """method.md §4, with its open choices and the ablation modes as options."""
+
+    pairing: Literal["same-source", "cross-source"] = "same-source"
+    gap_window: tuple[float, float] | None = Field((0.01, 0.1), description="null: no window (ablation)")
+    window_domains: list[Domain] = Field(
+        default_factory=lambda: ["instruction", "math", "code"],
+        description="domains where the window applies (code is open in the paper; default yes)",
+    )
+    sources: list[str] | None = Field(None, description="use only these sources (single-source ablation)")
+    exclude_sources: list[str] = Field(default_factory=list, description="leave-one-source-out")
+    drop_truncated: bool = Field(True, description="responses cut at max_new_tokens never become chosen/SFT")
+
+
+class Recipe(Strict):
+    name: str = "fusechat"
+    run_dir: str = Field("runs/{name}", description="'{name}' is replaced by the recipe's name")
+    seed: int = Field(0, description="base of every sample's seed")
+    prompts: PromptsConfig
+    sources: list[Source] = Field(min_length=1)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)
+
+    @model_validator(mode="after")
+    def _unique_sources(self):
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        for name in (self.build.sources or []) + self.build.exclude_sources:
+            if name not in names:
+                raise ValueError(f"build refers to unknown source '{name}' (sources: {names})")
+        return self
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir.format(name=self.name))
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one `--set a.b.c=value`; the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in assignment:
+        raise FusechatError(f"--set {assignment!r}: expected key.sub=value")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise FusechatError(f"--set {key}: '{where}' is not an index of a {len(node)}-item list")
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    value = yaml.safe_load(raw)
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise FusechatError(f"--set {key}: '{last}' is not an index of a {len(node)}-item list")
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise FusechatError(f"--set {key}: '{'.'.join(parts[:-1])}' is not a mapping")
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise FusechatError(f"{path}: recipe not found") from None
+    except yaml.YAMLError as e:
+        raise FusechatError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise FusechatError(f"{path}: a recipe is a YAML mapping")
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return recipe_from_dict(data, str(path))
+
+
+def recipe_from_dict(data: dict, where: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"{loc}: {err['msg']}")
+        raise FusechatError(f"{where}: " + "; ".join(lines)) from None
+
+
+def builtin_recipe(name: str) -> Path:
+    return Path(__file__).parent / "recipes" / f"{name}.yaml"
+
+
+assert set(DEFAULT_SAMPLES) == set(DOMAINS)

@@ -1,0 +1,37 @@
+"""What every sampling backend takes and returns (kept small: one class, two methods)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Request:
+    messages: list[dict]
+    seed: int
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop", "length" or "error"
+    seed: int  # the seed the backend really used (a batch shares one seed in transformers)
+    error: str = ""
+
+
+def read_template(chat_template: str | None) -> str | None:
+    """A chat template override is inline Jinja or a path to a file holding it."""
+    if chat_template and "{" not in chat_template and Path(chat_template).is_file():
+        return Path(chat_template).read_text(encoding="utf-8")
+    return chat_template
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -1,0 +1,75 @@
+"""llama.cpp backend through xllamacpp: quantised GGUF models, several sequences at once.
+
+xllamacpp runs llama.cpp's server in-process; we call its chat-completions handler directly
+from a thread pool, one thread per parallel slot, so the server batches the sequences.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fusechat import FusechatError
+from fusechat.recipe import Sampling
+from fusechat.sample.backend import Generation, Request, read_template
+
+
+class LlamaCppBackend:
+    def __init__(self, gguf: Path, chat_template: str | None = None, slots: int = 8,
+                 threads: int | None = None, ctx_per_slot: int = 4096):
+        import xllamacpp
+
+        params = xllamacpp.CommonParams()
+        params.model.path = str(gguf)
+        params.n_parallel = slots
+        params.n_ctx = slots * ctx_per_slot
+        params.cpuparams.n_threads = threads or os.cpu_count()
+        params.cpuparams_batch.n_threads = threads or os.cpu_count()
+        params.use_jinja = True
+        params.warmup = False
+        params.verbosity = -1
+        template = read_template(chat_template)
+        if template:
+            params.chat_template = template
+        try:
+            self.server = xllamacpp.Server(params)
+        except Exception as e:
+            raise FusechatError(f"{gguf}: llama.cpp could not load this model ({str(e)[:200]})") from None
+        self.slots = slots
+
+    def complete(self, body: dict) -> dict:
+        """One raw chat-completions call (also used by the judge for log-probabilities)."""
+        return self.server.handle_chat_completions(body)
+
+    def _one(self, request: Request, sampling: Sampling) -> Generation:
+        body = {
+            "messages": request.messages,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "repeat_penalty": sampling.repetition_penalty,
+            "seed": request.seed,
+            "cache_prompt": True,  # a prompt's N samples share its prefix in the KV cache
+        }
+        try:
+            result = self.complete(body)
+        except Exception as e:  # the server reports bad requests (e.g. prompt longer than the context) by raising
+            return Generation("", 0, 0, "error", request.seed, error=str(e)[:300])
+        if "error" in result or not result.get("choices"):
+            return Generation("", 0, 0, "error", request.seed, error=str(result.get("error", result))[:300])
+        choice, usage = result["choices"][0], result.get("usage", {})
+        return Generation(
+            text=choice["message"].get("content") or "",
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            seed=request.seed,
+        )
+
+    def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
+        with ThreadPoolExecutor(self.slots) as pool:
+            return list(pool.map(lambda r: self._one(r, sampling), requests))
+
+    def close(self) -> None:
+        del self.server

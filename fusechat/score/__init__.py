@@ -1,0 +1,96 @@
+"""Stage 3, score: correctness (math against gold, code against tests in the sandbox) and reward.
+
+Input: `run/prompts/prompts`, `run/sample/samples`. Output: `run/score/scored`, the samples with
+`correct`, `reward` and `score_info` added (records.ScoredSample). Resumable by shards of samples.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from fusechat import models
+from fusechat.recipe import Recipe, RewardConfig, Sampling, Source
+from fusechat.records import Prompt, from_dict
+from fusechat.runfolder import Stage, load_output
+from fusechat.score.code import check_many
+from fusechat.score.math import MathChecker
+
+SHARD_SAMPLES = 64
+
+
+def open_reward(config: RewardConfig):
+    """Load the reward scorer named in the recipe; None when rewards are off."""
+    match config.kind:
+        case "none":
+            return None
+        case "reward-model":
+            from fusechat.score.reward_model import RewardModel
+
+            path = models.resolve(config.model).hf_path()
+            return RewardModel(path, config.trust_remote_code, config.batch_size, config.max_length)
+        case "judge":
+            from fusechat.sample import open_backend
+            from fusechat.score.judge import LlamaCppJudge, TransformersJudge
+
+            source = Source(name="judge", model=config.model, backend=config.backend, batch_size=config.batch_size,
+                            sampling=Sampling(temperature=0, max_new_tokens=1))
+            backend = open_backend(source, ctx_per_slot=4096)
+            return LlamaCppJudge(backend) if config.backend == "llamacpp" else TransformersJudge(backend)
+
+
+def score_shard(samples: list[dict], prompts: dict[str, Prompt], recipe: Recipe, math: MathChecker, reward) -> list[dict]:
+    cfg = recipe.score
+    out = [dict(s, correct=None, reward=None, score_info="") for s in samples]
+    code_jobs = []
+    for s in out:
+        prompt = prompts[s["prompt_id"]]
+        if s["finish_reason"] == "error" or not s["text"].strip():
+            s["score_info"] = "empty response" if s["finish_reason"] != "error" else "sampling error"
+            if s["domain"] in ("math", "code"):
+                s["correct"] = False
+        elif s["domain"] == "math":
+            verdict = math.check(s["text"], prompt.answer)
+            s["correct"] = verdict.correct
+            s["score_info"] = "unparseable gold answer" if verdict.correct is None else f"answer: {verdict.extracted}"
+        elif s["domain"] == "code":
+            code_jobs.append(s)
+    for s, (ok, info) in zip(code_jobs, check_many([(s["text"], prompts[s["prompt_id"]].tests) for s in code_jobs], cfg.code, cfg.workers)):
+        s["correct"], s["score_info"] = ok, info
+    if reward is not None:
+        todo = [s for s in out if s["domain"] in cfg.reward.domains and s["text"].strip()]
+        for s, r in zip(todo, reward.score([(prompts[s["prompt_id"]].prompt, s["text"]) for s in todo])):
+            s["reward"] = round(float(r), 6)
+    return out
+
+
+def run_score(recipe: Recipe, force: bool = False, progress=None) -> dict:
+    prompt_rows, prompts_fp = load_output(recipe.run_path, "prompts", "prompts")
+    samples, samples_fp = load_output(recipe.run_path, "sample", "samples")
+    prompts = {r["id"]: from_dict(Prompt, r, f"prompt {r.get('id')}") for r in prompt_rows}
+    stage = Stage(recipe.run_path, "score", recipe.score.model_dump(), f"{prompts_fp}:{samples_fp}")
+    if stage.is_done() and not force:
+        return stage.manifest() | {"skipped": True}
+    stage.begin()
+
+    shards = [(f"scored-{i // SHARD_SAMPLES:05d}", samples[i : i + SHARD_SAMPLES]) for i in range(0, len(samples), SHARD_SAMPLES)]
+    todo = [(key, chunk) for key, chunk in shards if not stage.has_shard(key)]
+    task = progress.add_task("score", total=len(samples), completed=len(samples) - sum(len(c) for _, c in todo)) if progress else None
+    if todo:
+        math, reward = MathChecker(recipe.score.math_timeout_s), open_reward(recipe.score.reward)
+        try:
+            for key, chunk in todo:
+                stage.write_shard(key, score_shard(chunk, prompts, recipe, math, reward))
+                if progress:
+                    progress.update(task, advance=len(chunk))
+        finally:
+            math.close()
+            if reward is not None:
+                reward.close()
+
+    scored = [r for key, _ in shards for r in stage.read_shard(key)]
+    counts = {
+        "scored": len(scored),
+        "correct": dict(Counter(f"{r['domain']}/{r['source']}/{r['correct']}" for r in scored if r["correct"] is not None)),
+        "with_reward": sum(r["reward"] is not None for r in scored),
+    }
+    return stage.finish({"scored": scored}, counts)

@@ -1,0 +1,39 @@
+"""Code: does the response's code pass the prompt's tests? Run only inside the sandbox."""
+
+from __future__ import annotations
+
+import ast
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+from fusechat.recipe import SandboxConfig
+from fusechat.sandbox import run_python
+
+_FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.S)
+
+
+def extract_code(response: str) -> str:
+    """The fenced block that defines a function (else the last fenced block, else the whole text)."""
+    blocks = _FENCE.findall(response)
+    if not blocks:
+        return response.strip()
+    with_def = [b for b in blocks if "def " in b]
+    return (with_def or blocks)[-1].strip()
+
+
+def check_code(response: str, tests: str, limits: SandboxConfig) -> tuple[bool, str]:
+    code = extract_code(response)
+    try:
+        ast.parse(code)  # the static check: code that does not parse never runs
+    except SyntaxError as e:
+        return False, f"syntax error: {e.msg} (line {e.lineno})"
+    result = run_python(f"{code}\n\n{tests}", limits.timeout_s, limits.memory_mb, limits.max_output_bytes)
+    if result.passed:
+        return True, "passed"
+    last = result.stderr.strip().splitlines()[-1:] or [""]
+    return False, f"{result.status}: {last[0][:200]}"
+
+
+def check_many(jobs: list[tuple[str, str]], limits: SandboxConfig, workers: int = 2) -> list[tuple[bool, str]]:
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda job: check_code(job[0], job[1], limits), jobs))
