@@ -128,6 +128,7 @@ class Recipe(Strict):
     name: str = "fusechat"
     run_dir: str = Field("runs/{name}", description="'{name}' is replaced by the recipe's name")
     seed: int = Field(0, description="base of every sample's seed")
+    shard_size: int = Field(16, gt=0, description="prompts per resumable unit of sampling (a kill loses at most one)")
     prompts: PromptsConfig
     sources: list[Source] = Field(min_length=1)
     score: ScoreConfig = Field(default_factory=ScoreConfig)

@@ -16,9 +16,6 @@ from fusechat.records import Prompt, Sample, from_dict, stable_id, to_dict
 from fusechat.runfolder import Stage, load_output
 from fusechat.sample.backend import Generation, Request
 
-SHARD_PROMPTS = 16  # prompts per shard: small enough that a kill loses little work
-
-
 def open_backend(source: Source, ctx_per_slot: int):
     """Load a source's model in its backend (picked by a plain match on the recipe's string)."""
     ref = models.resolve(source.model)
@@ -37,12 +34,12 @@ def sample_seed(base: int, prompt_id: str, source: str, index: int) -> int:
     return int(stable_id(str(base), prompt_id, source, str(index))[:8], 16) & 0x7FFFFFFF
 
 
-def shard_plan(prompts: list[Prompt], source: Source) -> list[tuple[str, list[Prompt]]]:
+def shard_plan(prompts: list[Prompt], source: Source, size: int) -> list[tuple[str, list[Prompt]]]:
     """Deterministic shards for one source: its prompts sorted by length (less padding), cut in runs."""
     mine = sorted((p for p in prompts if source.samples_for(p.domain) > 0), key=lambda p: (len(p.prompt), p.id))
     return [
-        (f"{source.name}-{i // SHARD_PROMPTS:05d}", mine[i : i + SHARD_PROMPTS])
-        for i in range(0, len(mine), SHARD_PROMPTS)
+        (f"{source.name}-{i // size:05d}", mine[i : i + size])
+        for i in range(0, len(mine), size)
     ]
 
 
@@ -67,13 +64,13 @@ def run_sample(recipe: Recipe, force: bool = False, progress=None) -> dict:
     rows, fingerprint = load_output(recipe.run_path, "prompts", "prompts")
     prompts = [from_dict(Prompt, r, f"prompt {r.get('id')}") for r in rows]
     seed = recipe.seed
-    config = {"sources": [s.model_dump() for s in recipe.sources], "seed": seed}
+    config = {"sources": [s.model_dump() for s in recipe.sources], "seed": seed, "shard_size": recipe.shard_size}
     stage = Stage(recipe.run_path, "sample", config, fingerprint)
     if stage.is_done() and not force:
         return stage.manifest() | {"skipped": True}
     stage.begin()
 
-    plans = {s.name: shard_plan(prompts, s) for s in recipe.sources}
+    plans = {s.name: shard_plan(prompts, s, recipe.shard_size) for s in recipe.sources}
     total = sum(s.samples_for(p.domain) for s in recipe.sources for _, chunk in plans[s.name] for p in chunk)
     task = progress.add_task("sample", total=total) if progress else None
     timings = {}

@@ -1,0 +1,118 @@
+import json
+import subprocess
+import sys
+
+import datasets
+import pytest
+import yaml
+
+from fusechat import FusechatError
+from fusechat.prompts import collect_prompts, load_prompt_file, run_prompts
+from fusechat.recipe import recipe_from_dict
+from fusechat.runfolder import load_output
+
+
+def recipe(tmp_path, sets, **extra):
+    return recipe_from_dict({"name": "t", "run_dir": str(tmp_path / "run"), "prompts": {"sets": sets, **extra},
+                             "sources": [{"name": "s", "model": "smollm2-135m-instruct"}]})
+
+
+def test_jsonl_parquet_and_dataset_folder_load_alike(tmp_path):
+    rows = [{"id": "a", "prompt": "What is 2+2?", "answer": "4"}, {"messages": [{"role": "user", "content": "1+1?"}], "answer": 2}]
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    datasets.Dataset.from_list([{"prompt": "What is 2+2?", "answer": "4"}, {"prompt": "1+1?", "answer": "2"}]).to_parquet(str(tmp_path / "p.parquet"))
+    datasets.Dataset.from_list([{"prompt": "What is 2+2?", "answer": "4"}, {"prompt": "1+1?", "answer": "2"}]).save_to_disk(str(tmp_path / "ds"))
+    for path in (jsonl, tmp_path / "p.parquet", tmp_path / "ds"):
+        loaded = load_prompt_file(path, "math")
+        assert [(p["prompt"], p["answer"]) for p in loaded] == [("What is 2+2?", "4"), ("1+1?", "2")]
+
+
+def test_malformed_line_is_named(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "ok", "answer": "1"}\n{"prompt": "broken\n')
+    with pytest.raises(FusechatError, match=r"bad\.jsonl:2: malformed JSON"):
+        load_prompt_file(path, "math")
+
+
+def test_missing_fields_are_named(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "x"}\n')
+    with pytest.raises(FusechatError, match=r"p\.jsonl:1: math prompts need a gold `answer`"):
+        load_prompt_file(path, "math")
+    with pytest.raises(FusechatError, match=r"p\.jsonl:1: code prompts need `tests`"):
+        load_prompt_file(path, "code")
+    path.write_text('{"text": "x"}\n')
+    with pytest.raises(FusechatError, match=r"p\.jsonl:1: no prompt text"):
+        load_prompt_file(path, "instruction")
+
+
+def test_cli_malformed_file_exits_2_with_one_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "ok"}\nnot json\n')
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(yaml.safe_dump({"name": "t", "run_dir": str(tmp_path / "run"),
+                                           "prompts": {"sets": [{"domain": "instruction", "path": str(path)}]},
+                                           "sources": [{"name": "s", "model": "smollm2-135m-instruct"}]}))
+    result = subprocess.run([sys.executable, "-m", "fusechat", "prompts", str(recipe_path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and f"{path}:2" in lines[0].replace("\n", "") and "Traceback" not in result.stderr
+
+
+def test_duplicates_removed_and_instruction_split_is_seeded_40_60(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Tell me about topic {i % 50}"}) + "\n" for i in range(60)))
+    r = recipe(tmp_path, [{"domain": "instruction", "path": str(path)}])
+    prompts, dropped = collect_prompts(r)
+    assert len(prompts) == 50 and dropped["duplicate"] == 10
+    split = {p.id: p.split for p in prompts}
+    assert sum(s == "sft" for s in split.values()) == 20
+    again, _ = collect_prompts(r)
+    assert {p.id: p.split for p in again} == split  # same seed, same split
+    other, _ = collect_prompts(recipe(tmp_path, [{"domain": "instruction", "path": str(path)}], split_seed=1))
+    assert {p.id: p.split for p in other} != split
+
+
+def test_builtin_packs(tmp_path):
+    r = recipe(tmp_path, [
+        {"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 5, "options": {"min_terms": 2, "max_terms": 3}},
+        {"domain": "code", "pack": "code-functions", "n": 14},
+        {"domain": "instruction", "pack": "sharegpt", "n": 5},
+        {"domain": "chinese", "pack": "sharegpt", "n": 2},
+    ])
+    prompts, _ = collect_prompts(r)
+    by = {d: [p for p in prompts if p.domain == d] for d in ("math", "code", "instruction", "chinese")}
+    assert len(by["math"]) == 5 and all(p.answer.lstrip("-").isdigit() for p in by["math"])
+    assert len(by["code"]) == 14 and all("assert " in p.tests and p.entry_point for p in by["code"])
+    assert len(by["instruction"]) == 5 and all(p.split in ("sft", "dpo") for p in by["instruction"])
+    assert len(by["chinese"]) == 2 and all(p.split == "sft" for p in by["chinese"])
+
+
+def test_code_pack_tests_pass_on_reference_and_fail_on_wrong_code():
+    from fusechat.packs import CODE_TEMPLATES, code_function_prompts
+    from fusechat.sandbox import run_python
+
+    for p, template in zip(code_function_prompts(len(CODE_TEMPLATES), seed=3), CODE_TEMPLATES):
+        assert run_python(f"def {p['entry_point']}(*a):\n    return None\n{p['tests']}").status == "failed"
+
+
+def test_humaneval_prompts_never_enter_training(tmp_path):
+    path = tmp_path / "code.jsonl"
+    path.write_text(json.dumps({"prompt": "def has_close_elements(numbers, threshold):\n    pass", "tests": "assert True"}) + "\n"
+                    + json.dumps({"prompt": "Write def my_own(x): ...", "tests": "assert True"}) + "\n")
+    prompts, dropped = collect_prompts(recipe(tmp_path, [{"domain": "code", "path": str(path)}]))
+    assert [p.prompt for p in prompts] == ["Write def my_own(x): ..."] and dropped["humaneval_overlap"] == 1
+
+
+def test_stage_writes_dataset_and_skips_when_unchanged(tmp_path):
+    r = recipe(tmp_path, [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 3}])
+    first = run_prompts(r)
+    assert first["counts"]["prompts"] == 3 and not first.get("skipped")
+    ds = datasets.load_from_disk(str(r.run_path / "prompts" / "prompts"))
+    assert len(ds) == 3 and set(ds.column_names) >= {"id", "domain", "prompt", "answer", "split"}
+    assert run_prompts(r)["skipped"]
+    changed = recipe(tmp_path, [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 4}])
+    assert run_prompts(changed)["counts"]["prompts"] == 4
+    records, fingerprint = load_output(r.run_path, "prompts", "prompts")
+    assert len(records) == 4 and fingerprint

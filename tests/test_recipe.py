@@ -1,0 +1,59 @@
+import pytest
+import yaml
+
+from fusechat import FusechatError
+from fusechat.recipe import builtin_recipe, load_recipe
+
+BASE = {
+    "name": "t",
+    "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 3}]},
+    "sources": [{"name": "s", "model": "smollm2-135m-instruct"}],
+}
+
+
+def write(tmp_path, data):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_follow_the_paper(tmp_path):
+    r = load_recipe(write(tmp_path, BASE))
+    assert r.build.gap_window == (0.01, 0.1) and r.build.pairing == "same-source"
+    assert r.prompts.sft_fraction == 0.4
+    assert r.sources[0].samples_for("instruction") == 5 and r.sources[0].samples_for("code") == 8
+    assert r.sources[0].sampling.temperature == 0.8 and r.sources[0].sampling.top_p == 0.95
+
+
+def test_unknown_key_is_reported_by_its_path(tmp_path):
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["sources"][0]["sampling"] = {"temprature": 0.7}
+    with pytest.raises(FusechatError, match=r"sources\.0\.sampling\.temprature"):
+        load_recipe(write(tmp_path, data))
+
+
+def test_bad_value_is_reported_by_its_path(tmp_path):
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["sources"][0]["sampling"] = {"top_p": 2}
+    with pytest.raises(FusechatError, match=r"sources\.0\.sampling\.top_p"):
+        load_recipe(write(tmp_path, data))
+
+
+def test_set_overrides(tmp_path):
+    r = load_recipe(write(tmp_path, BASE), ["sources.0.sampling.temperature=0.7", "build.gap_window=null",
+                                             "sources.0.samples_per_prompt={math: 2}"])
+    assert r.sources[0].sampling.temperature == 0.7 and r.build.gap_window is None
+    assert r.sources[0].samples_for("math") == 2
+    with pytest.raises(FusechatError, match="sources.5"):
+        load_recipe(write(tmp_path, BASE), ["sources.5.backend=transformers"])
+
+
+def test_unknown_source_in_ablation_is_rejected(tmp_path):
+    with pytest.raises(FusechatError, match="unknown source 'ghost'"):
+        load_recipe(write(tmp_path, BASE), ["build.exclude_sources=[ghost]"])
+
+
+def test_builtin_recipes_validate():
+    for name in ("cpu-default",):
+        recipe = load_recipe(builtin_recipe(name))
+        assert len({s.model for s in recipe.sources}) >= 2

@@ -1,0 +1,82 @@
+import pytest
+
+from fusechat.recipe import SandboxConfig
+from fusechat.score.code import check_code, extract_code
+from fusechat.score.judge import p_yes
+from fusechat.score.math import MathChecker
+
+
+@pytest.fixture(scope="module")
+def math_checker():
+    checker = MathChecker(timeout_s=10)
+    yield checker
+    checker.close()
+
+
+@pytest.mark.parametrize("response, gold, expected", [
+    ("The sum is 3 + 4 = 7, so the answer is \\boxed{7}.", "7", True),
+    ("So we get \\boxed{-12955}", "-12955", True),
+    ("The answer is \\boxed{\\frac{1}{2}}", "0.5", True),
+    ("I think it is \\boxed{8}", "7", False),
+    ("no idea", "7", False),
+])
+def test_math_equivalence(math_checker, response, gold, expected):
+    assert math_checker.check(response, gold).correct is expected
+
+
+def test_unparseable_gold_is_flagged(math_checker):
+    assert math_checker.check("\\boxed{3}", "").correct is None
+
+
+def test_math_timeout_kills_the_worker_and_recovers():
+    checker = MathChecker(timeout_s=0.001)
+    checker._warm = True  # skip the first call's import allowance: the check must overrun
+    verdict = checker.check("\\boxed{7}", "7")
+    assert verdict.correct is False and verdict.extracted == "timeout"
+    checker.timeout_s = 30
+    assert checker.check("\\boxed{7}", "7").correct is True  # a fresh worker took over
+    checker.close()
+
+
+def test_extract_code_prefers_the_fenced_function():
+    text = "Here:\n```python\ndef f(x):\n    return x + 1\n```\nUsage:\n```\nf(1)\n```"
+    assert extract_code(text) == "def f(x):\n    return x + 1"
+    assert extract_code("def g():\n    return 1") == "def g():\n    return 1"
+
+
+def test_code_passes_fails_and_static_check():
+    limits = SandboxConfig(timeout_s=5)
+    tests = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\n"
+    assert check_code("```python\ndef add(a, b):\n    return a + b\n```", tests, limits) == (True, "passed")
+    ok, info = check_code("```python\ndef add(a, b):\n    return a - b\n```", tests, limits)
+    assert not ok and info.startswith("failed")
+    ok, info = check_code("```python\ndef add(a, b) return\n```", tests, limits)
+    assert not ok and info.startswith("syntax error")
+    ok, info = check_code("```python\ndef add(a, b):\n    while True: pass\n```", tests, SandboxConfig(timeout_s=1))
+    assert not ok and info.startswith("timeout")
+
+
+def test_p_yes_reads_any_case_and_spacing():
+    import math
+
+    assert p_yes({"Yes": math.log(0.6), " yes": math.log(0.1), "No": math.log(0.1), "Maybe": math.log(0.2)}) == pytest.approx(0.875)
+    assert p_yes({"Hmm": 0.0}) == 0.5
+
+
+def test_reward_model_batched_equals_one_at_a_time(smol_tokenizer_dir, tmp_path):
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    from fusechat.score.reward_model import RewardModel
+
+    tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    pairs = [("What is 2+2?", "4"), ("Write a poem.", "Roses are red, violets are blue, " * 5), ("Hi", "Hello there! How can I help?")]
+    batched = RewardModel(str(tmp_path), batch_size=8).score(pairs)
+    single = RewardModel(str(tmp_path), batch_size=1).score(pairs)
+    assert batched == pytest.approx(single, abs=1e-4)
+    assert len(set(round(s, 4) for s in batched)) == 3  # really scores the content, not a constant
