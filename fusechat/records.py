@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DOMAINS = ("instruction", "math", "code", "chinese")
 
@@ -39,7 +39,8 @@ class Sample:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
+    finish_reason: str  # "stop" (end of turn), "length" (hit max_new_tokens) or "error"
+    error: str = ""  # what the backend said when finish_reason is "error"
 
 
 @dataclass

@@ -54,8 +54,8 @@ def sample_shard(backend, source: Source, prompts: list[Prompt], seed: int) -> l
         to_dict(Sample(
             prompt_id=p.id, domain=p.domain, source=source.name, sample_index=k, seed=g.seed,
             text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
-            finish_reason=g.finish_reason,
-        )) | ({"error": g.error} if g.error else {})
+            finish_reason=g.finish_reason, error=g.error,
+        ))
         for (p, k), g in zip(keys, generations)
     ]
 
