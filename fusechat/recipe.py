@@ -124,6 +124,49 @@ class BuildConfig(Strict):
     drop_truncated: bool = Field(True, description="responses cut at max_new_tokens never become chosen/SFT")
 
 
+class LoraConfig(Strict):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class TrainConfig(Strict):
+    """Hyperparameters shared by SFT and DPO (per device; global batch = batch_size x grad_accum x devices)."""
+
+    epochs: float = Field(3, gt=0)
+    learning_rate: float = Field(5e-6, gt=0)
+    batch_size: int = Field(8, gt=0)
+    grad_accum: int = Field(16, gt=0)
+    max_length: int = Field(2048, gt=0)
+    scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 where the CPU/GPU has bf16 units")
+    lora: LoraConfig | None = Field(None, description="train a LoRA adapter (merged into the saved model)")
+    save_steps: int = Field(100, gt=0, description="checkpoint every K optimizer steps (resume points)")
+    seed: int = 0
+    threads: int | None = Field(None, gt=0)
+
+
+class SFTTrainConfig(TrainConfig):
+    """method.md §5: 3 epochs, lr 5e-6 (Llama) / 2e-6 (Qwen, Gemma), loss on assistant tokens only."""
+
+
+class DPOTrainConfig(TrainConfig):
+    """method.md §5: 1 epoch; LN-DPO beta 10 (Llama) or DPO beta 0.01 (Qwen, Gemma)."""
+
+    epochs: float = Field(1, gt=0)
+    learning_rate: float = Field(8e-7, gt=0)
+    loss: Literal["dpo", "ln-dpo"] = "ln-dpo"
+    beta: float = Field(10.0, gt=0)
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out pairs for preference accuracy")
+
+
+class TargetConfig(Strict):
+    model: str = Field(description="the small model to fuse into: catalog name, HF folder, .gguf or hub id")
+
+
 class Recipe(Strict):
     name: str = "fusechat"
     run_dir: str = Field("runs/{name}", description="'{name}' is replaced by the recipe's name")
@@ -133,6 +176,9 @@ class Recipe(Strict):
     sources: list[Source] = Field(min_length=1)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
+    target: TargetConfig | None = None
+    sft: SFTTrainConfig = Field(default_factory=SFTTrainConfig)
+    dpo: DPOTrainConfig = Field(default_factory=DPOTrainConfig)
 
     @model_validator(mode="after")
     def _unique_sources(self):

@@ -1,0 +1,72 @@
+"""What SFT and DPO share: the target model, precision, LoRA, and saving a loadable folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from fusechat import FusechatError, models
+from fusechat.recipe import Recipe, TrainConfig
+from fusechat.sample.backend import cpu_has_bf16
+
+
+def use_bf16(cfg: TrainConfig) -> bool:
+    if cfg.precision == "bf16":
+        return True
+    if cfg.precision == "fp32":
+        return False
+    return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_bf16()
+
+
+def target_path(recipe: Recipe) -> str:
+    if recipe.target is None:
+        raise FusechatError("the recipe has no `target:` (the model to train), e.g. target: {model: smollm2-135m-instruct}")
+    return models.resolve(recipe.target.model).hf_path()
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        raise FusechatError(f"{path}: the tokenizer has no chat template; set one before training a chat target")
+    return tokenizer
+
+
+def load_model(path: str, cfg: TrainConfig):
+    from transformers import AutoModelForCausalLM
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        # fp32 master weights; bf16 comes from autocast, which keeps the optimizer exact.
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except Exception as e:
+        raise FusechatError(f"target '{path}' will not load ({str(e).splitlines()[0][:200]})") from None
+
+
+def lora_config(cfg: TrainConfig):
+    if cfg.lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+
+
+def save_model(model, tokenizer, folder: Path) -> Path:
+    """Write a plain save_pretrained folder (LoRA merged) that transformers, TRL and vLLM load unchanged."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder

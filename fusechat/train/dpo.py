@@ -1,0 +1,258 @@
+"""Stage 6, dpo: preference optimisation of the SFT model on same-source pairs (DPO or LN-DPO).
+
+The SFT model is both the policy's start and the frozen reference. Reference log-probabilities
+are computed once, before training, with the policy itself: no second model stays in memory.
+
+    DPO:    L = -log σ(β·[(log π(y_w) - log π_ref(y_w)) - (log π(y_l) - log π_ref(y_l))])
+    LN-DPO: L = -log σ(β·[(log π(y_w) - log π_ref(y_w))/|y_w| - (log π(y_l) - log π_ref(y_l))/|y_l|])
+
+(TRL's `sigmoid` and `sigmoid_norm`.) Both the summed and the length-normalised margins are
+logged. A held-out slice of the pairs measures preference accuracy (by the loss's own score) at
+every checkpoint; the better of the last two checkpoints is kept (method.md §5).
+
+Input: `run/build/dpo`, `run/sft/model`. Output: `run/dpo/model`, `run/dpo/log`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fusechat import FusechatError
+from fusechat.recipe import DPOTrainConfig, Recipe
+from fusechat.runfolder import Stage, load_output
+from fusechat.train.common import load_model, load_tokenizer, lora_config, save_model, use_bf16
+
+
+@dataclass
+class Pair:
+    prompt_ids: list[int]
+    chosen_ids: list[int]  # completion tokens only
+    rejected_ids: list[int]
+    ref_chosen: float = 0.0  # summed reference log-probs, filled once before training
+    ref_rejected: float = 0.0
+
+
+def completion_ids(tokenizer, prompt: list[dict], completion: list[dict], prompt_ids: list[int]) -> list[int]:
+    full = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=False)
+    if full[: len(prompt_ids)] != prompt_ids:
+        raise FusechatError("the chat template renders the prompt differently inside the conversation; cannot split it")
+    return full[len(prompt_ids) :]
+
+
+def tokenize_pairs(rows: list[dict], tokenizer, max_length: int) -> list[Pair]:
+    pairs = []
+    for r in rows:
+        prompt_ids = tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True, return_dict=False)
+        room = max(1, max_length - len(prompt_ids))  # keep the prompt, cut the completions' ends
+        pairs.append(Pair(prompt_ids,
+                          completion_ids(tokenizer, r["prompt"], r["chosen"], prompt_ids)[:room],
+                          completion_ids(tokenizer, r["prompt"], r["rejected"], prompt_ids)[:room]))
+    return pairs
+
+
+def collate(pairs: list[Pair], pad_id: int) -> dict:
+    """[chosen..., rejected...] right-padded; `mask` marks the completion tokens being scored."""
+    seqs = [p.prompt_ids + p.chosen_ids for p in pairs] + [p.prompt_ids + p.rejected_ids for p in pairs]
+    starts = [len(p.prompt_ids) for p in pairs] * 2
+    width = max(map(len, seqs))
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.bool)
+    for i, (seq, start) in enumerate(zip(seqs, starts)):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        attention[i, : len(seq)] = 1
+        mask[i, start : len(seq)] = True
+    ref = torch.tensor([p.ref_chosen for p in pairs] + [p.ref_rejected for p in pairs], dtype=torch.float32)
+    return {"input_ids": input_ids, "attention_mask": attention, "mask": mask, "ref": ref}
+
+
+def sequence_logps(model, batch: dict, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each sequence's completion tokens, and their count."""
+    device = next(model.parameters()).device
+    input_ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
+    targets = input_ids[:, 1:]
+    mask = batch["mask"][:, 1:].to(device)
+    logits = logits.float()
+    token_logps = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def dpo_loss(logps: torch.Tensor, ref: torch.Tensor, lengths: torch.Tensor, beta: float, loss: str) -> dict:
+    """The loss and its diagnostics for a [chosen..., rejected...] batch."""
+    ratios = logps - ref
+    normalised = ratios / lengths.clamp(min=1)
+    n = len(logps) // 2
+    summed_margin = ratios[:n] - ratios[n:]
+    norm_margin = normalised[:n] - normalised[n:]
+    margin = summed_margin if loss == "dpo" else norm_margin
+    return {
+        "loss": -F.logsigmoid(beta * margin).mean(),
+        "margin": margin.detach(),
+        "margin_summed": summed_margin.detach(),
+        "margin_normalised": norm_margin.detach(),
+        "accuracy": (margin > 0).float().detach(),
+    }
+
+
+@torch.no_grad()
+def fill_reference(model, pairs: list[Pair], batch_size: int, pad_id: int, bf16: bool) -> None:
+    model.eval()
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        logps, _ = sequence_logps(model, collate(chunk, pad_id), bf16)
+        for p, c, r in zip(chunk, logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist()):
+            p.ref_chosen, p.ref_rejected = c, r
+    model.train()
+
+
+@torch.no_grad()
+def preference_accuracy(model, pairs: list[Pair], cfg: DPOTrainConfig, pad_id: int, bf16: bool) -> float:
+    if not pairs:
+        return float("nan")
+    model.eval()
+    hits = 0.0
+    for start in range(0, len(pairs), cfg.batch_size):
+        batch = collate(pairs[start : start + cfg.batch_size], pad_id)
+        logps, lengths = sequence_logps(model, batch, bf16)
+        hits += dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss)["accuracy"].sum().item()
+    model.train()
+    return hits / len(pairs)
+
+
+def lr_at(step: int, total: int, cfg: DPOTrainConfig) -> float:
+    warmup = max(1, math.ceil(total * cfg.warmup_ratio))
+    if step < warmup:
+        return cfg.learning_rate * (step + 1) / warmup
+    if cfg.scheduler == "constant_with_warmup":
+        return cfg.learning_rate
+    progress = (step - warmup) / max(1, total - warmup)
+    return cfg.learning_rate * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.scheduler == "cosine" else 1 - progress)
+
+
+def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: Path, progress=None) -> tuple[object, list[dict], dict]:
+    """Train in place; checkpoints (model + optimizer + step + reference log-probs) go to `workdir`."""
+    torch.manual_seed(cfg.seed)
+    bf16 = use_bf16(cfg)
+    pad_id = tokenizer.pad_token_id
+    pairs = tokenize_pairs(rows, tokenizer, cfg.max_length)
+    order = list(range(len(pairs)))
+    random.Random(cfg.seed).shuffle(order)
+    n_eval = round(len(pairs) * cfg.eval_fraction) if len(pairs) > 1 else 0
+    held_out = [pairs[i] for i in order[:n_eval]]
+    train = [pairs[i] for i in order[n_eval:]]
+
+    state_file = workdir / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else None
+    if state:  # resume: reference log-probs were saved with the first checkpoint
+        refs = state["reference"]
+        for p, (c, r) in zip(pairs, refs):
+            p.ref_chosen, p.ref_rejected = c, r
+        model.load_state_dict(torch.load(workdir / "last" / "model.pt", weights_only=True))
+    else:
+        fill_reference(model, pairs, cfg.batch_size, pad_id, bf16)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    micro_batches = max(1, round(math.ceil(len(train) / cfg.batch_size) * cfg.epochs))
+    total = math.ceil(micro_batches / cfg.grad_accum)
+    step, log, checkpoints = 0, [], []
+    if state:
+        optimizer.load_state_dict(torch.load(workdir / "last" / "optimizer.pt", weights_only=True))
+        step, log, checkpoints = state["step"], state["log"], state["checkpoints"]
+
+    task = progress.add_task("dpo", total=total, completed=step) if progress else None
+    started, tokens = time.time(), 0
+    # One fixed stream of micro-batches (shuffled per epoch), so a resumed run sees the same batches.
+    rng = random.Random(cfg.seed)
+    stream = []
+    for _ in range(math.ceil(cfg.epochs)):
+        idx = list(range(len(train)))
+        rng.shuffle(idx)
+        stream += [idx[i : i + cfg.batch_size] for i in range(0, len(idx), cfg.batch_size)]
+    stream = stream[: max(1, round(len(stream) * cfg.epochs / math.ceil(cfg.epochs)))]
+    while step < total:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total, cfg)
+        stats = {"loss": 0.0, "margin_summed": 0.0, "margin_normalised": 0.0, "accuracy": 0.0}
+        micro = stream[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
+        for indices in micro:
+            batch = collate([train[i] for i in indices], pad_id)
+            logps, lengths = sequence_logps(model, batch, bf16)
+            out = dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss)
+            (out["loss"] / len(micro)).backward()
+            tokens += int(batch["attention_mask"].sum())
+            stats["loss"] += out["loss"].item() / len(micro)
+            for key in ("margin_summed", "margin_normalised", "accuracy"):
+                stats[key] += out[key].mean().item() / len(micro)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        log.append({"step": step, "lr": optimizer.param_groups[0]["lr"], **{k: round(v, 5) for k, v in stats.items()}})
+        if progress:
+            progress.update(task, advance=1)
+        if step % cfg.save_steps == 0 or step == total:
+            accuracy = preference_accuracy(model, held_out, cfg, pad_id, bf16)
+            log[-1]["eval_accuracy"] = accuracy
+            checkpoints = keep_checkpoint(model, step, accuracy, checkpoints, workdir)
+            torch.save(optimizer.state_dict(), workdir / "last" / "optimizer.pt")
+            state_file.write_text(json.dumps({"step": step, "log": log, "checkpoints": checkpoints,
+                                              "reference": [(p.ref_chosen, p.ref_rejected) for p in pairs]}))
+    # The better of the last two checkpoints by held-out preference accuracy (ties: the later).
+    best = max(checkpoints[-2:], key=lambda c: (c["accuracy"] if not math.isnan(c["accuracy"]) else -1, c["step"]))
+    model.load_state_dict(torch.load(workdir / best["folder"] / "model.pt", weights_only=True))
+    seconds = time.time() - started
+    summary = {"steps": step, "pairs": len(train), "held_out": len(held_out), "kept_step": best["step"],
+               "held_out_accuracy": best["accuracy"], "bf16": bf16, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+    return model, log, summary
+
+
+def keep_checkpoint(model, step: int, accuracy: float, checkpoints: list[dict], workdir: Path) -> list[dict]:
+    """Save this step's weights; keep only the last two checkpoints (the candidates for the final model)."""
+    import shutil
+
+    folder = f"step-{step}"
+    (workdir / folder).mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), workdir / folder / "model.pt")
+    last = workdir / "last"
+    shutil.rmtree(last, ignore_errors=True)
+    shutil.copytree(workdir / folder, last)
+    checkpoints = checkpoints + [{"step": step, "accuracy": accuracy, "folder": folder}]
+    for old in checkpoints[:-2]:
+        shutil.rmtree(workdir / old["folder"], ignore_errors=True)
+    return checkpoints[-2:]
+
+
+def run_dpo(recipe: Recipe, force: bool = False, progress=None) -> dict:
+    rows, fingerprint = load_output(recipe.run_path, "build", "dpo")
+    sft_manifest = Stage(recipe.run_path, "sft", {}, "").manifest()
+    if sft_manifest is None:
+        raise FusechatError(f"{recipe.run_path / 'sft'}: run `fusechat sft` first (DPO starts from the SFT model)")
+    cfg = recipe.dpo
+    stage = Stage(recipe.run_path, "dpo", {"dpo": cfg.model_dump()}, f"{fingerprint}:{sft_manifest['output_fingerprint']}")
+    if stage.is_done() and not force:
+        return stage.manifest() | {"skipped": True}
+    if not rows:
+        raise FusechatError(f"{recipe.run_path / 'build'}: the DPO set is empty; nothing to train on")
+    stage.begin()
+    path = sft_manifest["model"]
+    tokenizer = load_tokenizer(path)
+    model = load_model(path, cfg)
+    lora = lora_config(cfg)
+    if lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora)
+    model, log, summary = train_dpo(model, tokenizer, rows, cfg, stage.shard_dir, progress)
+    folder = save_model(model, tokenizer, stage.dir / "model")
+    return stage.finish({"log": log}, summary | {"loss": cfg.loss, "beta": cfg.beta}, model=str(folder))

@@ -1,0 +1,107 @@
+"""DPO / LN-DPO: losses checked by hand, a few steps change every parameter, resume, checkpoint choice."""
+
+import math
+
+import pytest
+import torch
+
+from fusechat.recipe import DPOTrainConfig
+from fusechat.train.dpo import collate, dpo_loss, sequence_logps, tokenize_pairs, train_dpo
+from fusechat.train.common import load_model, load_tokenizer
+
+ROWS = [
+    {"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}],
+     "chosen": [{"role": "assistant", "content": f"{i} + {i} = {2 * i}."}],
+     "rejected": [{"role": "assistant", "content": f"I think it is {2 * i + 1}, but I am not sure at all."}]}
+    for i in range(6)
+]
+
+
+def by_hand_logp(model, prompt_ids, completion_ids):
+    """Sum of log p(token) over the completion, one position at a time."""
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0]
+    total = 0.0
+    for pos in range(len(prompt_ids), len(prompt_ids) + len(completion_ids)):
+        total += torch.log_softmax(logits[pos - 1].double(), dim=-1)[ids[0, pos]].item()
+    return total
+
+
+@pytest.mark.parametrize("loss, beta", [("dpo", 0.1), ("ln-dpo", 10.0)])
+def test_loss_matches_hand_computation(tiny_model_dir, loss, beta):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = load_model(str(tiny_model_dir), DPOTrainConfig()).eval()
+    pairs = tokenize_pairs(ROWS[:3], tokenizer, max_length=256)
+    refs = [(-40.0 - i, -55.0 + 2 * i) for i in range(3)]  # a fixed reference, unlike the policy
+    for p, (c, r) in zip(pairs, refs):
+        p.ref_chosen, p.ref_rejected = c, r
+    batch = collate(pairs, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logps, lengths = sequence_logps(model, batch, bf16=False)
+    got = dpo_loss(logps, batch["ref"], lengths, beta, loss)
+
+    expected, norm_margins, summed_margins = 0.0, [], []
+    for p, (ref_c, ref_r) in zip(pairs, refs):
+        lc, lr = by_hand_logp(model, p.prompt_ids, p.chosen_ids), by_hand_logp(model, p.prompt_ids, p.rejected_ids)
+        summed = (lc - ref_c) - (lr - ref_r)
+        normalised = (lc - ref_c) / len(p.chosen_ids) - (lr - ref_r) / len(p.rejected_ids)
+        z = beta * (summed if loss == "dpo" else normalised)
+        expected += -math.log(1 / (1 + math.exp(-z))) / len(pairs)
+        summed_margins.append(summed)
+        norm_margins.append(normalised)
+    assert got["loss"].item() == pytest.approx(expected, rel=1e-4)
+    assert got["margin_summed"].tolist() == pytest.approx(summed_margins, rel=1e-4)
+    assert got["margin_normalised"].tolist() == pytest.approx(norm_margins, rel=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["dpo", "ln-dpo"])
+def test_few_steps_change_every_parameter(tiny_model_dir, tmp_path, loss):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    cfg = DPOTrainConfig(loss=loss, beta=0.5 if loss == "dpo" else 5.0, learning_rate=1e-2, batch_size=2, grad_accum=1,
+                         epochs=1, warmup_ratio=0.0, precision="fp32", eval_fraction=0.0, save_steps=100)
+    model = load_model(str(tiny_model_dir), cfg)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model, log, summary = train_dpo(model, tokenizer, ROWS, cfg, tmp_path)
+    assert summary["steps"] == 3 and all(math.isfinite(e["loss"]) for e in log)
+    assert log[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # the reference is the starting model
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
+    assert not unchanged
+
+
+def test_resume_after_a_kill_gives_the_same_model(tiny_model_dir, tmp_path, monkeypatch):
+    import fusechat.train.dpo as dpo
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    cfg = DPOTrainConfig(learning_rate=1e-3, batch_size=1, grad_accum=1, epochs=1, precision="fp32",
+                         eval_fraction=0.0, save_steps=2, warmup_ratio=0.0)
+    straight, _, _ = train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path / "a")
+
+    real_keep = dpo.keep_checkpoint
+    def killed_after_first_checkpoint(model, step, *args):
+        result = real_keep(model, step, *args)
+        if step == 2:
+            raise KeyboardInterrupt
+        return result
+    monkeypatch.setattr(dpo, "keep_checkpoint", killed_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path / "b")
+    monkeypatch.setattr(dpo, "keep_checkpoint", real_keep)
+    resumed, log, summary = train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path / "b")
+    assert summary["steps"] == 6 and [e["step"] for e in log] == list(range(1, 7))
+    for (name, a), b in zip(straight.named_parameters(), resumed.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_keeps_the_better_of_the_last_two_checkpoints(tiny_model_dir, tmp_path, monkeypatch):
+    import fusechat.train.dpo as dpo
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    cfg = DPOTrainConfig(learning_rate=1e-3, batch_size=1, grad_accum=1, epochs=1, precision="fp32",
+                         eval_fraction=0.34, save_steps=1, warmup_ratio=0.0)
+    scores = iter([0.99, 0.1, 0.6, 0.5])  # steps 1-4: step 1 is best overall, step 3 the better of the last two
+    monkeypatch.setattr(dpo, "preference_accuracy", lambda *a: next(scores))
+    _, _, summary = train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path)
+    assert summary["steps"] == 4 and summary["held_out"] == 2
+    assert summary["kept_step"] == 3 and summary["held_out_accuracy"] == 0.6
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-3", "step-4"]
