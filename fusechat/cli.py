@@ -24,7 +24,7 @@ app = typer.Typer(
     help=(
         "Implicit model fusion (FuseChat-3.0): sample several source models, score their responses, "
         "build SFT and same-source DPO data, train a small target.\n\n"
-        "Stages, in order: prompts -> sample -> score -> build. Each reads the previous stage's output "
+        "Stages, in order: prompts -> sample -> score -> build -> sft -> dpo -> eval -> report. Each reads the previous stage's output "
         "from the run folder and skips itself when its config and input are unchanged. "
         "`fusechat run` runs them all; with no recipe it runs the built-in cpu-default recipe."
     ),
@@ -73,11 +73,29 @@ def report(name: str, manifest: dict) -> None:
     if manifest.get("skipped"):
         console.print(f"[dim]{name}: up to date, skipped ({manifest['stage']}/manifest.json)[/]")
         return
+    if name == "report":
+        console.print(f"[green]report[/]: {manifest['counts']['html']}")
+        return
     console.print(f"[green]{name}[/] done in {manifest['seconds']:.1f}s: {json.dumps(manifest['counts'], ensure_ascii=False)}", soft_wrap=True)
     for source, t in (manifest.get("timings") or {}).items():
         console.print(f"  {source} ({t['backend']}): {t['completion_tokens']} tokens in {t['seconds']}s = {t['tokens_per_s']} tok/s")
     if name == "build":
         print_build_table(manifest["counts"])
+
+
+
+def print_eval_table(recipe) -> None:
+    from fusechat.runfolder import read_jsonl
+
+    path = recipe.run_path / "eval" / "results.jsonl"
+    if not path.exists():
+        return
+    table = Table(title="eval (95% CI)")
+    for col in ("benchmark", "model", "score", "95% CI", "n"):
+        table.add_column(col)
+    for r in read_jsonl(path):
+        table.add_row(r["label"], r["model"], f"{r['score']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", str(r["n"]))
+    Console().print(table)
 
 
 def print_build_table(counts: dict) -> None:
@@ -112,6 +130,29 @@ stage_command("prompts", "Load the recipe's prompt sets: domains, gold answers, 
 stage_command("sample", "Draw N responses per prompt from every source (its own chat template and sampling settings).")
 stage_command("score", "Score responses: math against gold answers, code against tests in the sandbox, reward model or judge.")
 stage_command("build", "Build the SFT set (best response) and same-source DPO pairs (best vs worst, gap in window).")
+stage_command("sft", "Fine-tune the target on the SFT set (TRL SFTTrainer, loss on assistant tokens; full or LoRA).")
+stage_command("dpo", "Preference-optimise the SFT model on the pairs: DPO or LN-DPO, reference log-probs computed once.")
+stage_command("report", "Write run/report/report.html (self-contained, with plots) and report.md.")
+
+
+@app.command("eval")
+@user_errors
+def eval_command(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt, force: bool = ForceOpt,
+                 model: list[str] = typer.Option([], "--model", help="also evaluate NAME=HF_FOLDER (a model trained elsewhere)")):
+    """Evaluate base, SFT and SFT+DPO side by side: held-out math, HumanEval pass@1, MT-Bench win rate (local judge)."""
+    from fusechat.pipeline import run_stage
+
+    extra = []
+    for item in model:
+        name, _, path = item.partition("=")
+        if not path:
+            raise FusechatError(f"--model {item!r}: expected NAME=HF_FOLDER")
+        extra.append(f"eval.extra_models.{name}={path}")
+    r = load(recipe, set_ + extra)
+    with progress_bar() as progress:
+        manifest = run_stage("eval", r, force=force, progress=progress)
+    report("eval", manifest)
+    print_eval_table(r)
 
 
 @app.command("run")
@@ -124,6 +165,7 @@ def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt):
     console.print(f"recipe [bold]{r.name}[/], run folder {r.run_path}")
     with progress_bar() as progress:
         run_all(r, progress=progress, on_stage=report)
+    print_eval_table(r)
 
 
 @models_app.command("list")

@@ -167,6 +167,27 @@ class TargetConfig(Strict):
     model: str = Field(description="the small model to fuse into: catalog name, HF folder, .gguf or hub id")
 
 
+class MathEval(Strict):
+    """Held-out reasoning-gym problems: a seed no training prompt set uses."""
+
+    task: str | None = Field(None, description="default: the task of the recipe's first reasoning-gym math set")
+    options: dict | None = Field(None, description="default: that set's options")
+    n: int = Field(100, gt=0)
+    seed: int = 1_000_003
+
+
+class EvalConfig(Strict):
+    math: MathEval | None = Field(default_factory=MathEval)
+    humaneval: int | None = Field(164, ge=0, description="HumanEval problems (pass@1); 0 skips")
+    mtbench: int | None = Field(80, ge=0, description="MT-Bench first-turn questions judged against the base; 0 skips")
+    judge: str | None = Field(None, description="local judge for MT-Bench; default: score.reward.model")
+    judge_backend: Literal["transformers", "llamacpp"] = "llamacpp"
+    max_new_tokens: int = Field(512, gt=0)
+    batch_size: int = Field(32, gt=0)
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    extra_models: dict[str, str] = Field(default_factory=dict, description="name -> HF folder, evaluated too")
+
+
 class Recipe(Strict):
     name: str = "fusechat"
     run_dir: str = Field("runs/{name}", description="'{name}' is replaced by the recipe's name")
@@ -179,12 +200,18 @@ class Recipe(Strict):
     target: TargetConfig | None = None
     sft: SFTTrainConfig = Field(default_factory=SFTTrainConfig)
     dpo: DPOTrainConfig = Field(default_factory=DPOTrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
     def _unique_sources(self):
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be unique, got {names}")
+        math_eval = self.eval.math
+        if math_eval is not None:
+            train_seeds = {p.seed for p in self.prompts.sets if p.pack == "reasoning-gym"}
+            if math_eval.seed in train_seeds:
+                raise ValueError(f"eval.math.seed {math_eval.seed} is also a training prompt seed; held-out means unseen")
         for name in (self.build.sources or []) + self.build.exclude_sources:
             if name not in names:
                 raise ValueError(f"build refers to unknown source '{name}' (sources: {names})")

@@ -29,13 +29,16 @@ def open_reward(config: RewardConfig):
             path = models.resolve(config.model).hf_path()
             return RewardModel(path, config.trust_remote_code, config.batch_size, config.max_length)
         case "judge":
-            from fusechat.sample import open_backend
-            from fusechat.score.judge import LlamaCppJudge, TransformersJudge
+            return open_judge(config.model, config.backend, config.batch_size)
 
-            source = Source(name="judge", model=config.model, backend=config.backend, batch_size=config.batch_size,
-                            sampling=Sampling(temperature=0, max_new_tokens=1))
-            backend = open_backend(source, ctx_per_slot=4096)
-            return LlamaCppJudge(backend) if config.backend == "llamacpp" else TransformersJudge(backend)
+
+def open_judge(model: str, backend: str, slots: int):
+    from fusechat.sample import open_backend
+    from fusechat.score.judge import Judge
+
+    source = Source(name="judge", model=model, backend=backend, batch_size=slots,
+                    sampling=Sampling(temperature=0, max_new_tokens=1))
+    return Judge(open_backend(source, ctx_per_slot=4096))
 
 
 def score_shard(samples: list[dict], prompts: dict[str, Prompt], recipe: Recipe, math: MathChecker, reward) -> list[dict]:

@@ -1,7 +1,8 @@
 """LLM judge reward: P(Yes) that a local model gives to "is this response good?".
 
 The CPU default for instruction prompts (no reward model ships offline). Scores lie in [0, 1]:
-P(Yes) / (P(Yes) + P(No)) over the first answer token's log-probabilities.
+P(Yes) / (P(Yes) + P(No)) over the first answer token's log-probabilities. The same
+first-token read-out serves the pairwise MT-Bench judge in evaluation.
 """
 
 from __future__ import annotations
@@ -28,44 +29,40 @@ def p_yes(token_logprobs: dict[str, float]) -> float:
     return yes / (yes + no) if yes + no > 0 else 0.5
 
 
-class LlamaCppJudge:
-    def __init__(self, backend):
-        self.backend = backend  # a sample.llamacpp.LlamaCppBackend
-
-    def _one(self, pair: tuple[str, str]) -> float:
-        body = {"messages": judge_messages(*pair), "max_tokens": 1, "temperature": 0.0,
-                "logprobs": True, "top_logprobs": 20}
-        result = self.backend.complete(body)
+def first_token_logprobs(backend, messages: list[dict], top: int = 20) -> dict[str, float]:
+    """The `top` most likely first tokens of the reply and their log-probabilities."""
+    if hasattr(backend, "complete"):  # llama.cpp
+        result = backend.complete({"messages": messages, "max_tokens": 1, "temperature": 0.0,
+                                   "logprobs": True, "top_logprobs": top})
         content = result["choices"][0]["logprobs"]["content"]
-        return p_yes({t["token"]: t["logprob"] for t in content[0]["top_logprobs"]}) if content else 0.5
+        return {t["token"]: t["logprob"] for t in content[0]["top_logprobs"]} if content else {}
+    import torch  # transformers
 
-    def score(self, pairs: list[tuple[str, str]]) -> list[float]:
-        with ThreadPoolExecutor(self.backend.slots) as pool:
-            return list(pool.map(self._one, pairs))
+    tok = backend.tokenizer
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    enc = tok(text, return_tensors="pt", add_special_tokens=False).to(backend.device)
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(backend.model(**enc).logits[0, -1].float(), dim=-1)
+    values, ids = logprobs.topk(top)
+    return {tok.decode([i]): v for i, v in zip(ids.tolist(), values.tolist())}
 
-    def close(self) -> None:
-        self.backend.close()
 
+class Judge:
+    """Scores (prompt, response) pairs with P(Yes); llama.cpp requests run in parallel slots."""
 
-class TransformersJudge:
     def __init__(self, backend):
-        self.backend = backend  # a sample.hf.TransformersBackend
-        tok = backend.tokenizer
-        vocab = tok.get_vocab()
-        self.token_ids = {t: i for t, i in vocab.items() if tok.convert_tokens_to_string([t]).strip().lower() in ("yes", "no")}
+        self.backend = backend  # a LlamaCppBackend or TransformersBackend
+
+    def probability(self, messages: list[dict], read) -> float:
+        return read(first_token_logprobs(self.backend, messages))
+
+    def map(self, fn, items: list) -> list:
+        workers = getattr(self.backend, "slots", 1)
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, items))
 
     def score(self, pairs: list[tuple[str, str]]) -> list[float]:
-        import torch
-
-        tok, model = self.backend.tokenizer, self.backend.model
-        scores = []
-        for pair in pairs:
-            text = tok.apply_chat_template(judge_messages(*pair), tokenize=False, add_generation_prompt=True)
-            enc = tok(text, return_tensors="pt", add_special_tokens=False).to(self.backend.device)
-            with torch.inference_mode():
-                logprobs = torch.log_softmax(model(**enc).logits[0, -1].float(), dim=-1)
-            scores.append(p_yes({tok.convert_tokens_to_string([t]): logprobs[i].item() for t, i in self.token_ids.items()}))
-        return scores
+        return self.map(lambda pair: self.probability(judge_messages(*pair), p_yes), pairs)
 
     def close(self) -> None:
         self.backend.close()

@@ -1,13 +1,17 @@
 """Math: is the response's final answer equivalent to the gold answer (math-verify)?
 
 math-verify's own timeouts use signals, which only work in a main thread. We run it in a
-worker process instead and kill that process when one check overruns: a process-level timeout
-that works anywhere.
+worker process instead (`python -m fusechat.score.math`, JSON lines over pipes, so no
+`if __name__ == "__main__"` guard is needed in user scripts) and kill that process when one
+check overruns: a process-level timeout that works anywhere.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
+import select
+import subprocess
+import sys
 from dataclasses import dataclass
 
 
@@ -17,58 +21,65 @@ class MathVerdict:
     extracted: str
 
 
-def _worker(conn) -> None:
+def verify_one(response: str, gold: str, parse, verify) -> tuple[bool | None, str]:
+    gold_parsed = parse(gold, parsing_timeout=None)
+    if not gold_parsed:
+        return None, ""
+    if "\\boxed" not in gold and "$" not in gold:
+        gold_parsed = parse(f"${gold}$", parsing_timeout=None) or gold_parsed
+    answer = parse(response, parsing_timeout=None)
+    ok = bool(answer) and verify(gold_parsed, answer, timeout_seconds=None)
+    return ok, str(answer[-1]) if answer else ""
+
+
+def _worker() -> None:
     import logging
 
     from math_verify import parse, verify
 
     logging.disable(logging.WARNING)  # math-verify warns on every call that we disabled its timeouts
-    while True:
-        job = conn.recv()
-        if job is None:
-            return
-        response, gold = job
-        gold_parsed = parse(gold, parsing_timeout=None)
-        if not gold_parsed:
-            conn.send((None, ""))
-            continue
-        if "\\boxed" not in gold and "$" not in gold:
-            gold_parsed = parse(f"${gold}$", parsing_timeout=None) or gold_parsed
-        answer = parse(response, parsing_timeout=None)
-        ok = bool(answer) and verify(gold_parsed, answer, timeout_seconds=None)
-        conn.send((ok, str(answer[-1]) if answer else ""))
+    for line in sys.stdin:
+        job = json.loads(line)
+        sys.stdout.write(json.dumps(verify_one(job["response"], job["gold"], parse, verify)) + "\n")
+        sys.stdout.flush()
 
 
 class MathChecker:
     """Checks answers in a worker process; a check over `timeout_s` counts as incorrect."""
+
+    STARTUP_S = 60  # the first check also pays for importing sympy
 
     def __init__(self, timeout_s: float = 10):
         self.timeout_s = timeout_s
         self.process = None
 
     def _start(self) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker, args=(child,), daemon=True)
-        self.process.start()
+        self.process = subprocess.Popen([sys.executable, "-m", "fusechat.score.math"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._warm = False
 
     def check(self, response: str, gold: str) -> MathVerdict:
-        if self.process is None or not self.process.is_alive():
+        if self.process is None or self.process.poll() is not None:
             self._start()
-        self.conn.send((response, gold))
-        # The first call also pays for the worker's imports (sympy): allow for it.
-        if self.conn.poll(self.timeout_s + 30 if not getattr(self, "_warm", False) else self.timeout_s):
-            self._warm = True
-            correct, extracted = self.conn.recv()
-            return MathVerdict(correct, extracted)
-        self.process.kill()
-        self.process.join()
-        self.process = None
+        self.process.stdin.write(json.dumps({"response": response, "gold": gold}) + "\n")
+        self.process.stdin.flush()
+        wait = self.timeout_s if self._warm else self.timeout_s + self.STARTUP_S
+        ready, _, _ = select.select([self.process.stdout], [], [], wait)
+        if ready:
+            line = self.process.stdout.readline()
+            if line:
+                self._warm = True
+                correct, extracted = json.loads(line)
+                return MathVerdict(correct, extracted)
+        self.close()
         return MathVerdict(False, "timeout")
 
     def close(self) -> None:
-        if self.process is not None and self.process.is_alive():
-            self.conn.send(None)
-            self.process.join(timeout=5)
+        if self.process is not None:
             self.process.kill()
+            self.process.wait()
         self.process = None
+
+
+if __name__ == "__main__":
+    _worker()

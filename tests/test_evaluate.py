@@ -1,0 +1,89 @@
+"""Training, evaluation and report stages chained on a tiny model (build output written by hand)."""
+
+import json
+
+import pytest
+import yaml
+
+from fusechat.evaluate.stats import bootstrap_mean, wilson
+from fusechat.pipeline import run_stage
+from fusechat.recipe import load_recipe
+from fusechat.runfolder import Stage, read_jsonl
+
+SFT = [{"messages": [{"role": "user", "content": f"What is {i} + 1?"}, {"role": "assistant", "content": f"\\boxed{{{i + 1}}}"}],
+        "prompt_id": f"s{i}", "domain": "math", "source": "a", "reward": None} for i in range(6)]
+DPO = [{"prompt": [{"role": "user", "content": f"What is {i} + 2?"}], "chosen": [{"role": "assistant", "content": f"\\boxed{{{i + 2}}}"}],
+        "rejected": [{"role": "assistant", "content": "I do not know."}], "prompt_id": f"d{i}", "domain": "math", "source": "a",
+        "chosen_reward": None, "rejected_reward": None} for i in range(6)]
+
+
+def test_wilson_and_bootstrap_intervals():
+    low, high = wilson(0, 10)
+    assert low == 0 and 0.25 < high < 0.35  # never the degenerate [0, 0] of the normal approximation
+    low, high = wilson(50, 100)
+    assert low == pytest.approx(0.404, abs=1e-3) and high == pytest.approx(0.596, abs=1e-3)
+    low, high = bootstrap_mean([0.0, 1.0] * 50)
+    assert low < 0.5 < high and high - low < 0.3
+
+
+def test_sft_dpo_eval_report_chain(tmp_path, tiny_model_dir):
+    data = {
+        "name": "t", "run_dir": str(tmp_path / "run"),
+        "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 2}]},
+        "sources": [{"name": "a", "model": str(tiny_model_dir)}],
+        "target": {"model": str(tiny_model_dir)},
+        "sft": {"epochs": 1, "batch_size": 2, "grad_accum": 1, "learning_rate": 1e-3, "precision": "fp32"},
+        "dpo": {"epochs": 1, "batch_size": 2, "grad_accum": 1, "learning_rate": 1e-3, "precision": "fp32", "save_steps": 1, "eval_fraction": 0.34},
+        "eval": {"math": {"n": 4}, "humaneval": 2, "mtbench": 2, "judge": str(tiny_model_dir), "judge_backend": "transformers",
+                 "max_new_tokens": 8, "dtype": "float32"},
+    }
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    recipe = load_recipe(path)
+    build = Stage(recipe.run_path, "build", {}, "x")
+    build.begin()
+    build.finish({"sft": SFT, "dpo": DPO}, {})
+    for stage in ("sft", "dpo", "eval", "report"):
+        run_stage(stage, recipe)
+    results = read_jsonl(recipe.run_path / "eval" / "results.jsonl")
+    table = {(r["model"], r["benchmark"]): r for r in results}
+    assert {m for m, _ in table} == {"base", "sft", "sft+dpo"}
+    assert {b for _, b in table} == {"math", "humaneval", "mtbench"}
+    assert ("base", "mtbench") not in table  # the base is the reference the others are judged against
+    for r in results:
+        assert r["ci_low"] <= r["score"] <= r["ci_high"]
+        assert r["n"] == {"math": 4, "humaneval": 2, "mtbench": 2}[r["benchmark"]]
+    assert "local judge" in table[("sft", "mtbench")]["label"]
+    dpo_log = read_jsonl(recipe.run_path / "dpo" / "log.jsonl")
+    assert {"margin_summed", "margin_normalised"} <= set(dpo_log[0])
+    page = (recipe.run_path / "report" / "report.html").read_text()
+    assert page.count("<img") == 3 and "local judge" in page  # data, training, eval (no score stage here)
+    assert "| held-out math accuracy | sft+dpo |" in (recipe.run_path / "report" / "report.md").read_text()
+    # eval reruns are skipped; a model trained elsewhere can be added by path
+    assert run_stage("eval", recipe)["skipped"]
+
+
+def test_held_out_math_never_repeats_training_problems(tmp_path):
+    from fusechat.evaluate.math import held_out_problems
+    from fusechat.packs import reasoning_gym_prompts
+
+    data = {"name": "t", "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "basic_arithmetic", "n": 200,
+                                                "options": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}}]},
+            "sources": [{"name": "a", "model": "smollm2-135m-instruct"}], "eval": {"math": {"n": 50}}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    recipe = load_recipe(path)
+    training = {p["prompt"] for p in reasoning_gym_prompts("basic_arithmetic", 200, 0, recipe.prompts.sets[0].options)}
+    held_out = held_out_problems(recipe, training)
+    assert len(held_out) == 50 and not {p["prompt"] for p in held_out} & training
+
+
+def test_eval_seed_equal_to_a_training_seed_is_refused(tmp_path):
+    from fusechat import FusechatError
+
+    data = {"name": "t", "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "seed": 7}]},
+            "sources": [{"name": "a", "model": "smollm2-135m-instruct"}], "eval": {"math": {"seed": 7}}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(FusechatError, match="held-out"):
+        load_recipe(path)
