@@ -6,7 +6,7 @@ Each prompt is used once: as one SFT example, as one DPO pair, or dropped with a
 - math / code: per source, its best correct vs its worst incorrect inside the window -> DPO;
   otherwise the best correct response overall -> SFT; no correct response -> dropped.
 - chinese: SFT only, the single response.
-Ties in reward are broken by the recipe's source order, then by sample index.
+Ties in reward are broken by source order (`build.tie_break`, else the recipe's), then by sample index.
 
 Input: `run/prompts/prompts`, `run/score/scored`. Output: `run/build/sft` (`messages`) and
 `run/build/dpo` (`prompt`/`chosen`/`rejected` as message lists): TRL's conversational formats.
@@ -153,13 +153,14 @@ def build_datasets(prompts: list[Prompt], scored: list[dict], cfg: BuildConfig, 
 def run_build(recipe: Recipe, force: bool = False, progress=None) -> dict:
     prompt_rows, prompts_fp = load_output(recipe.run_path, "prompts", "prompts")
     scored, scored_fp = load_output(recipe.run_path, "score", "scored")
-    config = recipe.build.model_dump() | {"source_order": [s.name for s in recipe.sources]}
+    order = recipe.build.tie_break or [s.name for s in recipe.sources]
+    config = recipe.build.model_dump() | {"source_order": order}
     stage = Stage(recipe.run_path, "build", config, f"{prompts_fp}:{scored_fp}")
     if stage.is_done() and not force:
         return stage.manifest() | {"skipped": True}
     stage.begin()
     prompts = [from_dict(Prompt, r, f"prompt {r.get('id')}") for r in prompt_rows]
-    result = build_datasets(prompts, scored, recipe.build, [s.name for s in recipe.sources])
+    result = build_datasets(prompts, scored, recipe.build, order)
     counts = {
         "sft": dict(Counter(r["domain"] for r in result.sft)),
         "dpo": dict(Counter(r["domain"] for r in result.dpo)),

@@ -70,6 +70,8 @@ def progress_bar() -> Progress:
 
 
 def report(name: str, manifest: dict) -> None:
+    if not manifest:  # a non-main process of a distributed run: the main one reports
+        return
     if manifest.get("skipped"):
         console.print(f"[dim]{name}: up to date, skipped ({manifest['stage']}/manifest.json)[/]")
         return

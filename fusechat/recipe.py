@@ -122,6 +122,7 @@ class BuildConfig(Strict):
     sources: list[str] | None = Field(None, description="use only these sources (single-source ablation)")
     exclude_sources: list[str] = Field(default_factory=list, description="leave-one-source-out")
     drop_truncated: bool = Field(True, description="responses cut at max_new_tokens never become chosen/SFT")
+    tie_break: list[str] | None = Field(None, description="source order that breaks reward ties (default: the recipe's order)")
 
 
 class LoraConfig(Strict):
@@ -212,9 +213,11 @@ class Recipe(Strict):
             train_seeds = {p.seed for p in self.prompts.sets if p.pack == "reasoning-gym"}
             if math_eval.seed in train_seeds:
                 raise ValueError(f"eval.math.seed {math_eval.seed} is also a training prompt seed; held-out means unseen")
-        for name in (self.build.sources or []) + self.build.exclude_sources:
+        for name in (self.build.sources or []) + self.build.exclude_sources + (self.build.tie_break or []):
             if name not in names:
                 raise ValueError(f"build refers to unknown source '{name}' (sources: {names})")
+        if self.build.tie_break is not None and sorted(self.build.tie_break) != sorted(names):
+            raise ValueError(f"build.tie_break must list every source once: {names}")
         return self
 
     @property

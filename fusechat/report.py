@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import json
+import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -102,6 +103,9 @@ def plot_training(sft_log: list[dict], dpo_log: list[dict]):
     return fig
 
 
+MODEL_COLOURS = {"base": "tab:gray", "sft": "tab:blue", "sft+dpo": "tab:orange"}
+
+
 def plot_eval(results: list[dict]):
     plt = _figure()
     benches = list(dict.fromkeys(r["benchmark"] for r in results))
@@ -110,9 +114,10 @@ def plot_eval(results: list[dict]):
         rows = [r for r in results if r["benchmark"] == bench]
         scores = [r["score"] for r in rows]
         errors = [[s - r["ci_low"] for s, r in zip(scores, rows)], [r["ci_high"] - s for s, r in zip(scores, rows)]]
-        ax.bar([r["model"] for r in rows], scores, yerr=errors, capsize=6, color=["tab:gray", "tab:blue", "tab:orange", "tab:green"][: len(rows)])
+        colours = [MODEL_COLOURS.get(r["model"], "tab:green") for r in rows]
+        ax.bar([r["model"] for r in rows], scores, yerr=errors, capsize=6, color=colours)
         ax.set_ylim(0, 1)
-        ax.set_title(rows[0]["label"], fontsize=9)
+        ax.set_title(textwrap.fill(rows[0]["label"], 40), fontsize=9)
         if bench == "mtbench":
             ax.axhline(0.5, color="black", lw=0.8, ls="--")
     fig.tight_layout()

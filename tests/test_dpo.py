@@ -70,6 +70,8 @@ def test_few_steps_change_every_parameter(tiny_model_dir, tmp_path, loss):
 
 
 def test_resume_after_a_kill_gives_the_same_model(tiny_model_dir, tmp_path, monkeypatch):
+    import json
+
     import fusechat.train.dpo as dpo
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
@@ -77,16 +79,17 @@ def test_resume_after_a_kill_gives_the_same_model(tiny_model_dir, tmp_path, monk
                          eval_fraction=0.0, save_steps=2, warmup_ratio=0.0)
     straight, _, _ = train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path / "a")
 
-    real_keep = dpo.keep_checkpoint
-    def killed_after_first_checkpoint(model, step, *args):
-        result = real_keep(model, step, *args)
-        if step == 2:
+    real_lr = dpo.lr_at
+    def killed_at_step_three(step, *args):
+        if step == 2:  # the checkpoint of step 2 is complete: die as step 3 starts
             raise KeyboardInterrupt
-        return result
-    monkeypatch.setattr(dpo, "keep_checkpoint", killed_after_first_checkpoint)
+        return real_lr(step, *args)
+    monkeypatch.setattr(dpo, "lr_at", killed_at_step_three)
     with pytest.raises(KeyboardInterrupt):
         train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path / "b")
-    monkeypatch.setattr(dpo, "keep_checkpoint", real_keep)
+    assert json.loads((tmp_path / "b" / "state.json").read_text())["step"] == 2
+    monkeypatch.setattr(dpo, "lr_at", real_lr)
+    monkeypatch.setattr(dpo, "fill_reference", lambda *a: pytest.fail("a resumed run must reuse the saved reference"))
     resumed, log, summary = train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path / "b")
     assert summary["steps"] == 6 and [e["step"] for e in log] == list(range(1, 7))
     for (name, a), b in zip(straight.named_parameters(), resumed.parameters()):

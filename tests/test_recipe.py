@@ -57,3 +57,24 @@ def test_builtin_recipes_validate():
     for name in ("cpu-default",):
         recipe = load_recipe(builtin_recipe(name))
         assert len({s.model for s in recipe.sources}) >= 2
+
+
+def test_every_shipped_recipe_validates_and_mirrors_the_paper():
+    from pathlib import Path
+
+    names = sorted(p.stem for p in Path(builtin_recipe("cpu-default")).parent.glob("*.yaml"))
+    assert {"cpu-default", "cpu-full", "paper-llama3.1-8b", "paper-qwen2.5-7b", "paper-gemma2-9b",
+            "paper-llama3.2-1b", "paper-llama3.2-3b"} <= set(names)
+    recipes = {name: load_recipe(builtin_recipe(name)) for name in names}
+    for name, r in recipes.items():
+        assert r.target is not None, name
+        if name.startswith("paper-"):
+            assert r.build.gap_window == (0.01, 0.1) and len(r.sources) == 4 and r.sft.epochs == 3 and r.dpo.epochs == 1
+            assert r.sft.batch_size * r.sft.grad_accum * 8 == 128 == r.dpo.batch_size * r.dpo.grad_accum * 8
+            assert r.score.reward.kind == "reward-model" and r.score.reward.trust_remote_code
+    paper = {n: (r.dpo.loss, r.dpo.beta, r.dpo.learning_rate, r.sft.learning_rate) for n, r in recipes.items() if n.startswith("paper-")}
+    assert paper["paper-llama3.1-8b"] == ("ln-dpo", 10, 8e-7, 5e-6)
+    assert paper["paper-llama3.2-1b"] == paper["paper-llama3.2-3b"] == ("ln-dpo", 10, 1e-6, 5e-6)
+    assert paper["paper-qwen2.5-7b"] == ("dpo", 0.01, 3e-7, 2e-6)
+    assert paper["paper-gemma2-9b"] == ("dpo", 0.01, 5e-7, 2e-6)
+    assert len({s.model for s in recipes["cpu-full"].sources}) == 3

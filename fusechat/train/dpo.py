@@ -140,7 +140,15 @@ def lr_at(step: int, total: int, cfg: DPOTrainConfig) -> float:
 
 
 def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: Path, progress=None) -> tuple[object, list[dict], dict]:
-    """Train in place; checkpoints (model + optimizer + step + reference log-probs) go to `workdir`."""
+    """Train in place under `accelerate` (one process, or DDP/FSDP/DeepSpeed under `accelerate launch`).
+
+    Checkpoints are `accelerator.save_state` folders in `workdir` plus `state.json` (step, log, the
+    reference log-probs); a rerun with the same `workdir` resumes from the last one.
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(cfg.seed)
     bf16 = use_bf16(cfg)
     pad_id = tokenizer.pad_token_id
@@ -151,85 +159,88 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
     held_out = [pairs[i] for i in order[:n_eval]]
     train = [pairs[i] for i in order[n_eval:]]
 
-    state_file = workdir / "state.json"
-    state = json.loads(state_file.read_text()) if state_file.exists() else None
-    if state:  # resume: reference log-probs were saved with the first checkpoint
-        refs = state["reference"]
-        for p, (c, r) in zip(pairs, refs):
-            p.ref_chosen, p.ref_rejected = c, r
-        model.load_state_dict(torch.load(workdir / "last" / "model.pt", weights_only=True))
-    else:
-        fill_reference(model, pairs, cfg.batch_size, pad_id, bf16)
-
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    micro_batches = max(1, round(math.ceil(len(train) / cfg.batch_size) * cfg.epochs))
-    total = math.ceil(micro_batches / cfg.grad_accum)
-    step, log, checkpoints = 0, [], []
-    if state:
-        optimizer.load_state_dict(torch.load(workdir / "last" / "optimizer.pt", weights_only=True))
-        step, log, checkpoints = state["step"], state["log"], state["checkpoints"]
 
-    task = progress.add_task("dpo", total=total, completed=step) if progress else None
-    started, tokens = time.time(), 0
-    # One fixed stream of micro-batches (shuffled per epoch), so a resumed run sees the same batches.
+    # One fixed stream of global micro-batches (shuffled per epoch): a resumed run sees the same
+    # batches, and each process takes its own slice of every micro-batch.
+    global_batch = cfg.batch_size * world
     rng = random.Random(cfg.seed)
     stream = []
     for _ in range(math.ceil(cfg.epochs)):
         idx = list(range(len(train)))
         rng.shuffle(idx)
-        stream += [idx[i : i + cfg.batch_size] for i in range(0, len(idx), cfg.batch_size)]
+        stream += [idx[i : i + global_batch] for i in range(0, len(idx), global_batch)]
     stream = stream[: max(1, round(len(stream) * cfg.epochs / math.ceil(cfg.epochs)))]
+    total = math.ceil(len(stream) / cfg.grad_accum)
+
+    state_file = workdir / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else None
+    step, log, checkpoints = 0, [], []
+    if state:  # resume: the reference log-probs were saved with the first checkpoint
+        for p, (c, r) in zip(pairs, state["reference"]):
+            p.ref_chosen, p.ref_rejected = c, r
+        accelerator.load_state(str(workdir / state["checkpoints"][-1]["folder"]))
+        step, log, checkpoints = state["step"], state["log"], state["checkpoints"]
+    else:
+        fill_reference(model, pairs, cfg.batch_size, pad_id, bf16)
+
+    task = progress.add_task("dpo", total=total, completed=step) if progress and accelerator.is_main_process else None
+    started, tokens = time.time(), 0
     while step < total:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total, cfg)
-        stats = {"loss": 0.0, "margin_summed": 0.0, "margin_normalised": 0.0, "accuracy": 0.0}
+        stats = torch.zeros(4)  # loss, summed margin, normalised margin, accuracy
         micro = stream[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
         for indices in micro:
-            batch = collate([train[i] for i in indices], pad_id)
+            mine = indices[rank * cfg.batch_size : (rank + 1) * cfg.batch_size] or indices[:1]
+            batch = collate([train[i] for i in mine], pad_id)
             logps, lengths = sequence_logps(model, batch, bf16)
             out = dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss)
-            (out["loss"] / len(micro)).backward()
+            accelerator.backward(out["loss"] / len(micro))
             tokens += int(batch["attention_mask"].sum())
-            stats["loss"] += out["loss"].item() / len(micro)
-            for key in ("margin_summed", "margin_normalised", "accuracy"):
-                stats[key] += out[key].mean().item() / len(micro)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+            stats += torch.tensor([out["loss"].item(), out["margin_summed"].mean().item(),
+                                   out["margin_normalised"].mean().item(), out["accuracy"].mean().item()]) / len(micro)
+        accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        log.append({"step": step, "lr": optimizer.param_groups[0]["lr"], **{k: round(v, 5) for k, v in stats.items()}})
-        if progress:
+        stats = accelerator.reduce(stats.to(accelerator.device), reduction="mean").tolist()
+        log.append({"step": step, "lr": optimizer.param_groups[0]["lr"],
+                    **{k: round(v, 5) for k, v in zip(("loss", "margin_summed", "margin_normalised", "accuracy"), stats)}})
+        if task is not None:
             progress.update(task, advance=1)
         if step % cfg.save_steps == 0 or step == total:
             accuracy = preference_accuracy(model, held_out, cfg, pad_id, bf16)
             log[-1]["eval_accuracy"] = accuracy
-            checkpoints = keep_checkpoint(model, step, accuracy, checkpoints, workdir)
-            torch.save(optimizer.state_dict(), workdir / "last" / "optimizer.pt")
-            state_file.write_text(json.dumps({"step": step, "log": log, "checkpoints": checkpoints,
-                                              "reference": [(p.ref_chosen, p.ref_rejected) for p in pairs]}))
+            checkpoints = keep_checkpoint(accelerator, step, accuracy, checkpoints, workdir)
+            if accelerator.is_main_process:
+                state_file.write_text(json.dumps({"step": step, "log": log, "checkpoints": checkpoints,
+                                                  "reference": [(p.ref_chosen, p.ref_rejected) for p in pairs]}))
+            accelerator.wait_for_everyone()
     # The better of the last two checkpoints by held-out preference accuracy (ties: the later).
     best = max(checkpoints[-2:], key=lambda c: (c["accuracy"] if not math.isnan(c["accuracy"]) else -1, c["step"]))
-    model.load_state_dict(torch.load(workdir / best["folder"] / "model.pt", weights_only=True))
+    if best["step"] != step:
+        accelerator.load_state(str(workdir / best["folder"]))
     seconds = time.time() - started
     summary = {"steps": step, "pairs": len(train), "held_out": len(held_out), "kept_step": best["step"],
-               "held_out_accuracy": best["accuracy"], "bf16": bf16, "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
-    return model, log, summary
+               "held_out_accuracy": best["accuracy"], "bf16": bf16, "processes": world,
+               "tokens_per_s": round(tokens * world / max(seconds, 1e-9), 1)}
+    return accelerator.unwrap_model(model), log, summary
 
 
-def keep_checkpoint(model, step: int, accuracy: float, checkpoints: list[dict], workdir: Path) -> list[dict]:
-    """Save this step's weights; keep only the last two checkpoints (the candidates for the final model)."""
+def keep_checkpoint(accelerator, step: int, accuracy: float, checkpoints: list[dict], workdir: Path) -> list[dict]:
+    """Save this step's state; keep only the last two checkpoints (the candidates for the final model)."""
     import shutil
 
     folder = f"step-{step}"
-    (workdir / folder).mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), workdir / folder / "model.pt")
-    last = workdir / "last"
-    shutil.rmtree(last, ignore_errors=True)
-    shutil.copytree(workdir / folder, last)
+    accelerator.save_state(str(workdir / folder))
     checkpoints = checkpoints + [{"step": step, "accuracy": accuracy, "folder": folder}]
-    for old in checkpoints[:-2]:
-        shutil.rmtree(workdir / old["folder"], ignore_errors=True)
+    if accelerator.is_main_process:
+        for old in checkpoints[:-2]:
+            shutil.rmtree(workdir / old["folder"], ignore_errors=True)
     return checkpoints[-2:]
 
 
@@ -244,7 +255,12 @@ def run_dpo(recipe: Recipe, force: bool = False, progress=None) -> dict:
         return stage.manifest() | {"skipped": True}
     if not rows:
         raise FusechatError(f"{recipe.run_path / 'build'}: the DPO set is empty; nothing to train on")
-    stage.begin()
+    from accelerate import PartialState
+
+    processes = PartialState(cpu=not torch.cuda.is_available())  # gloo on CPU under `accelerate launch`
+    if processes.is_main_process:
+        stage.begin()
+    processes.wait_for_everyone()
     path = sft_manifest["model"]
     tokenizer = load_tokenizer(path)
     model = load_model(path, cfg)
@@ -254,5 +270,9 @@ def run_dpo(recipe: Recipe, force: bool = False, progress=None) -> dict:
 
         model = get_peft_model(model, lora)
     model, log, summary = train_dpo(model, tokenizer, rows, cfg, stage.shard_dir, progress)
-    folder = save_model(model, tokenizer, stage.dir / "model")
-    return stage.finish({"log": log}, summary | {"loss": cfg.loss, "beta": cfg.beta}, model=str(folder))
+    manifest = {}
+    if processes.is_main_process:
+        folder = save_model(model, tokenizer, stage.dir / "model")
+        manifest = stage.finish({"log": log}, summary | {"loss": cfg.loss, "beta": cfg.beta}, model=str(folder))
+    processes.wait_for_everyone()
+    return manifest

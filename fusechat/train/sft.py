@@ -44,7 +44,12 @@ def run_sft(recipe: Recipe, force: bool = False, progress=None) -> dict:
         return stage.manifest() | {"skipped": True}
     if not rows:
         raise FusechatError(f"{recipe.run_path / 'build'}: the SFT set is empty; nothing to train on")
-    stage.begin()
+    from accelerate import PartialState
+
+    processes = PartialState(cpu=not torch.cuda.is_available())  # one process, or several under `accelerate launch`
+    if processes.is_main_process:
+        stage.begin()
+    processes.wait_for_everyone()
     path = target_path(recipe)
     tokenizer = load_tokenizer(path)
     bf16 = use_bf16(cfg)
@@ -78,9 +83,13 @@ def run_sft(recipe: Recipe, force: bool = False, progress=None) -> dict:
         peft_config=lora_config(cfg),
     )
     result = trainer.train(resume_from_checkpoint=last_checkpoint(stage.shard_dir))
-    folder = save_model(trainer.model, tokenizer, stage.dir / "model")
-    log = [entry for entry in trainer.state.log_history if "loss" in entry or "train_loss" in entry]
-    counts = {"examples": len(rows), "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
-              "bf16": bf16, "lora": cfg.lora is not None}
-    return stage.finish({"log": log}, counts, model=str(folder),
-                        samples_per_s=round(result.metrics.get("train_samples_per_second", 0.0), 3))
+    manifest = {}
+    if processes.is_main_process:
+        folder = save_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, stage.dir / "model")
+        log = [entry for entry in trainer.state.log_history if "loss" in entry or "train_loss" in entry]
+        counts = {"examples": len(rows), "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
+                  "bf16": bf16, "lora": cfg.lora is not None, "processes": processes.num_processes}
+        manifest = stage.finish({"log": log}, counts, model=str(folder),
+                                samples_per_s=round(result.metrics.get("train_samples_per_second", 0.0), 3))
+    processes.wait_for_everyone()
+    return manifest
