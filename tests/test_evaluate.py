@@ -59,8 +59,15 @@ def test_sft_dpo_eval_report_chain(tmp_path, tiny_model_dir):
     page = (recipe.run_path / "report" / "report.html").read_text()
     assert page.count("<img") == 3 and "local judge" in page  # data, training, eval (no score stage here)
     assert "| held-out math accuracy | sft+dpo |" in (recipe.run_path / "report" / "report.md").read_text()
-    # eval reruns are skipped; a model trained elsewhere can be added by path
+    # eval reruns are skipped; a model trained elsewhere can be added by path (`fusechat eval --model`)
     assert run_stage("eval", recipe)["skipped"]
+    from fusechat.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["eval", str(path), "--model", f"elsewhere={tiny_model_dir}", "--set", "eval.mtbench=0"])
+    assert result.exit_code == 0, result.output
+    models = {r["model"] for r in read_jsonl(recipe.run_path / "eval" / "results.jsonl")}
+    assert models == {"base", "sft", "sft+dpo", "elsewhere"}
 
 
 def test_held_out_math_never_repeats_training_problems(tmp_path):
