@@ -16,6 +16,12 @@ DPO = [{"prompt": [{"role": "user", "content": f"What is {i} + 2?"}], "chosen": 
         "chosen_reward": None, "rejected_reward": None} for i in range(6)]
 
 
+def test_mtbench_win_compares_grades_with_ties():
+    from fusechat.evaluate.mtbench import win
+
+    assert win(0.9, 0.8) == 1.0 and win(0.7, 0.8) == 0.0 and win(0.8, 0.8004) == 0.5
+
+
 def test_wilson_and_bootstrap_intervals():
     low, high = wilson(0, 10)
     assert low == 0 and 0.25 < high < 0.35  # never the degenerate [0, 0] of the normal approximation
@@ -53,6 +59,8 @@ def test_sft_dpo_eval_report_chain(tmp_path, tiny_model_dir):
         assert r["ci_low"] <= r["score"] <= r["ci_high"]
         assert r["n"] == {"math": 4, "humaneval": 2, "mtbench": 2}[r["benchmark"]]
     assert "local judge" in table[("sft", "mtbench")]["label"]
+    assert all(r["score"] in (0.0, 0.5, 1.0) for r in read_jsonl(recipe.run_path / "eval" / "items.jsonl")
+               if r["benchmark"] == "mtbench" and r["model"] != "base")
     dpo_log = read_jsonl(recipe.run_path / "dpo" / "log.jsonl")
     assert {"margin_summed", "margin_normalised"} <= set(dpo_log[0])
     page = (recipe.run_path / "report" / "report.html").read_text()

