@@ -181,6 +181,7 @@ class EvalConfig(Strict):
     math: MathEval | None = Field(default_factory=MathEval)
     humaneval: int | None = Field(164, ge=0, description="HumanEval problems (pass@1); 0 skips")
     mtbench: int | None = Field(80, ge=0, description="MT-Bench first-turn questions judged against the base; 0 skips")
+    constraints: int | None = Field(44, ge=0, description="writing tasks with one verifiable constraint each; 0 skips")
     judge: str | None = Field(None, description="local judge for MT-Bench; default: score.reward.model")
     judge_backend: Literal["transformers", "llamacpp"] = "llamacpp"
     max_new_tokens: int = Field(512, gt=0)

@@ -22,6 +22,32 @@ def test_mtbench_win_compares_grades_with_ties():
     assert win(0.9, 0.8) == 1.0 and win(0.7, 0.8) == 0.0 and win(0.8, 0.8004) == 0.5
 
 
+def test_constraint_checks_accept_kept_and_reject_broken_constraints():
+    from fusechat.evaluate.constraints import END_PHRASE, KINDS, check, prompts
+
+    kept = {
+        "lowercase": "all quiet here.", "uppercase": "ALL LOUD HERE.", "max_words": "Short answer.",
+        "min_words": "word " * 60, "keyword": "A Blue sky.", "bullets": "Intro\n* one\n* two\n- three",
+        "end_phrase": f"Done. {END_PHRASE}", "no_commas": "No commas at all.", "quoted": '"Quoted text."',
+        "title": "<<Bees>>\nText.", "json": '```json\n{"a": 1}\n```',
+    }
+    broken = {
+        "lowercase": "Not all quiet.", "uppercase": "NOT all loud.", "max_words": "word " * 30,
+        "min_words": "Too short.", "keyword": "Bluesky is one word.", "bullets": "* one\n* two",
+        "end_phrase": f"{END_PHRASE} More.", "no_commas": "One, two.", "quoted": '"Half quoted.',
+        "title": "<Bees>", "json": "{a: 1}",
+    }
+    specs = {"max_words": {"n": 30}, "min_words": {"n": 60}, "keyword": {"word": "blue"}, "bullets": {"n": 3}}
+    for kind in KINDS:
+        spec = {"kind": kind} | specs.get(kind, {})
+        assert check(kept[kind], spec), kind
+        assert not check(broken[kind], spec), kind
+        assert not check("   ", spec), kind
+    made = prompts(22, seed=0)
+    assert made == prompts(22, seed=0) and {p["constraint"]["kind"] for p in made} == set(KINDS)
+    assert all(p["prompt"].count(".") >= 2 for p in made)  # task sentence + constraint sentence
+
+
 def test_wilson_and_bootstrap_intervals():
     low, high = wilson(0, 10)
     assert low == 0 and 0.25 < high < 0.35  # never the degenerate [0, 0] of the normal approximation
@@ -39,7 +65,7 @@ def test_sft_dpo_eval_report_chain(tmp_path, tiny_model_dir):
         "target": {"model": str(tiny_model_dir)},
         "sft": {"epochs": 1, "batch_size": 2, "grad_accum": 1, "learning_rate": 1e-3, "precision": "fp32"},
         "dpo": {"epochs": 1, "batch_size": 2, "grad_accum": 1, "learning_rate": 1e-3, "precision": "fp32", "save_steps": 1, "eval_fraction": 0.34},
-        "eval": {"math": {"n": 4}, "humaneval": 2, "mtbench": 2, "judge": str(tiny_model_dir), "judge_backend": "transformers",
+        "eval": {"math": {"n": 4}, "humaneval": 2, "mtbench": 2, "constraints": 3, "judge": str(tiny_model_dir), "judge_backend": "transformers",
                  "max_new_tokens": 8, "dtype": "float32"},
     }
     path = tmp_path / "r.yaml"
@@ -53,11 +79,11 @@ def test_sft_dpo_eval_report_chain(tmp_path, tiny_model_dir):
     results = read_jsonl(recipe.run_path / "eval" / "results.jsonl")
     table = {(r["model"], r["benchmark"]): r for r in results}
     assert {m for m, _ in table} == {"base", "sft", "sft+dpo"}
-    assert {b for _, b in table} == {"math", "humaneval", "mtbench"}
+    assert {b for _, b in table} == {"math", "humaneval", "mtbench", "constraints"}
     assert ("base", "mtbench") not in table  # the base is the reference the others are judged against
     for r in results:
         assert r["ci_low"] <= r["score"] <= r["ci_high"]
-        assert r["n"] == {"math": 4, "humaneval": 2, "mtbench": 2}[r["benchmark"]]
+        assert r["n"] == {"math": 4, "humaneval": 2, "mtbench": 2, "constraints": 3}[r["benchmark"]]
     assert "local judge" in table[("sft", "mtbench")]["label"]
     assert all(r["score"] in (0.0, 0.5, 1.0) for r in read_jsonl(recipe.run_path / "eval" / "items.jsonl")
                if r["benchmark"] == "mtbench" and r["model"] != "base")

@@ -5,7 +5,7 @@ Greedy decoding; every score with a 95% confidence interval:
 - code: HumanEval pass@1, executed in the sandbox;
 - instruction: MT-Bench first-turn win rate against the base target: a local judge grades every
   answer with P(Yes) and a question is won when the candidate's grade beats the base's (ties: 0.5;
-  always labelled "local judge").
+  always labelled "local judge"); constraint accuracy on writing tasks with a verifiable constraint.
 Input: the target and `run/sft/model`, `run/dpo/model` (whichever exist), plus any `eval.extra_models`.
 Output: `run/eval/results` (one row per model and benchmark) and `run/eval/items` (every answer).
 Resumable: one shard per (model, benchmark) generation and per judged model.
@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from fusechat import FusechatError
-from fusechat.evaluate import humaneval, mtbench
+from fusechat.evaluate import constraints, humaneval, mtbench
 from fusechat.evaluate.math import held_out_problems
 from fusechat.evaluate.stats import bootstrap_mean, wilson
 from fusechat.recipe import Recipe, Sampling
@@ -46,6 +46,8 @@ def benchmarks(recipe: Recipe) -> dict[str, list[dict]]:
         out["humaneval"] = humaneval.problems(cfg.humaneval)
     if cfg.mtbench:
         out["mtbench"] = mtbench.questions(cfg.mtbench)
+    if cfg.constraints:
+        out["constraints"] = constraints.prompts(cfg.constraints, seed=0)
     return out
 
 
@@ -76,6 +78,8 @@ def score_answers(bench: str, items: list[dict], answers: list[str], recipe: Rec
         limits = recipe.score.code
         return [float(run_python(humaneval.program(a, p) + "\n\n" + p["tests"], limits.timeout_s, limits.memory_mb,
                                  limits.max_output_bytes).passed) for a, p in zip(answers, items)]
+    if bench == "constraints":
+        return [float(constraints.check(a, p["constraint"])) for a, p in zip(answers, items)]
     return []  # mtbench is judged against the base, below
 
 
@@ -84,7 +88,8 @@ def summarise(model: str, bench: str, scores: list[float], judge: str = "") -> d
     mean = sum(scores) / n if n else float("nan")
     low, high = bootstrap_mean(scores) if bench == "mtbench" else wilson(sum(scores), n)
     label = {"math": "held-out math accuracy", "humaneval": "HumanEval pass@1",
-             "mtbench": f"MT-Bench win rate vs base (local judge: {judge}, P(Yes) grades)"}[bench]
+             "mtbench": f"MT-Bench win rate vs base (local judge: {judge}, P(Yes) grades)",
+             "constraints": "verifiable-constraint accuracy"}[bench]
     return {"model": model, "benchmark": bench, "score": mean, "ci_low": low, "ci_high": high, "n": n, "label": label}
 
 
@@ -113,7 +118,7 @@ def run_eval(recipe: Recipe, force: bool = False, progress=None) -> dict:
                 scores = score_answers(bench, bench_items, answers[bench], recipe)
                 for i, (p, a) in enumerate(zip(bench_items, answers[bench])):
                     rows.append({"model": name, "benchmark": bench, "id": p["id"], "prompt": p["prompt"], "response": a,
-                                 "gold": p.get("answer", ""), "score": scores[i] if scores else None})
+                                 "gold": p.get("answer") or json.dumps(p.get("constraint") or ""), "score": scores[i] if scores else None})
             stage.write_shard(key, rows)
         items += stage.read_shard(key)
         if progress:

@@ -59,13 +59,17 @@ def lora_config(cfg: TrainConfig):
                       target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
 
 
-def save_model(model, tokenizer, folder: Path) -> Path:
-    """Write a plain save_pretrained folder (LoRA merged) that transformers, TRL and vLLM load unchanged."""
+def save_model(model, tokenizer, folder: Path, state_dict: dict | None = None) -> Path:
+    """Write a plain save_pretrained folder (LoRA merged) that transformers, TRL and vLLM load unchanged.
+
+    `state_dict` is the full one gathered by `accelerator.get_state_dict` when the weights are sharded
+    (FSDP, DeepSpeed ZeRO-3): the unwrapped module then holds only this process's shard.
+    """
     if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+        model, state_dict = model.merge_and_unload(), None
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)

@@ -139,11 +139,13 @@ def lr_at(step: int, total: int, cfg: DPOTrainConfig) -> float:
     return cfg.learning_rate * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.scheduler == "cosine" else 1 - progress)
 
 
-def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: Path, progress=None) -> tuple[object, list[dict], dict]:
+def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: Path, progress=None,
+              save_to: Path | None = None) -> tuple[object, list[dict], dict]:
     """Train in place under `accelerate` (one process, or DDP/FSDP/DeepSpeed under `accelerate launch`).
 
     Checkpoints are `accelerator.save_state` folders in `workdir` plus `state.json` (step, log, the
-    reference log-probs); a rerun with the same `workdir` resumes from the last one.
+    reference log-probs); a rerun with the same `workdir` resumes from the last one. With `save_to`,
+    the main process writes the final model there from the full (gathered) weights.
     """
     from accelerate import Accelerator
 
@@ -228,7 +230,13 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
     summary = {"steps": step, "pairs": len(train), "held_out": len(held_out), "kept_step": best["step"],
                "held_out_accuracy": best["accuracy"], "bf16": bf16, "processes": world,
                "tokens_per_s": round(tokens * world / max(seconds, 1e-9), 1)}
-    return accelerator.unwrap_model(model), log, summary
+    unwrapped = accelerator.unwrap_model(model)
+    if save_to is not None:
+        state_dict = accelerator.get_state_dict(model)  # every process joins the gather (FSDP/ZeRO-3)
+        if accelerator.is_main_process:
+            save_model(unwrapped, tokenizer, save_to, state_dict)
+        accelerator.wait_for_everyone()
+    return unwrapped, log, summary
 
 
 def keep_checkpoint(accelerator, step: int, accuracy: float, checkpoints: list[dict], workdir: Path) -> list[dict]:
@@ -269,10 +277,10 @@ def run_dpo(recipe: Recipe, force: bool = False, progress=None) -> dict:
         from peft import get_peft_model
 
         model = get_peft_model(model, lora)
-    model, log, summary = train_dpo(model, tokenizer, rows, cfg, stage.shard_dir, progress)
+    folder = stage.dir / "model"
+    model, log, summary = train_dpo(model, tokenizer, rows, cfg, stage.shard_dir, progress, save_to=folder)
     manifest = {}
     if processes.is_main_process:
-        folder = save_model(model, tokenizer, stage.dir / "model")
         manifest = stage.finish({"log": log}, summary | {"loss": cfg.loss, "beta": cfg.beta}, model=str(folder))
     processes.wait_for_everyone()
     return manifest

@@ -84,8 +84,9 @@ def run_sft(recipe: Recipe, force: bool = False, progress=None) -> dict:
     )
     result = trainer.train(resume_from_checkpoint=last_checkpoint(stage.shard_dir))
     manifest = {}
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)  # every process joins the gather (FSDP/ZeRO-3)
     if processes.is_main_process:
-        folder = save_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, stage.dir / "model")
+        folder = save_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, stage.dir / "model", state_dict)
         log = [entry for entry in trainer.state.log_history if "loss" in entry or "train_loss" in entry]
         counts = {"examples": len(rows), "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
                   "bf16": bf16, "lora": cfg.lora is not None, "processes": processes.num_processes}
