@@ -64,14 +64,26 @@ class Source(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     model: str = Field(description="catalog name, HF folder, .gguf file or hub id")
-    backend: Literal["transformers", "llamacpp"] = "llamacpp"
+    backend: Literal["transformers", "llamacpp", "openai", "vllm"] = "llamacpp"
+    endpoint: str | None = Field(None, description="openai: the server's base URL, e.g. http://localhost:8000/v1")
+    api_key_env: str | None = Field(None, description="openai: environment variable holding the API key")
+    request_timeout_s: float | None = Field(None, gt=0, description="openai: seconds before a request is retried (300)")
+    max_retries: int | None = Field(None, ge=0, description="openai: retries of a 429/5xx/timeout/dropped request (8)")
+    tensor_parallel_size: int | None = Field(None, gt=0, description="vllm: GPUs one model is split over (1)")
     chat_template: str | None = Field(None, description="Jinja template (inline or a file) overriding the model's")
     sampling: Sampling = Field(default_factory=Sampling)
     samples_per_prompt: dict[Domain, int] = Field(default_factory=lambda: dict(DEFAULT_SAMPLES))
     domains: list[Domain] | None = Field(None, description="domains this source answers; all when unset")
-    batch_size: int = Field(32, gt=0, description="transformers: sequences per batch; llama.cpp: parallel slots")
+    batch_size: int = Field(32, gt=0, description="transformers: sequences per batch; llama.cpp: parallel slots; "
+                            "openai: requests in flight; vllm: unused (it schedules itself)")
     threads: int | None = Field(None, gt=0, description="CPU threads; all cores when unset")
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+
+    @model_validator(mode="after")
+    def _endpoint_for_openai(self):
+        if self.backend == "openai" and not self.endpoint:
+            raise ValueError(f"source '{self.name}': backend openai needs endpoint (the server's base URL)")
+        return self
 
     def samples_for(self, domain: str) -> int:
         if self.domains is not None and domain not in self.domains:

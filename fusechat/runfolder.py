@@ -31,6 +31,21 @@ def config_hash(config) -> str:
     return hashlib.sha256(stable_json(config).encode()).hexdigest()[:16]
 
 
+def only_new_unset_keys(stored, current) -> bool:
+    """True when `current` differs from `stored` only by keys a later fusechat added, left unset (None).
+
+    So an upgrade that adds a recipe option keeps the stages an older version finished.
+    """
+    current = json.loads(json.dumps(current, default=str))
+    if isinstance(stored, dict) and isinstance(current, dict):
+        return (set(stored) <= set(current)
+                and all(only_new_unset_keys(stored[k], current[k]) for k in stored)
+                and all(current[k] is None for k in set(current) - set(stored)))
+    if isinstance(stored, list) and isinstance(current, list):
+        return len(stored) == len(current) and all(map(only_new_unset_keys, stored, current))
+    return stored == current
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write a file so that readers see the old file or the whole new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,11 +115,9 @@ class Stage:
 
     def is_done(self) -> bool:
         m = self.manifest()
-        return (
-            m is not None
-            and m["config_hash"] == config_hash(self.config)
-            and m["input_fingerprint"] == self.input_fingerprint
-        )
+        if m is None or m["input_fingerprint"] != self.input_fingerprint:
+            return False
+        return m["config_hash"] == config_hash(self.config) or only_new_unset_keys(m.get("config"), self.config)
 
     def begin(self) -> None:
         """Prepare to (re)run: keep finished shards only if they were made from the same config and input."""

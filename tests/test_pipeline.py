@@ -66,3 +66,21 @@ def test_scoring_resumes_from_its_shards(tmp_path, tiny_model_dir, monkeypatch):
     assert sum(calls) == 27 - 8  # only the unfinished samples were scored again
     after = (recipe.run_path / "score" / "scored.jsonl").read_text()
     assert [json.loads(x) for x in after.splitlines()] == [json.loads(x) for x in before.splitlines()]
+
+
+def test_a_finished_stage_survives_an_upgrade_that_adds_an_unset_option(tmp_path):
+    from fusechat.runfolder import Stage
+
+    old = {"sources": [{"name": "a", "temperature": 0.7}], "seed": 0}
+    stage = Stage(tmp_path, "sample", old, "input")
+    stage.begin()
+    stage.finish({"samples": [{"x": 1}]}, {})
+    upgraded = {"sources": [{"name": "a", "temperature": 0.7, "endpoint": None}], "seed": 0}
+    assert Stage(tmp_path, "sample", upgraded, "input").is_done()
+    # a new option that is set, or any changed value, reruns the stage
+    assert not Stage(tmp_path, "sample", {"sources": [{"name": "a", "temperature": 0.7, "endpoint": "http://x"}], "seed": 0},
+                     "input").is_done()
+    assert not Stage(tmp_path, "sample", {"sources": [{"name": "a", "temperature": 0.8, "endpoint": None}], "seed": 0},
+                     "input").is_done()
+    assert not Stage(tmp_path, "sample", {"sources": [{"name": "a"}], "seed": 0}, "input").is_done()  # a key dropped
+    assert not Stage(tmp_path, "sample", upgraded, "other input").is_done()

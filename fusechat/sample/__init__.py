@@ -18,16 +18,27 @@ from fusechat.sample.backend import Generation, Request
 
 def open_backend(source: Source, ctx_per_slot: int):
     """Load a source's model in its backend (picked by a plain match on the recipe's string)."""
-    ref = models.resolve(source.model)
     match source.backend:
         case "llamacpp":
             from fusechat.sample.llamacpp import LlamaCppBackend
 
-            return LlamaCppBackend(ref.gguf_path(), source.chat_template, source.batch_size, source.threads, ctx_per_slot)
+            return LlamaCppBackend(models.resolve(source.model).gguf_path(), source.chat_template, source.batch_size,
+                                   source.threads, ctx_per_slot)
         case "transformers":
             from fusechat.sample.hf import TransformersBackend
 
-            return TransformersBackend(ref.hf_path(), source.chat_template, source.dtype, source.batch_size, source.threads)
+            return TransformersBackend(models.resolve(source.model).hf_path(), source.chat_template, source.dtype,
+                                       source.batch_size, source.threads)
+        case "openai":  # `model` is the name the server knows the model by
+            from fusechat.sample.openai_api import OpenAIBackend
+
+            return OpenAIBackend(source.endpoint, source.model, source.batch_size, source.api_key_env,
+                                 source.request_timeout_s or 300.0, 8 if source.max_retries is None else source.max_retries)
+        case "vllm":
+            from fusechat.sample.vllm import VLLMBackend
+
+            return VLLMBackend(models.resolve(source.model).hf_path(), source.chat_template, source.dtype,
+                               source.tensor_parallel_size or 1, ctx_per_slot)
 
 
 def sample_seed(base: int, prompt_id: str, source: str, index: int) -> int:

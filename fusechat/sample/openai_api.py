@@ -1,0 +1,111 @@
+"""OpenAI-compatible HTTP backend: any chat-completions server (vLLM, SGLang, TGI, llama.cpp server)
+or a hosted API.
+
+Requests run `concurrency` at a time. A 429, a 5xx, a timeout or a dropped connection is retried
+with exponential backoff (the server's Retry-After wins); a request the server refuses for good
+(another 4xx, e.g. a prompt too long) is kept as an `error` sample. When retries run out the stage
+stops with the reason: finished shards are kept and a rerun continues, so no sample is lost or
+drawn twice. Only the standard library is used (no client package to install).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import socket
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+from fusechat import FusechatError
+from fusechat.recipe import Sampling
+from fusechat.sample.backend import Generation, Request
+
+RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
+TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout)
+
+
+class OpenAIBackend:
+    def __init__(self, endpoint: str, model: str, concurrency: int = 8, api_key_env: str | None = None,
+                 timeout_s: float = 300.0, max_retries: int = 8, backoff_s: float = 1.0, check: bool = True):
+        self.url = endpoint.rstrip("/")
+        self.model = model
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.headers = {"Content-Type": "application/json"}
+        if api_key_env:  # read only when named: a key is never sent to an endpoint the recipe did not pair it with
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise FusechatError(f"{self.url}: environment variable {api_key_env} (the API key) is not set")
+            self.headers["Authorization"] = f"Bearer {key}"
+        if check:
+            self._check()
+
+    def _check(self) -> None:
+        """Fail early, in one line, when the endpoint cannot be reached or refuses the key."""
+        try:
+            with urllib.request.urlopen(urllib.request.Request(self.url + "/models", headers=self.headers),
+                                        timeout=min(self.timeout_s, 30)):
+                pass
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403):
+                raise FusechatError(f"{self.url}: the server refused the API key (HTTP {e.code})") from None
+            # some servers have no /models route; the first real request will tell
+        except TRANSIENT as e:
+            raise FusechatError(f"{self.url}: endpoint unreachable ({getattr(e, 'reason', e)})") from None
+
+    def _post(self, body: dict) -> dict:
+        data = json.dumps(body).encode()
+        request = urllib.request.Request(self.url + "/chat/completions", data=data, headers=self.headers)
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            return json.loads(response.read())
+
+    def complete(self, body: dict) -> dict:
+        """One chat-completions call with retries; raises FusechatError when they run out."""
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            wait = self.backoff_s * 2**attempt * (0.5 + random.random())  # jitter spreads the retries out
+            try:
+                return self._post(body)
+            except urllib.error.HTTPError as e:
+                detail = e.read()[:300].decode(errors="replace")
+                if e.code not in RETRYABLE:
+                    return {"error": f"HTTP {e.code}: {detail}"}
+                last = f"HTTP {e.code}: {detail}"
+                after = e.headers.get("Retry-After") if e.headers else None
+                if after and after.replace(".", "", 1).isdigit():
+                    wait = float(after)
+            except (*TRANSIENT, json.JSONDecodeError) as e:
+                last = f"{type(e).__name__}: {e}"
+            if attempt < self.max_retries:
+                time.sleep(min(wait, 60.0))
+        raise FusechatError(f"{self.url}: request failed after {self.max_retries} retries ({last[:200]})")
+
+    def _one(self, request: Request, sampling: Sampling) -> Generation:
+        body = {"model": self.model, "messages": request.messages, "max_tokens": sampling.max_new_tokens,
+                "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": request.seed, "n": 1}
+        if sampling.repetition_penalty != 1.0:  # not in OpenAI's API; vLLM, SGLang and llama.cpp take it
+            body["repetition_penalty"] = sampling.repetition_penalty
+        result = self.complete(body)
+        if "error" in result or not result.get("choices"):
+            return Generation("", 0, 0, "error", request.seed, error=str(result.get("error", result))[:300])
+        choice, usage = result["choices"][0], result.get("usage") or {}
+        return Generation(
+            text=(choice.get("message") or {}).get("content") or "",
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            seed=request.seed,
+        )
+
+    def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(lambda r: self._one(r, sampling), requests))
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,61 @@
+"""vLLM backend (optional: `pip install 'fusechat[vllm]'`, imported only when a recipe names it).
+
+Offline `LLM.chat` over the whole shard at once: vLLM schedules the sequences itself (continuous
+batching, paged KV cache, prefix caching so a prompt's N samples share its prefix). The N samples
+of a prompt are one request with `n=N`, seeded by the first sample's seed. One source is loaded at
+a time: the sample stage closes a source's backend before it opens the next.
+
+Multi-node: run vLLM's own OpenAI server per node (or `vllm serve --data-parallel-size`, Ray for
+tensor parallelism across nodes) and point an `openai` source at it; fusechat has no scheduler.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+
+from fusechat import FusechatError
+from fusechat.recipe import Sampling
+from fusechat.sample.backend import Generation, Request, read_template
+
+
+class VLLMBackend:
+    def __init__(self, path: str, chat_template: str | None = None, dtype: str = "auto",
+                 tensor_parallel_size: int = 1, max_model_len: int = 4096):
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise FusechatError("backend vllm needs vLLM: pip install 'fusechat[vllm]'") from None
+        try:
+            self.llm = LLM(model=path, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
+                           max_model_len=max_model_len, enable_prefix_caching=True)
+        except Exception as e:
+            raise FusechatError(f"model '{path}' will not load in vLLM ({str(e).splitlines()[0][:200]})") from None
+        self.chat_template = read_template(chat_template)
+
+    def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
+        from vllm import SamplingParams
+
+        # Consecutive requests with the same messages are one prompt's N samples (the stage makes them so).
+        groups = [list(g) for _, g in groupby(requests, key=lambda r: repr(r.messages))]
+        params = [SamplingParams(n=len(g), temperature=sampling.temperature, top_p=sampling.top_p,
+                                 repetition_penalty=sampling.repetition_penalty, max_tokens=sampling.max_new_tokens,
+                                 seed=g[0].seed) for g in groups]
+        outputs = self.llm.chat([g[0].messages for g in groups], params, chat_template=self.chat_template, use_tqdm=False)
+        results = []
+        for group, out in zip(groups, outputs):
+            for completion in out.outputs:
+                results.append(Generation(
+                    text=completion.text, prompt_tokens=len(out.prompt_token_ids or []),
+                    completion_tokens=len(completion.token_ids),
+                    finish_reason="length" if completion.finish_reason == "length" else "stop", seed=group[0].seed))
+        return results
+
+    def close(self) -> None:
+        import gc
+
+        import torch
+
+        del self.llm  # free the GPU before the next source loads
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
