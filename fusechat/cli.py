@@ -156,6 +156,29 @@ def eval_command(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt, fo
     print_eval_table(r)
 
 
+@app.command("export")
+@user_errors
+def export(model: str = typer.Argument(..., help="a save_pretrained folder (e.g. runs/cpu-default/dpo/model) or a catalog name"),
+           gguf: bool = typer.Option(False, "--gguf", help="write a GGUF file for llama.cpp / ollama (the only format so far)"),
+           type_: str = typer.Option("f16", "--type", help="weight type: f16, q8_0 (about half the size) or f32"),
+           out: Optional[str] = typer.Option(None, "--out", help="output file; default: MODEL.TYPE.gguf beside the folder"),
+           pre: Optional[str] = typer.Option(None, "--pre", help="llama.cpp pre-tokenizer name, for tokenizers fusechat does not know")):
+    """Export a trained model to GGUF, e.g. `fusechat export runs/cpu-default/dpo/model --gguf --type q8_0`.
+
+    Llama and Qwen2 architectures; the tokenizer and chat template travel with it, so
+    `llama-server -m FILE` or an ollama Modelfile (`FROM ./FILE`) serves the fused model.
+    """
+    from fusechat.export import export_gguf
+    from fusechat.models import resolve
+
+    if not gguf:
+        raise FusechatError("say which format: --gguf (the only one so far)")
+    folder = Path(model) if Path(model).is_dir() else Path(resolve(model).hf_path())
+    target = Path(out) if out else folder.with_name(f"{folder.name}.{type_}.gguf")
+    written = export_gguf(folder, target, type_, pre)
+    Console().print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
+
+
 @app.command("run")
 @user_errors
 def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt):
