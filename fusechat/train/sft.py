@@ -27,6 +27,14 @@ def to_prompt_completion(rows: list[dict]) -> list[dict]:
     return out
 
 
+def no_checkpointing(config_class) -> dict:
+    """Activation checkpointing off, under the argument's name in the installed transformers (renamed in 5.x)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(config_class)}
+    return {"activation_checkpointing": False} if "activation_checkpointing" in names else {"gradient_checkpointing": False}
+
+
 def last_checkpoint(folder) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -64,7 +72,7 @@ def run_sft(recipe: Recipe, force: bool = False, progress=None) -> dict:
         weight_decay=cfg.weight_decay,
         max_length=cfg.max_length,
         bf16=bf16,
-        activation_checkpointing=False,  # TRL turns it on by default; at these sizes it only costs time
+        **no_checkpointing(SFTConfig),  # TRL turns it on by default; at these sizes it only costs time
         completion_only_loss=True,
         save_strategy="steps",
         save_steps=cfg.save_steps,
