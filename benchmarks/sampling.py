@@ -74,7 +74,8 @@ def run_config(label: str, make, requests: list[Request], sampling: Sampling) ->
             "tok_s": tokens / seconds}
 
 
-def bench_model(name: str, requests: list[Request], sampling: Sampling, slots: int, peaks: dict) -> list[dict]:
+def bench_model(name: str, requests: list[Request], sampling: Sampling, slots: int, peaks: dict,
+                only: list[str]) -> list[dict]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     ref = models.resolve(name)
@@ -91,12 +92,15 @@ def bench_model(name: str, requests: list[Request], sampling: Sampling, slots: i
                 (f"llama.cpp, {slots} slots", Source(name="b", model=name, backend="llamacpp", batch_size=slots), requests, "fp32")]
     default = Source(name="b", model=name)
     configs.append((f"fusechat default ({default.backend}, batch {default.batch_size})", default, requests, "fp32"))
+    if only:  # a subset (the one-at-a-time baseline always runs: every ratio is against it)
+        configs = [c for c in configs if "one at a time" in c[0] or any(o in c[0] for o in only)]
     rows = []
     for label, source, reqs, precision in configs:
         row = run_config(label, lambda s=source: open_backend(s, ctx_per_slot=sampling.max_new_tokens + 1024), reqs, sampling)
         rows.append(row | {"precision": precision})
-    rows.append(run_config(f"HTTP backend -> llama.cpp server, {slots} slots", lambda: http_backend(ref.gguf_path(), slots),
-                           requests, sampling) | {"precision": "fp32"})
+    if not only or any(o in "HTTP backend" for o in only):
+        rows.append(run_config(f"HTTP backend -> llama.cpp server, {slots} slots", lambda: http_backend(ref.gguf_path(), slots),
+                               requests, sampling) | {"precision": "fp32"})
     for row in rows:
         peak = peaks["bf16" if row["precision"] == "bf16" else "fp32"]
         row["flops_fraction"] = 2 * params * row["tok_s"] / peak
@@ -152,6 +156,7 @@ def main():
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--slots", type=int, default=8, help="llama.cpp parallel slots for the N-slot runs")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--only", nargs="*", default=[], help="run only configurations whose label contains one of these")
     args = parser.parse_args()
 
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
@@ -162,7 +167,7 @@ def main():
     rows = []
     for name in args.models:
         print(f"{name}:", file=sys.stderr, flush=True)
-        rows += bench_model(name, requests, sampling, args.slots, peaks)
+        rows += bench_model(name, requests, sampling, args.slots, peaks, args.only)
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -59,12 +59,39 @@ class Sampling(Strict):
 DEFAULT_SAMPLES = {"instruction": 5, "math": 8, "code": 8, "chinese": 1}
 
 
+def has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def default_backend(model: str) -> str:
+    """The fastest backend measured for this kind of machine (BENCHMARKS.md, benchmarks/sampling.py):
+    vLLM on a GPU when installed, else transformers there; on a CPU llama.cpp, which needs a GGUF (a
+    catalog model or a .gguf file; `fusechat export` makes one), else transformers."""
+    import importlib.util
+
+    if has_gpu():
+        return "vllm" if importlib.util.find_spec("vllm") else "transformers"
+    from fusechat.models import CATALOG
+
+    return "llamacpp" if model in CATALOG or model.endswith(".gguf") else "transformers"
+
+
+def default_batch_size(backend: str) -> int:
+    """Measured best: llama.cpp 8 slots on CPU; transformers batch 64 on a CPU, 256 on a GPU."""
+    if backend == "transformers":
+        return 256 if has_gpu() else 64
+    return {"llamacpp": 8, "openai": 32, "vllm": 256}[backend]
+
+
 class Source(Strict):
     """A source model: what it is, how to run it, how it samples."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     model: str = Field(description="catalog name, HF folder, .gguf file or hub id")
-    backend: Literal["transformers", "llamacpp", "openai", "vllm"] = "llamacpp"
+    backend: Literal["auto", "transformers", "llamacpp", "openai", "vllm"] = Field(
+        "auto", description="auto: the fastest measured for this machine (see default_backend)")
     endpoint: str | None = Field(None, description="openai: the server's base URL, e.g. http://localhost:8000/v1")
     api_key_env: str | None = Field(None, description="openai: environment variable holding the API key")
     request_timeout_s: float | None = Field(None, gt=0, description="openai: seconds before a request is retried (300)")
@@ -74,15 +101,19 @@ class Source(Strict):
     sampling: Sampling = Field(default_factory=Sampling)
     samples_per_prompt: dict[Domain, int] = Field(default_factory=lambda: dict(DEFAULT_SAMPLES))
     domains: list[Domain] | None = Field(None, description="domains this source answers; all when unset")
-    batch_size: int = Field(32, gt=0, description="transformers: sequences per batch; llama.cpp: parallel slots; "
-                            "openai: requests in flight; vllm: unused (it schedules itself)")
+    batch_size: int | None = Field(None, gt=0, description="transformers: sequences per batch; llama.cpp: parallel "
+                                   "slots; openai: requests in flight; vllm: unused; default: the fastest measured")
     threads: int | None = Field(None, gt=0, description="CPU threads; all cores when unset")
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
 
     @model_validator(mode="after")
-    def _endpoint_for_openai(self):
+    def _machine_defaults(self):
         if self.backend == "openai" and not self.endpoint:
             raise ValueError(f"source '{self.name}': backend openai needs endpoint (the server's base URL)")
+        if self.backend == "auto":
+            self.backend = default_backend(self.model)
+        if self.batch_size is None:
+            self.batch_size = default_batch_size(self.backend)
         return self
 
     def samples_for(self, domain: str) -> int:

@@ -78,3 +78,20 @@ def test_every_shipped_recipe_validates_and_mirrors_the_paper():
     assert paper["paper-qwen2.5-7b"] == ("dpo", 0.01, 3e-7, 2e-6)
     assert paper["paper-gemma2-9b"] == ("dpo", 0.01, 5e-7, 2e-6)
     assert len({s.model for s in recipes["cpu-full"].sources}) == 3
+
+
+def test_backend_and_batch_default_to_the_fastest_measured_for_the_machine(monkeypatch):
+    import fusechat.recipe as recipe_module
+    from fusechat.recipe import Source
+
+    monkeypatch.setattr(recipe_module, "has_gpu", lambda: False)
+    gguf = Source(name="a", model="smollm2-135m-instruct")
+    assert (gguf.backend, gguf.batch_size) == ("llamacpp", 8)  # a catalog model has a GGUF
+    folder = Source(name="a", model="/some/save_pretrained/folder")
+    assert (folder.backend, folder.batch_size) == ("transformers", 64)
+    assert Source(name="a", model="m", backend="llamacpp", batch_size=3).batch_size == 3  # explicit wins
+    monkeypatch.setattr(recipe_module, "has_gpu", lambda: True)
+    on_gpu = Source(name="a", model="smollm2-135m-instruct")
+    assert on_gpu.backend in ("vllm", "transformers") and on_gpu.batch_size == 256
+    with pytest.raises(ValueError, match="endpoint"):
+        Source(name="a", model="m", backend="openai")

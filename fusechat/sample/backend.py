@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,14 @@ def read_template(chat_template: str | None) -> str | None:
     if chat_template and "{" not in chat_template and Path(chat_template).is_file():
         return Path(chat_template).read_text(encoding="utf-8")
     return chat_template
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (respects affinity and container limits, unlike os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def cpu_has_bf16() -> bool:

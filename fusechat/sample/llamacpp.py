@@ -6,13 +6,12 @@ from a thread pool, one thread per parallel slot, so the server batches the sequ
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Generation, Request, read_template
+from fusechat.sample.backend import Generation, Request, read_template, usable_cores
 
 
 class LlamaCppBackend:
@@ -24,8 +23,8 @@ class LlamaCppBackend:
         params.model.path = str(gguf)
         params.n_parallel = slots
         params.n_ctx = slots * ctx_per_slot
-        params.cpuparams.n_threads = threads or os.cpu_count()
-        params.cpuparams_batch.n_threads = threads or os.cpu_count()
+        params.cpuparams.n_threads = threads or usable_cores()
+        params.cpuparams_batch.n_threads = threads or usable_cores()
         params.use_jinja = True
         params.warmup = False
         params.verbosity = -1
