@@ -165,7 +165,7 @@ def export(model: str = typer.Argument(..., help="a save_pretrained folder (e.g.
            pre: Optional[str] = typer.Option(None, "--pre", help="llama.cpp pre-tokenizer name, for tokenizers fusechat does not know")):
     """Export a trained model to GGUF, e.g. `fusechat export runs/cpu-default/dpo/model --gguf --type q8_0`.
 
-    Llama and Qwen2 architectures; the tokenizer and chat template travel with it, so
+    Llama, Qwen2 and Gemma 3 architectures; the tokenizer and chat template travel with it, so
     `llama-server -m FILE` or an ollama Modelfile (`FROM ./FILE`) serves the fused model.
     """
     from fusechat.export import export_gguf

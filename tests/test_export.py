@@ -1,5 +1,7 @@
 """GGUF export: the exported file, run by llama.cpp, answers greedily exactly as the HF model does."""
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -54,3 +56,29 @@ def test_export_refuses_what_it_cannot_write(tmp_path, tiny_model_dir):
     assert result.exit_code == 2 and "not a model folder" in result.output
     result = CliRunner().invoke(app, ["export", str(tiny_model_dir)])
     assert result.exit_code == 2 and "--gguf" in result.output
+
+
+@pytest.mark.slow
+def test_exported_gemma3_matches_hf_greedy_output(tmp_path):
+    """Gemma 3 (SentencePiece-style vocabulary with scores, (1 + w) norms, sliding-window metadata), f16.
+    The catalog's Gemma-3-270M is a base model without a chat template: a Gemma turn template is added
+    to a copy of the folder, and both runtimes use it."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from fusechat.export import export_gguf
+    from fusechat.models import resolve
+
+    source = resolve("gemma-3-270m").hf_path()
+    folder = tmp_path / "gemma"
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    for weights in Path(source).glob("*.safetensors"):
+        (folder / weights.name).symlink_to(weights)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' "
+                               "else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+                               "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+    tokenizer.save_pretrained(folder)
+    ours, theirs = greedy_both(folder, export_gguf(folder, tmp_path / "gemma.gguf", "f16"))
+    assert all(ours) and ours == theirs
