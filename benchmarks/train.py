@@ -108,17 +108,6 @@ def worker(kind: str, path: str, data: Path, workdir: Path) -> dict:
     return {"seconds": seconds, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def matmul_peak(dtype) -> float:
-    import torch
-
-    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(10):
-        a @ b
-    return 2 * 2048**3 * 10 / (time.perf_counter() - start)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="catalog name, HF folder, or 'tiny'")
@@ -137,6 +126,7 @@ def main():
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from fusechat.runfolder import load_output
+    from sampling import matmul_peak  # benchmarks/sampling.py, beside this script
 
     workdir = Path(tempfile.mkdtemp(prefix="fusechat-train-bench-"))
     path = model_path(args.model, workdir)

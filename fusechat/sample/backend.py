@@ -23,6 +23,20 @@ class Generation:
     error: str = ""
 
 
+def from_chat_completion(result: dict, seed: int) -> Generation:
+    """A Generation from an OpenAI-style chat-completions answer (llama.cpp's server and HTTP endpoints)."""
+    if "error" in result or not result.get("choices"):
+        return Generation("", 0, 0, "error", seed, error=str(result.get("error", result))[:300])
+    choice, usage = result["choices"][0], result.get("usage") or {}
+    return Generation(
+        text=(choice.get("message") or {}).get("content") or "",
+        prompt_tokens=usage.get("prompt_tokens", 0),
+        completion_tokens=usage.get("completion_tokens", 0),
+        finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+        seed=seed,
+    )
+
+
 def read_template(chat_template: str | None) -> str | None:
     """A chat template override is inline Jinja or a path to a file holding it."""
     if chat_template and "{" not in chat_template and Path(chat_template).is_file():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Generation, Request, read_template, usable_cores
+from fusechat.sample.backend import Generation, Request, from_chat_completion, read_template, usable_cores
 
 
 class LlamaCppBackend:
@@ -55,16 +55,7 @@ class LlamaCppBackend:
             result = self.complete(body)
         except Exception as e:  # the server reports bad requests (e.g. prompt longer than the context) by raising
             return Generation("", 0, 0, "error", request.seed, error=str(e)[:300])
-        if "error" in result or not result.get("choices"):
-            return Generation("", 0, 0, "error", request.seed, error=str(result.get("error", result))[:300])
-        choice, usage = result["choices"][0], result.get("usage", {})
-        return Generation(
-            text=choice["message"].get("content") or "",
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
-            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            seed=request.seed,
-        )
+        return from_chat_completion(result, request.seed)
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
         with ThreadPoolExecutor(self.slots) as pool:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Generation, Request
+from fusechat.sample.backend import Generation, Request, from_chat_completion
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout)
@@ -92,16 +92,7 @@ class OpenAIBackend:
         if sampling.repetition_penalty != 1.0:  # not in OpenAI's API; vLLM, SGLang and llama.cpp take it
             body["repetition_penalty"] = sampling.repetition_penalty
         result = self.complete(body)
-        if "error" in result or not result.get("choices"):
-            return Generation("", 0, 0, "error", request.seed, error=str(result.get("error", result))[:300])
-        choice, usage = result["choices"][0], result.get("usage") or {}
-        return Generation(
-            text=(choice.get("message") or {}).get("content") or "",
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
-            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            seed=request.seed,
-        )
+        return from_chat_completion(result, request.seed)
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
         with ThreadPoolExecutor(self.concurrency) as pool:
