@@ -54,54 +54,107 @@ def count_tokens(path: str, sft: list[dict], dpo: list[dict]) -> dict:
             "dpo": sum(n(r["prompt"] + r["chosen"]) + n(r["prompt"] + r["rejected"]) for r in dpo)}
 
 
+# Each lever of issue 5, switched off (or, for LoRA/compile, on) one at a time; the reference computed
+# once is a fixed part of fusechat's DPO, so TRL's own switch for it measures that lever.
+LEVERS = {
+    "fusechat-sft": {
+        "padded": "padding-free off: length-grouped padded batches",
+        "padded-random": "padding-free and length grouping off: random padded batches",
+        "fp32": "bf16 autocast off (fp32)",
+        "checkpointing": "activation checkpointing on (TRL's default)",
+        "threads1": "1 thread instead of all cores",
+        "lora": "LoRA r=16 on all linear layers instead of full fine-tuning",
+        "compile": "torch.compile on",
+    },
+    "fusechat-dpo": {
+        "random-batches": "length grouping off: random batches",
+        "one-forward": "micro-batches off: the whole batch in one forward",
+        "forward-512": "forward passes of 512 tokens instead of 1024",
+        "forward-4096": "forward passes of 4096 tokens instead of 1024",
+        "full-logits": "logits for every position, not only the completions'",
+        "fp32": "bf16 autocast off (fp32)",
+        "lora": "LoRA r=16 on all linear layers instead of full fine-tuning",
+    },
+    "trl-dpo": {"precompute-ref": "reference log-probs computed once before training (no second model)"},
+}
+
+
+def random_batches(lengths, batch_size, seed):
+    """The plain alternative to length grouping: shuffle, then cut."""
+    import random
+
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def worker(kind: str, path: str, data: Path, workdir: Path) -> dict:
     """One epoch of one configuration; returns its wall time (training only) and peak RSS."""
     import datasets
     import torch
+    from transformers import AutoModelForCausalLM
 
-    from fusechat.recipe import load_recipe
+    from fusechat.recipe import LoraConfig, load_recipe
+    from fusechat.train import common, dpo, sft
+    from fusechat.train.common import load_model, load_tokenizer
 
     rows = json.loads(data.read_text())
     recipe = load_recipe(ROOT / "recipes" / "cpu-default.yaml")
+    kind, _, lever = kind.partition(":")
+    stage = kind.split("-")[1]
+    cfg = getattr(recipe, stage).model_copy(update={
+        "epochs": 1,
+        **({"precision": "fp32"} if lever == "fp32" else {}),
+        **({"lora": LoraConfig()} if lever == "lora" else {}),
+        **({"threads": 1} if lever == "threads1" else {}),
+        **({"padding_free": False} if lever.startswith("padded") else {}),
+        **({"max_tokens_per_forward": 10**9} if lever == "one-forward" else {}),
+        **({"max_tokens_per_forward": int(lever.split("-")[1])} if lever.startswith("forward-") else {}),
+    })
+    if lever in ("random-batches", "padded-random"):
+        common.length_grouped_batches = dpo.length_grouped_batches = random_batches
+    if lever == "full-logits":
+        plain = dpo.sequence_logps
+        dpo.sequence_logps = lambda model, batch, bf16: plain(model, batch, bf16, completion_only=False)
+    if lever == "checkpointing":
+        sft.no_checkpointing = lambda config_class: {"activation_checkpointing": True}
+    if lever == "compile":
+        import trl
+
+        class CompiledSFTConfig(trl.SFTConfig):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs, torch_compile=True)
+
+        CompiledSFTConfig.__qualname__ = "CompiledSFTConfig"  # checkpoints pickle the config
+        trl.SFTConfig = globals()["CompiledSFTConfig"] = CompiledSFTConfig
+    # The clock starts with the model in memory (TRL's default loads fp32 weights, as fusechat does) and
+    # stops when the epoch is over: trainer set-up, the data's tokenisation and the reference pass count.
+    if kind.startswith("trl"):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        common_args = {"output_dir": str(workdir / kind), "num_train_epochs": 1, "report_to": [], "save_strategy": "no",
+                       "use_cpu": not torch.cuda.is_available(), "disable_tqdm": True}
+    else:
+        model, tokenizer = load_model(path, cfg), load_tokenizer(path)
+        if stage == "dpo" and cfg.lora:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, common.lora_config(cfg))
     start = time.perf_counter()
     if kind == "trl-sft":
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(output_dir=str(workdir / kind), num_train_epochs=1, report_to=[], save_strategy="no",
-                         use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
-        trainer = SFTTrainer(model=path, args=args, train_dataset=datasets.Dataset.from_list(
-            [{"messages": r["messages"]} for r in rows["sft"]]))
-        start = time.perf_counter()
-        trainer.train()
+        SFTTrainer(model=model, args=SFTConfig(**common_args), train_dataset=datasets.Dataset.from_list(
+            [{"messages": r["messages"]} for r in rows["sft"]])).train()
     elif kind == "trl-dpo":
         from trl import DPOConfig, DPOTrainer
 
-        args = DPOConfig(output_dir=str(workdir / kind), num_train_epochs=1, report_to=[], save_strategy="no",
-                         use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
-        trainer = DPOTrainer(model=path, args=args, train_dataset=datasets.Dataset.from_list(
-            [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows["dpo"]]))
-        start = time.perf_counter()
-        trainer.train()
+        args = DPOConfig(**common_args, precompute_ref_log_probs=lever == "precompute-ref")
+        DPOTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(
+            [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows["dpo"]])).train()
     elif kind == "fusechat-sft":
-        from fusechat.pipeline import run_stage
-        from fusechat.runfolder import Stage
-
-        cfg = recipe.sft.model_copy(update={"epochs": 1})
-        recipe = recipe.model_copy(update={"run_dir": str(workdir / "run"), "sft": cfg,
-                                           "target": recipe.target.model_copy(update={"model": path})})
-        build = Stage(recipe.run_path, "build", {}, "bench")
-        build.begin()
-        build.finish({"sft": rows["sft"], "dpo": rows["dpo"]}, {})
-        start = time.perf_counter()
-        run_stage("sft", recipe)
+        sft.train_sft(model, tokenizer, rows["sft"], cfg, workdir / f"{kind}-{lever}")
     elif kind == "fusechat-dpo":
-        from fusechat.train.common import load_model, load_tokenizer
-        from fusechat.train.dpo import train_dpo
-
-        cfg = recipe.dpo.model_copy(update={"epochs": 1})
-        model, tokenizer = load_model(path, cfg), load_tokenizer(path)
-        start = time.perf_counter()
-        train_dpo(model, tokenizer, rows["dpo"], cfg, workdir / kind)
+        dpo.train_dpo(model, tokenizer, rows["dpo"], cfg, workdir / f"{kind}-{lever}")
     else:
         raise SystemExit(f"unknown worker {kind}")
     seconds = time.perf_counter() - start
@@ -112,7 +165,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct", help="catalog name, HF folder, or 'tiny'")
     parser.add_argument("--run", default="runs/cpu-default", help="run folder whose build stage gives the data")
-    parser.add_argument("--only", nargs="*", default=[], help="subset of trl-sft fusechat-sft trl-dpo fusechat-dpo")
+    parser.add_argument("--only", nargs="*", default=[], help="subset of trl-sft fusechat-sft trl-dpo fusechat-dpo "
+                        "(a lever: fusechat-dpo:full-logits)")
+    parser.add_argument("--levers", action="store_true", help="also run fusechat with each lever switched, one at a time")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -142,14 +197,19 @@ def main():
           f"{len(dpo)} DPO pairs ({tokens['dpo']} tokens); matmul peak fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
           f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s", flush=True)
     rows = {}
-    for kind in args.only or ["trl-sft", "fusechat-sft", "trl-dpo", "fusechat-dpo"]:
+    kinds = args.only or ["trl-sft", "fusechat-sft", "trl-dpo", "fusechat-dpo"]
+    if args.levers:
+        kinds += [f"{kind}:{lever}" for kind in LEVERS for lever in LEVERS[kind]]
+    for kind in kinds:
         out = subprocess.run([sys.executable, __file__, "--worker", kind, "--model", path, "--data", str(data),
                               "--workdir", str(workdir)], capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
-            print(f"{kind} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+            why = "killed (out of memory?)" if out.returncode == -9 else f"exit {out.returncode}"
+            print(f"{kind} failed, {why}:\n{out.stderr[-2000:]}", file=sys.stderr)
+            rows[kind] = {"failed": why}
             continue
         row = json.loads(out.stdout.strip().splitlines()[-1])
-        stage = kind.split("-")[1]
+        stage = kind.partition(":")[0].split("-")[1]
         row["tok_s"] = tokens[stage] / row["seconds"]
         row["flops_fraction_bf16_peak"] = 6 * params * row["tok_s"] / peaks["bf16"]
         rows[kind] = row
@@ -158,7 +218,7 @@ def main():
     print("| stage | TRL defaults | fusechat | fusechat / TRL |\n|---|---|---|---|")
     for stage in ("sft", "dpo"):
         trl, ours = rows.get(f"trl-{stage}"), rows.get(f"fusechat-{stage}")
-        if not (trl and ours):
+        if not (trl and ours) or "failed" in trl or "failed" in ours:
             continue
         print(f"| {stage} epoch wall | {trl['seconds']:.1f} s | {ours['seconds']:.1f} s | {ours['seconds'] / trl['seconds']:.2f}× |")
         print(f"| {stage} tokens/s | {trl['tok_s']:.0f} | {ours['tok_s']:.0f} | {ours['tok_s'] / trl['tok_s']:.2f}× |")
@@ -166,7 +226,18 @@ def main():
               f"{ours['peak_rss_gib'] / trl['peak_rss_gib']:.2f}× |")
         print(f"| {stage} achieved FLOP/s / bf16 peak | {trl['flops_fraction_bf16_peak']:.1%} | "
               f"{ours['flops_fraction_bf16_peak']:.1%} | |")
-
+    levers = [k for k in rows if ":" in k]
+    if levers:
+        print("\n| lever (one change to the default run) | tokens/s | vs default | peak RSS | vs default |\n|---|---|---|---|---|")
+    for kind in levers:
+        trainer, _, lever = kind.partition(":")
+        row, base = rows[kind], rows.get(trainer, {})
+        if "failed" in row:
+            print(f"| {trainer}: {LEVERS[trainer][lever]} | {row['failed']} | | | |")
+            continue
+        vs = (lambda key: f"{row[key] / base[key]:.2f}×") if "tok_s" in base else (lambda key: "")  # noqa: B023
+        print(f"| {trainer}: {LEVERS[trainer][lever]} | {row['tok_s']:.0f} | {vs('tok_s')} | {row['peak_rss_gib']:.2f} GiB | "
+              f"{vs('peak_rss_gib')} |")
 
 if __name__ == "__main__":
     main()

@@ -108,3 +108,30 @@ def test_keeps_the_better_of_the_last_two_checkpoints(tiny_model_dir, tmp_path, 
     assert summary["steps"] == 4 and summary["held_out"] == 2
     assert summary["kept_step"] == 3 and summary["held_out_accuracy"] == 0.6
     assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-3", "step-4"]
+
+
+def test_length_grouped_batches_cover_every_example_once_with_less_padding():
+    import random
+
+    from fusechat.train.common import length_grouped_batches
+
+    lengths = [random.Random(i).randint(5, 400) for i in range(203)]
+    batches = length_grouped_batches(lengths, 8, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(203)) and all(len(b) <= 8 for b in batches)
+    assert batches == length_grouped_batches(lengths, 8, seed=3) != length_grouped_batches(lengths, 8, seed=4)
+    padded = lambda bs: sum(len(b) * max(lengths[i] for i in b) for b in bs)  # noqa: E731
+    order = list(range(203))
+    random.Random(0).shuffle(order)
+    assert padded(batches) < 0.7 * padded([order[i : i + 8] for i in range(0, 203, 8)])
+
+
+def test_micro_batches_keep_pairs_whole_and_within_the_token_budget(tiny_model_dir):
+    from fusechat.train.dpo import micro_batches, pair_length
+
+    pairs = tokenize_pairs(ROWS, load_tokenizer(str(tiny_model_dir)), max_length=256)
+    for budget in (1, 60, 130, 10_000):
+        chunks = micro_batches(pairs, budget)
+        assert [p for c in chunks for p in c] == pairs  # every pair once, in order
+        for c in chunks:
+            assert len(c) == 1 or 2 * len(c) * max(map(pair_length, c)) <= budget
+    assert len(micro_batches(pairs, 1)) == len(pairs) and len(micro_batches(pairs, 10_000)) == 1

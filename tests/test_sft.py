@@ -9,7 +9,9 @@ import yaml
 
 from fusechat.recipe import load_recipe
 from fusechat.runfolder import Stage
-from fusechat.train.sft import run_sft, to_prompt_completion
+from fusechat import FusechatError
+from fusechat.train.common import load_tokenizer
+from fusechat.train.sft import run_sft, tokenize_examples
 
 ROWS = [{"messages": [{"role": "user", "content": f"Count to {i}."},
                       {"role": "assistant", "content": " ".join(str(k) for k in range(1, i + 2))}],
@@ -32,9 +34,18 @@ def sft_recipe(tmp_path, model_dir, **sft):
     return recipe
 
 
-def test_prompt_completion_split():
-    pc = to_prompt_completion(ROWS[:1])[0]
-    assert pc["prompt"] == ROWS[0]["messages"][:1] and pc["completion"] == ROWS[0]["messages"][1:]
+def test_tokenize_masks_the_answer_and_cuts_its_end(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    example = tokenize_examples(ROWS[7:8], tokenizer, max_length=10_000)[0]
+    mask, ids = example["completion_mask"], example["input_ids"]
+    n_prompt = mask.index(1)
+    assert set(mask[n_prompt:]) == {1}  # prompt first, then the answer to the end
+    assert tokenizer.decode(ids[:n_prompt]).rstrip().endswith("assistant")
+    assert tokenizer.decode(ids[n_prompt:]).startswith(ROWS[7]["messages"][1]["content"] + "<|im_end|>")
+    cut = tokenize_examples(ROWS[7:8], tokenizer, max_length=n_prompt + 3)[0]
+    assert cut["input_ids"] == ids[: n_prompt + 3] and sum(cut["completion_mask"]) == 3  # the prompt is kept whole
+    with pytest.raises(FusechatError, match="p0"):
+        tokenize_examples([{"messages": ROWS[0]["messages"][:1], "prompt_id": "p0"}], tokenizer, 100)
 
 
 @pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8}])

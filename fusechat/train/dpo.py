@@ -10,11 +10,16 @@ are computed once, before training, with the policy itself: no second model stay
 logged. A held-out slice of the pairs measures preference accuracy (by the loss's own score) at
 every checkpoint; the better of the last two checkpoints is kept (method.md §5).
 
+Speed and memory (BENCHMARKS.md): batches grouped by length, each split into forward passes of at
+most `max_tokens_per_forward` tokens (the loss is a mean over pairs, so the gradients are the same),
+logits only for completion positions, bf16 autocast over fp32 weights.
+
 Input: `run/build/dpo`, `run/sft/model`. Output: `run/dpo/model`, `run/dpo/log`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -28,7 +33,8 @@ import torch.nn.functional as F
 from fusechat import FusechatError
 from fusechat.recipe import DPOTrainConfig, Recipe
 from fusechat.runfolder import Stage, load_output
-from fusechat.train.common import load_model, load_tokenizer, lora_config, save_model, use_bf16
+from fusechat.train.common import (chat_prompt_ids, completion_ids, length_grouped_batches, load_model, load_tokenizer,
+                                   lora_config, save_model, use_bf16)
 
 
 @dataclass
@@ -40,17 +46,10 @@ class Pair:
     ref_rejected: float = 0.0
 
 
-def completion_ids(tokenizer, prompt: list[dict], completion: list[dict], prompt_ids: list[int]) -> list[int]:
-    full = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=False)
-    if full[: len(prompt_ids)] != prompt_ids:
-        raise FusechatError("the chat template renders the prompt differently inside the conversation; cannot split it")
-    return full[len(prompt_ids) :]
-
-
 def tokenize_pairs(rows: list[dict], tokenizer, max_length: int) -> list[Pair]:
     pairs = []
     for r in rows:
-        prompt_ids = tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True, return_dict=False)
+        prompt_ids = chat_prompt_ids(tokenizer, r["prompt"])
         room = max(1, max_length - len(prompt_ids))  # keep the prompt, cut the completions' ends
         pairs.append(Pair(prompt_ids,
                           completion_ids(tokenizer, r["prompt"], r["chosen"], prompt_ids)[:room],
@@ -74,17 +73,42 @@ def collate(pairs: list[Pair], pad_id: int) -> dict:
     return {"input_ids": input_ids, "attention_mask": attention, "mask": mask, "ref": ref}
 
 
-def sequence_logps(model, batch: dict, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probability of each sequence's completion tokens, and their count."""
+def sequence_logps(model, batch: dict, bf16: bool, completion_only: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each sequence's completion tokens, and their count.
+
+    Logits are computed only from the batch's first completion position on (`logits_to_keep`): the
+    prompts' [rows, length, vocabulary] logits are pure waste. `completion_only=False` computes them
+    all (the plain path, kept for the equivalence test and the benchmark).
+    """
     device = next(model.parameters()).device
     input_ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    mask = batch["mask"].to(device)
+    first = int(mask.float().argmax(dim=1).min()) if completion_only else 1  # earliest completion token
+    keep = input_ids.shape[1] - first + 1  # logits at positions first-1 .. end predict tokens first .. end
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
-    targets = input_ids[:, 1:]
-    mask = batch["mask"][:, 1:].to(device)
+        logits = model(input_ids=input_ids, attention_mask=attention, logits_to_keep=keep).logits[:, :-1]
+    targets, mask = input_ids[:, first:], mask[:, first:]
     logits = logits.float()
     token_logps = torch.gather(logits, -1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def pair_length(p) -> int:
+    return len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids))
+
+
+def micro_batches(pairs: list, max_tokens: int) -> list[list]:
+    """Consecutive runs of pairs whose padded [chosen..., rejected...] batch holds at most `max_tokens`
+    tokens (always at least one pair). The DPO loss is a mean over pairs, so a batch's gradient is the
+    sum of its micro-batches' gradients: memory is bounded and the result is the same."""
+    out, current, width = [], [], 0
+    for p in pairs:
+        if current and 2 * (len(current) + 1) * max(width, pair_length(p)) > max_tokens:
+            out.append(current)
+            current, width = [], 0
+        current.append(p)
+        width = max(width, pair_length(p))
+    return out + [current] if current else out
 
 
 def dpo_loss(logps: torch.Tensor, ref: torch.Tensor, lengths: torch.Tensor, beta: float, loss: str) -> dict:
@@ -105,10 +129,9 @@ def dpo_loss(logps: torch.Tensor, ref: torch.Tensor, lengths: torch.Tensor, beta
 
 
 @torch.no_grad()
-def fill_reference(model, pairs: list[Pair], batch_size: int, pad_id: int, bf16: bool) -> None:
+def fill_reference(model, pairs: list[Pair], max_tokens: int, pad_id: int, bf16: bool) -> None:
     model.eval()
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
+    for chunk in micro_batches(sorted(pairs, key=pair_length), max_tokens):
         logps, _ = sequence_logps(model, collate(chunk, pad_id), bf16)
         for p, c, r in zip(chunk, logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist()):
             p.ref_chosen, p.ref_rejected = c, r
@@ -121,12 +144,33 @@ def preference_accuracy(model, pairs: list[Pair], cfg: DPOTrainConfig, pad_id: i
         return float("nan")
     model.eval()
     hits = 0.0
-    for start in range(0, len(pairs), cfg.batch_size):
-        batch = collate(pairs[start : start + cfg.batch_size], pad_id)
+    for chunk in micro_batches(sorted(pairs, key=pair_length), forward_tokens(cfg)):
+        batch = collate(chunk, pad_id)
         logps, lengths = sequence_logps(model, batch, bf16)
         hits += dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss)["accuracy"].sum().item()
     model.train()
     return hits / len(pairs)
+
+
+@contextlib.contextmanager
+def accumulating(accelerator, model, last: bool):
+    """Backward of a micro-batch that is not the step's last: no all-reduce (DDP, FSDP) and no
+    DeepSpeed step (accelerate's DeepSpeed backward steps whenever gradients are in sync)."""
+    if last:
+        yield
+        return
+    accelerator.gradient_state._set_sync_gradients(False)  # what `accelerator.accumulate` does
+    try:
+        with accelerator.no_sync(model):
+            yield
+    finally:
+        accelerator.gradient_state._set_sync_gradients(True)
+
+
+def forward_tokens(cfg: DPOTrainConfig) -> int:
+    """Tokens per forward pass: the recipe's `max_tokens_per_forward`, else a size that keeps a CPU's
+    memory low (measured in BENCHMARKS.md) or fills a GPU."""
+    return cfg.max_tokens_per_forward or (8192 if torch.cuda.is_available() else 1024)
 
 
 def lr_at(step: int, total: int, cfg: DPOTrainConfig) -> float:
@@ -166,15 +210,13 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
     model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
 
-    # One fixed stream of global micro-batches (shuffled per epoch): a resumed run sees the same
-    # batches, and each process takes its own slice of every micro-batch.
+    # One fixed stream of global batches (grouped by length, reshuffled per epoch): a resumed run sees
+    # the same batches, and each process takes its own slice of every batch.
     global_batch = cfg.batch_size * world
-    rng = random.Random(cfg.seed)
+    lengths = [pair_length(p) for p in train]
     stream = []
-    for _ in range(math.ceil(cfg.epochs)):
-        idx = list(range(len(train)))
-        rng.shuffle(idx)
-        stream += [idx[i : i + global_batch] for i in range(0, len(idx), global_batch)]
+    for epoch in range(math.ceil(cfg.epochs)):  # similar lengths: far less padding (BENCHMARKS.md)
+        stream += length_grouped_batches(lengths, global_batch, cfg.seed + epoch)
     stream = stream[: max(1, round(len(stream) * cfg.epochs / math.ceil(cfg.epochs)))]
     total = math.ceil(len(stream) / cfg.grad_accum)
 
@@ -187,7 +229,7 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
         accelerator.load_state(str(workdir / state["checkpoints"][-1]["folder"]))
         step, log, checkpoints = state["step"], state["log"], state["checkpoints"]
     else:
-        fill_reference(model, pairs, cfg.batch_size, pad_id, bf16)
+        fill_reference(model, pairs, forward_tokens(cfg), pad_id, bf16)
 
     task = progress.add_task("dpo", total=total, completed=step) if progress and accelerator.is_main_process else None
     started, tokens = time.time(), 0
@@ -195,16 +237,21 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total, cfg)
         stats = torch.zeros(4)  # loss, summed margin, normalised margin, accuracy
-        micro = stream[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
-        for indices in micro:
-            mine = indices[rank * cfg.batch_size : (rank + 1) * cfg.batch_size] or indices[:1]
-            batch = collate([train[i] for i in mine], pad_id)
-            logps, lengths = sequence_logps(model, batch, bf16)
-            out = dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss)
-            accelerator.backward(out["loss"] / len(micro))
+        accumulated = stream[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
+        forwards = []  # (pairs, weight of their mean loss in the step's loss)
+        for indices in accumulated:
+            mine = [train[i] for i in indices[rank * cfg.batch_size : (rank + 1) * cfg.batch_size] or indices[:1]]
+            forwards += [(chunk, len(chunk) / len(mine) / len(accumulated))
+                         for chunk in micro_batches(mine, forward_tokens(cfg))]
+        for k, (chunk, weight) in enumerate(forwards):
+            batch = collate(chunk, pad_id)
+            with accumulating(accelerator, model, last=k == len(forwards) - 1):
+                logps, lengths = sequence_logps(model, batch, bf16)
+                out = dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss)
+                accelerator.backward(out["loss"] * weight)
             tokens += int(batch["attention_mask"].sum())
-            stats += torch.tensor([out["loss"].item(), out["margin_summed"].mean().item(),
-                                   out["margin_normalised"].mean().item(), out["accuracy"].mean().item()]) / len(micro)
+            stats += weight * torch.tensor([out["loss"].item(), out["margin_summed"].mean().item(),
+                                            out["margin_normalised"].mean().item(), out["accuracy"].mean().item()])
         accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -1,29 +1,39 @@
 """Stage 5, sft: supervised fine-tuning of the target on the build stage's SFT set (TRL SFTTrainer).
 
-Loss on the assistant tokens only: each example becomes a conversational prompt/completion
-pair, for which TRL masks the prompt. Input: `run/build/sft`. Output: `run/sft/model` (a
-save_pretrained folder with tokenizer and chat template) and `run/sft/log` (the loss curve).
+Loss on the assistant tokens only: each example is tokenized with its chat template and a mask
+of the answer's tokens; batches of similar length are packed into one row without padding.
+Input: `run/build/sft`. Output: `run/sft/model` (a save_pretrained folder with tokenizer and chat
+template) and `run/sft/log` (the loss curve).
 A killed run resumes from its last checkpoint (every `save_steps` optimizer steps).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from fusechat import FusechatError
-from fusechat.recipe import Recipe
+from fusechat.recipe import Recipe, SFTTrainConfig
 from fusechat.runfolder import Stage, load_output
-from fusechat.train.common import load_model, load_tokenizer, lora_config, save_model, target_path, use_bf16
+from fusechat.train.common import (LengthGroupedSampler, chat_prompt_ids, completion_ids, load_model, load_tokenizer,
+                                   lora_config, save_model, target_path, use_bf16)
 
 
-def to_prompt_completion(rows: list[dict]) -> list[dict]:
-    """`messages` -> TRL's conversational prompt/completion (so only the completion is learned)."""
+def tokenize_examples(rows: list[dict], tokenizer, max_length: int) -> list[dict]:
+    """`messages` -> token ids and a mask of the assistant's answer (the only tokens learned).
+
+    Done here rather than by TRL so that the completion's end, not the prompt, is cut to `max_length`
+    before batches are packed without padding (TRL does not truncate padding-free batches).
+    """
     out = []
     for r in rows:
         messages = r["messages"]
         if not messages or messages[-1]["role"] != "assistant":
             raise FusechatError(f"SFT example {r.get('prompt_id')}: the last message must be the assistant's")
-        out.append({"prompt": messages[:-1], "completion": messages[-1:]})
+        prompt_ids = chat_prompt_ids(tokenizer, messages[:-1])
+        answer = completion_ids(tokenizer, messages[:-1], messages[-1:], prompt_ids)[: max(1, max_length - len(prompt_ids))]
+        out.append({"input_ids": prompt_ids + answer, "completion_mask": [0] * len(prompt_ids) + [1] * len(answer)})
     return out
 
 
@@ -41,10 +51,69 @@ def last_checkpoint(folder) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.exists() else None
 
 
-def run_sft(recipe: Recipe, force: bool = False, progress=None) -> dict:
+def train_sft(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_dir: Path, progress=None):
+    """Train in place with TRL's SFTTrainer; checkpoints go to `output_dir`, and a rerun resumes from the last."""
+    trainer = sft_trainer(model, tokenizer, rows, cfg, output_dir, progress)
+    return trainer, trainer.train(resume_from_checkpoint=last_checkpoint(output_dir))
+
+
+def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_dir: Path, progress=None):
+    """TRL's SFTTrainer as the stage configures it (padding-free batches, no activation checkpointing)."""
     import datasets
+    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps (transformers 5)
+        weight_decay=cfg.weight_decay,
+        max_length=None,  # cut by tokenize_examples
+        padding_free=cfg.padding_free is not False,  # one row per batch, no padding (BENCHMARKS.md)
+        bf16=use_bf16(cfg),
+        **no_checkpointing(SFTConfig),  # TRL turns it on by default; at these sizes it only costs time
+        completion_only_loss=True,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        logging_steps=1,
+        report_to=[],
+        seed=cfg.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=progress is None,
+    )
+
+    class NoFinalCheckpoint(TrainerCallback):
+        # transformers always checkpoints the last step; the stage saves the model itself right after,
+        # so that write (weights and optimizer, ~12 bytes per parameter) would only cost time.
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps and state.global_step % args.save_steps:
+                control.should_save = False
+
+    class Trainer(SFTTrainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            # Padded batches: group by length; transformers' own grouping does nothing on data this
+            # small (its mega-batches need 4x50 batches). Under DDP each process takes whole batches.
+            if self.padding_free:
+                return super()._get_train_sampler(*args, **kwargs)
+            lengths = [len(ids) for ids in self.train_dataset["input_ids"]]
+            return LengthGroupedSampler(lengths, self.args.per_device_train_batch_size, self.args.seed)
+
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(tokenize_examples(rows, tokenizer, cfg.max_length)),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),
+        callbacks=[NoFinalCheckpoint()],
+    )
+
+
+def run_sft(recipe: Recipe, force: bool = False, progress=None) -> dict:
     rows, fingerprint = load_output(recipe.run_path, "build", "sft")
     cfg = recipe.sft
     stage = Stage(recipe.run_path, "sft", {"target": recipe.target and recipe.target.model_dump(), "sft": cfg.model_dump()}, fingerprint)
@@ -60,44 +129,14 @@ def run_sft(recipe: Recipe, force: bool = False, progress=None) -> dict:
     processes.wait_for_everyone()
     path = target_path(recipe)
     tokenizer = load_tokenizer(path)
-    bf16 = use_bf16(cfg)
-    args = SFTConfig(
-        output_dir=str(stage.shard_dir),  # checkpoints live with the stage's other resume points
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps (transformers 5)
-        weight_decay=cfg.weight_decay,
-        max_length=cfg.max_length,
-        bf16=bf16,
-        **no_checkpointing(SFTConfig),  # TRL turns it on by default; at these sizes it only costs time
-        completion_only_loss=True,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        logging_steps=1,
-        report_to=[],
-        seed=cfg.seed,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=progress is None,
-    )
-    trainer = SFTTrainer(
-        model=load_model(path, cfg),
-        args=args,
-        train_dataset=datasets.Dataset.from_list(to_prompt_completion(rows)),
-        processing_class=tokenizer,
-        peft_config=lora_config(cfg),
-    )
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(stage.shard_dir))
+    trainer, result = train_sft(load_model(path, cfg), tokenizer, rows, cfg, stage.shard_dir, progress)
     manifest = {}
     state_dict = trainer.accelerator.get_state_dict(trainer.model)  # every process joins the gather (FSDP/ZeRO-3)
     if processes.is_main_process:
         folder = save_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, stage.dir / "model", state_dict)
         log = [entry for entry in trainer.state.log_history if "loss" in entry or "train_loss" in entry]
         counts = {"examples": len(rows), "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
-                  "bf16": bf16, "lora": cfg.lora is not None, "processes": processes.num_processes}
+                  "bf16": trainer.args.bf16, "lora": cfg.lora is not None, "processes": processes.num_processes}
         manifest = stage.finish({"log": log}, counts, model=str(folder),
                                 samples_per_s=round(result.metrics.get("train_samples_per_second", 0.0), 3))
     processes.wait_for_everyone()

@@ -1,0 +1,94 @@
+"""The fast training paths compute the same loss and gradients as the plain ones on a fixed batch.
+
+SFT: padding-free packed batches vs padded batches. DPO: token-budget micro-batches with logits for
+the completions only vs the whole batch with every position's logits. Both in fp32 (equal up to
+rounding) and with bf16 autocast against the fp32 plain path (equal within bf16's precision). On the
+tiny random model and, in the `real` group, on SmolLM2-135M-Instruct.
+"""
+
+import pytest
+import torch
+
+from fusechat.recipe import DPOTrainConfig, SFTTrainConfig
+from fusechat.train.common import load_model, load_tokenizer
+from fusechat.train.dpo import collate, dpo_loss, micro_batches, sequence_logps, tokenize_pairs
+from fusechat.train.sft import sft_trainer
+
+QUESTIONS = ["What is 7 + 5?", "Name a prime number larger than 10.", "Say hello.",
+             "Write the word 'cat' backwards, then explain in one sentence how you did it."]
+ANSWERS = ["7 + 5 = 12.", "13 is a prime number larger than 10.", "Hello!",
+           "tac. I read the letters of 'cat' from the last to the first."]
+WRONG = ["It is 13, I believe, though I did not check it carefully.", "10.", "Goodbye, and good luck to you.", "cta."]
+
+
+@pytest.fixture(params=["tiny", pytest.param("smollm2", marks=pytest.mark.real)])
+def model_dir(request):
+    if request.param == "tiny":
+        return str(request.getfixturevalue("tiny_model_dir"))
+    from fusechat.models import resolve
+
+    return resolve("smollm2-135m-instruct").hf_path()
+
+
+def grads(model) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def close(a: torch.Tensor, b: torch.Tensor, rel: float) -> bool:
+    return (a - b).norm().item() <= rel * b.norm().item()
+
+
+def sft_loss_and_grads(model, tokenizer, padding_free: bool, bf16: bool, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "prompt_id": str(i)}
+            for i, (q, a) in enumerate(zip(QUESTIONS, ANSWERS))]
+    cfg = SFTTrainConfig(padding_free=padding_free, precision="fp32", batch_size=4)
+    trainer = sft_trainer(model, tokenizer, rows, cfg, tmp_path / f"sft-{padding_free}-{bf16}")
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    assert ("attention_mask" not in batch) == padding_free and batch["input_ids"].shape[0] == (1 if padding_free else 4)
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    return loss.item(), grads(model)
+
+
+def test_sft_padding_free_matches_padded_batches(model_dir, tmp_path):
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, SFTTrainConfig())
+    plain_loss, plain_grads = sft_loss_and_grads(model, tokenizer, padding_free=False, bf16=False, tmp_path=tmp_path)
+    fast_loss, fast_grads = sft_loss_and_grads(model, tokenizer, padding_free=True, bf16=False, tmp_path=tmp_path)
+    assert fast_loss == pytest.approx(plain_loss, rel=1e-5) and close(fast_grads, plain_grads, 1e-4)
+    bf16_loss, bf16_grads = sft_loss_and_grads(model, tokenizer, padding_free=True, bf16=True, tmp_path=tmp_path)
+    assert bf16_loss == pytest.approx(plain_loss, rel=5e-3) and close(bf16_grads, plain_grads, 0.1)
+
+
+def dpo_loss_and_grads(model, pairs, pad_id: int, max_tokens: int | None, bf16: bool, loss: str, beta: float):
+    """The plain path (max_tokens None): one forward over the whole batch, every position's logits."""
+    model.zero_grad()
+    total = 0.0
+    chunks = [pairs] if max_tokens is None else micro_batches(pairs, max_tokens)
+    for chunk in chunks:
+        batch = collate(chunk, pad_id)
+        logps, lengths = sequence_logps(model, batch, bf16, completion_only=max_tokens is not None)
+        out = dpo_loss(logps, batch["ref"], lengths, beta, loss)
+        (out["loss"] * len(chunk) / len(pairs)).backward()
+        total += out["loss"].item() * len(chunk) / len(pairs)
+    return total, grads(model), len(chunks)
+
+
+@pytest.mark.parametrize("loss, beta", [("dpo", 0.1), ("ln-dpo", 10.0)])
+def test_dpo_micro_batches_with_completion_logits_match_the_plain_path(model_dir, loss, beta):
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, DPOTrainConfig())
+    rows = [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": a}],
+             "rejected": [{"role": "assistant", "content": w}]} for q, a, w in zip(QUESTIONS, ANSWERS, WRONG)]
+    pairs = tokenize_pairs(rows, tokenizer, max_length=256)
+    for i, p in enumerate(pairs):  # a fixed reference away from the policy, so the loss is not log 2
+        p.ref_chosen, p.ref_rejected = -30.0 - 3 * i, -40.0 + 5 * i
+    pad = tokenizer.pad_token_id
+    plain_loss, plain_grads, _ = dpo_loss_and_grads(model, pairs, pad, None, False, loss, beta)
+    fast_loss, fast_grads, n = dpo_loss_and_grads(model, pairs, pad, 120, False, loss, beta)
+    assert n >= 3  # the budget really split the batch
+    assert fast_loss == pytest.approx(plain_loss, rel=1e-5) and close(fast_grads, plain_grads, 1e-4)
+    bf16_loss, bf16_grads, _ = dpo_loss_and_grads(model, pairs, pad, 120, True, loss, beta)
+    assert bf16_loss == pytest.approx(plain_loss, rel=5e-2) and close(bf16_grads, plain_grads, 0.2)
