@@ -107,6 +107,7 @@ def worker(kind: str, path: str, data: Path, workdir: Path) -> dict:
         **({"precision": "fp32"} if lever == "fp32" else {}),
         **({"lora": LoraConfig()} if lever == "lora" else {}),
         **({"threads": 1} if lever == "threads1" else {}),
+        **({"activation_checkpointing": True} if lever == "checkpointing" else {}),
         **({"padding_free": False} if lever.startswith("padded") else {}),
         **({"max_tokens_per_forward": 10**9} if lever == "one-forward" else {}),
         **({"max_tokens_per_forward": int(lever.split("-")[1])} if lever.startswith("forward-") else {}),
@@ -116,8 +117,6 @@ def worker(kind: str, path: str, data: Path, workdir: Path) -> dict:
     if lever == "full-logits":
         plain = dpo.sequence_logps
         dpo.sequence_logps = lambda model, batch, bf16: plain(model, batch, bf16, completion_only=False)
-    if lever == "checkpointing":
-        sft.no_checkpointing = lambda config_class: {"activation_checkpointing": True}
     if lever == "compile":
         import trl
 

@@ -191,6 +191,9 @@ class TrainConfig(Strict):
     save_steps: int = Field(100, gt=0, description="checkpoint every K optimizer steps (resume points)")
     seed: int = 0
     threads: int | None = Field(None, gt=0)
+    activation_checkpointing: bool | None = Field(
+        None, description="recompute each layer's activations in the backward pass: much less memory for "
+        "about a third more compute (large targets); unset: off")
 
 
 class SFTTrainConfig(TrainConfig):

@@ -92,3 +92,31 @@ def test_dpo_micro_batches_with_completion_logits_match_the_plain_path(model_dir
     assert fast_loss == pytest.approx(plain_loss, rel=1e-5) and close(fast_grads, plain_grads, 1e-4)
     bf16_loss, bf16_grads, _ = dpo_loss_and_grads(model, pairs, pad, 120, True, loss, beta)
     assert bf16_loss == pytest.approx(plain_loss, rel=5e-2) and close(bf16_grads, plain_grads, 0.2)
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_activation_checkpointing_trains_the_same_model(tiny_model_dir, tmp_path, stage):
+    """The recipe switch reaches the model, and recomputing activations changes no number."""
+    from fusechat.train.dpo import train_dpo
+    from fusechat.train.sft import train_sft
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    common = {"learning_rate": 1e-2, "batch_size": 2, "grad_accum": 1, "epochs": 1, "warmup_ratio": 0.0,
+              "precision": "fp32", "save_steps": 100}
+    models = []
+    for on in (False, True):
+        if stage == "sft":
+            rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "prompt_id": q}
+                    for q, a in zip(QUESTIONS, ANSWERS)]
+            cfg = SFTTrainConfig(**common, activation_checkpointing=on)
+            trainer, _ = train_sft(load_model(str(tiny_model_dir), cfg), tokenizer, rows, cfg, tmp_path / f"sft-{on}")
+            model = trainer.model
+        else:
+            rows = [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": a}],
+                     "rejected": [{"role": "assistant", "content": w}]} for q, a, w in zip(QUESTIONS, ANSWERS, WRONG)]
+            cfg = DPOTrainConfig(**common, eval_fraction=0.0, activation_checkpointing=on)
+            model, _, _ = train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, rows, cfg, tmp_path / f"dpo-{on}")
+        flag = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else "is_gradient_checkpointing"
+        assert getattr(model, flag) == on
+        models.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert close(models[1], models[0], 1e-5)

@@ -205,6 +205,9 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
     held_out = [pairs[i] for i in order[:n_eval]]
     train = [pairs[i] for i in order[n_eval:]]
 
+    if cfg.activation_checkpointing:
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable({"use_reentrant": False})  # non-reentrant: correct with frozen inputs (LoRA) and under FSDP
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)

@@ -37,12 +37,12 @@ def tokenize_examples(rows: list[dict], tokenizer, max_length: int) -> list[dict
     return out
 
 
-def no_checkpointing(config_class) -> dict:
-    """Activation checkpointing off, under the argument's name in the installed transformers (renamed in 5.x)."""
+def checkpointing(config_class, on: bool) -> dict:
+    """Activation checkpointing on or off, under the argument's name in the installed transformers (renamed in 5.x)."""
     from dataclasses import fields
 
     names = {f.name for f in fields(config_class)}
-    return {"activation_checkpointing": False} if "activation_checkpointing" in names else {"gradient_checkpointing": False}
+    return {"activation_checkpointing": on} if "activation_checkpointing" in names else {"gradient_checkpointing": on}
 
 
 def last_checkpoint(folder) -> str | None:
@@ -58,7 +58,7 @@ def train_sft(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_di
 
 
 def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_dir: Path, progress=None):
-    """TRL's SFTTrainer as the stage configures it (padding-free batches, no activation checkpointing)."""
+    """TRL's SFTTrainer as the stage configures it (padding-free batches, activation checkpointing only if asked)."""
     import datasets
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -75,7 +75,8 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
         max_length=None,  # cut by tokenize_examples
         padding_free=cfg.padding_free is not False,  # one row per batch, no padding (BENCHMARKS.md)
         bf16=use_bf16(cfg),
-        **no_checkpointing(SFTConfig),  # TRL turns it on by default; at these sizes it only costs time
+        # TRL turns it on by default; it costs time (BENCHMARKS.md), so it is on only when asked for
+        **checkpointing(SFTConfig, cfg.activation_checkpointing is True),
         completion_only_loss=True,
         save_strategy="steps",
         save_steps=cfg.save_steps,
