@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -175,14 +176,20 @@ def main():
     if args.worker:  # inside a child process
         print(json.dumps(worker(args.worker, args.model, Path(args.data), Path(args.workdir))))
         return
+    workdir = Path(tempfile.mkdtemp(prefix="fusechat-train-bench-"))
+    try:
+        compare(args, workdir)
+    finally:  # every configuration's checkpoints: gigabytes
+        shutil.rmtree(workdir, ignore_errors=True)
 
+
+def compare(args, workdir: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from fusechat.runfolder import load_output
     from sampling import matmul_peak  # benchmarks/sampling.py, beside this script
 
-    workdir = Path(tempfile.mkdtemp(prefix="fusechat-train-bench-"))
     path = model_path(args.model, workdir)
     sft, _ = load_output(Path(args.run), "build", "sft")
     dpo, _ = load_output(Path(args.run), "build", "dpo")
