@@ -245,5 +245,6 @@ def compare(args, workdir: Path) -> None:
         print(f"| {trainer}: {LEVERS[trainer][lever]} | {row['tok_s']:.0f} | {vs('tok_s')} | {row['peak_rss_gib']:.2f} GiB | "
               f"{vs('peak_rss_gib')} |")
 
+
 if __name__ == "__main__":
     main()

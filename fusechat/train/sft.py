@@ -1,7 +1,7 @@
 """Stage 5, sft: supervised fine-tuning of the target on the build stage's SFT set (TRL SFTTrainer).
 
 Loss on the assistant tokens only: each example is tokenized with its chat template and a mask
-of the answer's tokens; batches of similar length are packed into one row without padding.
+of the answer's tokens; each batch is packed into one row without padding (`padding_free`).
 Input: `run/build/sft`. Output: `run/sft/model` (a save_pretrained folder with tokenizer and chat
 template) and `run/sft/log` (the loss curve).
 A killed run resumes from its last checkpoint (every `save_steps` optimizer steps).
