@@ -19,6 +19,10 @@ QUESTIONS = ["What is 7 + 5?", "Name a prime number larger than 10.", "Say hello
 ANSWERS = ["7 + 5 = 12.", "13 is a prime number larger than 10.", "Hello!",
            "tac. I read the letters of 'cat' from the last to the first."]
 WRONG = ["It is 13, I believe, though I did not check it carefully.", "10.", "Goodbye, and good luck to you.", "cta."]
+SFT_ROWS = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "prompt_id": str(i)}
+            for i, (q, a) in enumerate(zip(QUESTIONS, ANSWERS))]
+DPO_ROWS = [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": a}],
+             "rejected": [{"role": "assistant", "content": w}]} for q, a, w in zip(QUESTIONS, ANSWERS, WRONG)]
 
 
 @pytest.fixture(params=["tiny", pytest.param("smollm2", marks=pytest.mark.real)])
@@ -39,11 +43,9 @@ def close(a: torch.Tensor, b: torch.Tensor, rel: float) -> bool:
 
 
 def sft_loss_and_grads(model, tokenizer, padding_free: bool, bf16: bool, tmp_path):
-    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "prompt_id": str(i)}
-            for i, (q, a) in enumerate(zip(QUESTIONS, ANSWERS))]
     cfg = SFTTrainConfig(padding_free=padding_free, precision="fp32", batch_size=4)
-    trainer = sft_trainer(model, tokenizer, rows, cfg, tmp_path / f"sft-{padding_free}-{bf16}")
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    trainer = sft_trainer(model, tokenizer, SFT_ROWS, cfg, tmp_path / f"sft-{padding_free}-{bf16}")
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(SFT_ROWS))])
     assert ("attention_mask" not in batch) == padding_free and batch["input_ids"].shape[0] == (1 if padding_free else 4)
     model.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -80,9 +82,7 @@ def dpo_loss_and_grads(model, pairs, pad_id: int, max_tokens: int | None, bf16: 
 def test_dpo_micro_batches_with_completion_logits_match_the_plain_path(model_dir, loss, beta):
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, DPOTrainConfig())
-    rows = [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": a}],
-             "rejected": [{"role": "assistant", "content": w}]} for q, a, w in zip(QUESTIONS, ANSWERS, WRONG)]
-    pairs = tokenize_pairs(rows, tokenizer, max_length=256)
+    pairs = tokenize_pairs(DPO_ROWS, tokenizer, max_length=256)
     for i, p in enumerate(pairs):  # a fixed reference away from the policy, so the loss is not log 2
         p.ref_chosen, p.ref_rejected = -30.0 - 3 * i, -40.0 + 5 * i
     pad = tokenizer.pad_token_id
@@ -106,16 +106,12 @@ def test_activation_checkpointing_trains_the_same_model(tiny_model_dir, tmp_path
     models = []
     for on in (False, True):
         if stage == "sft":
-            rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "prompt_id": q}
-                    for q, a in zip(QUESTIONS, ANSWERS)]
             cfg = SFTTrainConfig(**common, activation_checkpointing=on)
-            trainer, _ = train_sft(load_model(str(tiny_model_dir), cfg), tokenizer, rows, cfg, tmp_path / f"sft-{on}")
+            trainer, _ = train_sft(load_model(str(tiny_model_dir), cfg), tokenizer, SFT_ROWS, cfg, tmp_path / f"sft-{on}")
             model = trainer.model
         else:
-            rows = [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": a}],
-                     "rejected": [{"role": "assistant", "content": w}]} for q, a, w in zip(QUESTIONS, ANSWERS, WRONG)]
             cfg = DPOTrainConfig(**common, eval_fraction=0.0, activation_checkpointing=on)
-            model, _, _ = train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, rows, cfg, tmp_path / f"dpo-{on}")
+            model, _, _ = train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, DPO_ROWS, cfg, tmp_path / f"dpo-{on}")
         flag = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else "is_gradient_checkpointing"
         assert getattr(model, flag) == on
         models.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
