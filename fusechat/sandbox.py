@@ -29,7 +29,7 @@ PRELOAD = ("math", "cmath", "itertools", "functools", "collections", "collection
            "re", "string", "typing", "dataclasses", "json", "random", "statistics", "fractions", "decimal",
            "operator", "copy", "enum", "datetime", "array", "textwrap", "unicodedata", "hashlib", "io",
            "numbers", "abc", "contextlib", "types", "pprint", "struct", "time", "calendar", "base64",
-           "traceback", "warnings", "inspect", "ast", "difflib", "unittest")
+           "traceback", "warnings", "inspect", "ast", "difflib", "unittest", "threading", "queue")
 
 # Runs in the child before the untrusted code; its config arrives as argv[1] (JSON).
 _BOOT = r'''
@@ -37,7 +37,9 @@ import json, os, resource, sys
 cfg = json.loads(sys.argv[1])
 work = cfg["workdir"]
 lim = lambda r, v: resource.setrlimit(r, (v, v))
-lim(resource.RLIMIT_CPU, cfg["cpu_s"])
+# Soft below hard: the kernel sends SIGXCPU at the soft limit (we report "timeout"); at equal
+# limits it sends SIGKILL instead, which cannot be told apart from other kills.
+resource.setrlimit(resource.RLIMIT_CPU, (cfg["cpu_s"], cfg["cpu_s"] + 1))
 lim(resource.RLIMIT_AS, cfg["memory_bytes"])
 lim(resource.RLIMIT_FSIZE, cfg["max_file_bytes"])
 lim(resource.RLIMIT_CORE, 0)
@@ -133,7 +135,8 @@ def run_python(code: str, timeout_s: float = 10, memory_mb: int = 1024,
         os.chown(work / "main.py", NOBODY, NOBODY)
     config = {
         "workdir": str(work.resolve()),
-        "cpu_s": max(1, int(timeout_s + 0.999)),
+        # A second above the wall clock, so single-threaded code meets the wall limit first.
+        "cpu_s": int(timeout_s + 0.999) + 1,
         "memory_bytes": memory_mb * 1024 * 1024,
         "max_file_bytes": max_output_bytes,
         "max_procs": max_procs,

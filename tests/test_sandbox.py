@@ -24,6 +24,18 @@ def test_infinite_loop_is_stopped():
     assert r.status == "timeout" and time.time() - started < 10
 
 
+def test_cpu_limit_reports_a_timeout_not_a_failure():
+    # Two threads hashing (hashlib releases the GIL) spend CPU time faster than wall time, so the
+    # CPU limit is met before the wall clock. At a hard limit equal to the soft one the kernel
+    # sent SIGKILL and this read as "failed".
+    code = ("import hashlib, threading\n"
+            "def burn():\n    data = bytes(1 << 20)\n    while True:\n        hashlib.sha256(data).digest()\n"
+            "for _ in range(2):\n    threading.Thread(target=burn, daemon=True).start()\n"
+            "threading.Event().wait()\n")
+    r = run_python(code, timeout_s=3)
+    assert r.status == "timeout" and r.seconds < 10
+
+
 def test_sleeping_forever_is_stopped_by_wall_clock():
     r = run_python("import time\ntime.sleep(60)", timeout_s=1)
     assert r.status == "timeout" and r.seconds < 5
