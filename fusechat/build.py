@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from fusechat.recipe import BuildConfig, Recipe
 from fusechat.records import DPOPair, Prompt, SFTExample, from_dict, to_dict
-from fusechat.runfolder import Stage, load_output
+from fusechat.runfolder import Outputs, StageRun
 
 EPS = 1e-9  # the window is inclusive: 0.1 - 0.09 must count as 0.01
 
@@ -150,17 +150,11 @@ def build_datasets(prompts: list[Prompt], scored: list[dict], cfg: BuildConfig, 
     return result
 
 
-def run_build(recipe: Recipe, force: bool = False, progress=None) -> dict:
-    prompt_rows, prompts_fp = load_output(recipe.run_path, "prompts", "prompts")
-    scored, scored_fp = load_output(recipe.run_path, "score", "scored")
+def build(run: StageRun) -> Outputs:
+    recipe = run.recipe
+    prompts = [from_dict(Prompt, r, f"prompt {r.get('id')}") for r in run.read("prompts", "prompts")]
     order = recipe.build.tie_break or [s.name for s in recipe.sources]
-    config = recipe.build.model_dump() | {"source_order": order}
-    stage = Stage(recipe.run_path, "build", config, f"{prompts_fp}:{scored_fp}")
-    if stage.is_done() and not force:
-        return stage.manifest() | {"skipped": True}
-    stage.begin()
-    prompts = [from_dict(Prompt, r, f"prompt {r.get('id')}") for r in prompt_rows]
-    result = build_datasets(prompts, scored, recipe.build, order)
+    result = build_datasets(prompts, run.read("score", "scored"), recipe.build, order)
     counts = {
         "sft": dict(Counter(r["domain"] for r in result.sft)),
         "dpo": dict(Counter(r["domain"] for r in result.dpo)),
@@ -169,4 +163,4 @@ def run_build(recipe: Recipe, force: bool = False, progress=None) -> dict:
         "sft_sources": dict(Counter(f"{r['domain']}/{r['source']}" for r in result.sft)),
         "dpo_sources": dict(Counter(f"{r['domain']}/{r['source']}" for r in result.dpo)),
     }
-    return stage.finish({"sft": result.sft, "dpo": result.dpo}, counts)
+    return Outputs({"sft": result.sft, "dpo": result.dpo}, counts)

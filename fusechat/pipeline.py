@@ -1,35 +1,45 @@
-"""Runs the stages of a recipe in order; each stage skips itself when its output is current."""
+"""The pipeline: every stage declared once, in the order data flows, and running them.
+
+A stage's declaration names its work function, the part of the recipe its result depends on
+(fusechat.recipe.*_settings) and the stages whose outputs it reads; the run folder decides from
+those alone whether it is current, so a changed setting reruns exactly the stages that depend on it.
+"""
 
 from __future__ import annotations
 
-from fusechat.build import run_build
-from fusechat.evaluate import run_eval
-from fusechat.prompts import run_prompts
-from fusechat.recipe import Recipe
-from fusechat.report import run_report
-from fusechat.sample import run_sample
-from fusechat.score import run_score
-from fusechat.train.dpo import run_dpo
-from fusechat.train.sft import run_sft
+from fusechat import recipe as r
+from fusechat.build import build
+from fusechat.evaluate import evaluate
+from fusechat.prompts import prompt_files_fingerprint, prompts
+from fusechat.report import REPORTED, report
+from fusechat.runfolder import RunFolder, StageDef
+from fusechat.sample import sample
+from fusechat.score import score
+from fusechat.train.dpo import dpo
+from fusechat.train.sft import sft
 
 STAGES = {
-    "prompts": run_prompts,
-    "sample": run_sample,
-    "score": run_score,
-    "build": run_build,
-    "sft": run_sft,
-    "dpo": run_dpo,
-    "eval": run_eval,
-    "report": run_report,
+    s.name: s
+    for s in [
+        StageDef("prompts", prompts, r.prompts_settings, external=prompt_files_fingerprint),
+        StageDef("sample", sample, r.sample_settings, reads=("prompts",)),
+        StageDef("score", score, r.score_settings, reads=("prompts", "sample")),
+        StageDef("build", build, r.build_settings, reads=("prompts", "score")),
+        StageDef("sft", sft, r.sft_settings, reads=("build",), distributed=True),
+        StageDef("dpo", dpo, r.dpo_settings, reads=("build", "sft"), distributed=True),
+        StageDef("eval", evaluate, r.eval_settings, uses=("prompts", "sft", "dpo")),
+        StageDef("report", report, r.report_settings, uses=REPORTED),
+    ]
 }
 DATA_STAGES = ("prompts", "sample", "score", "build")
 
 
-def run_stage(name: str, recipe: Recipe, force: bool = False, progress=None) -> dict:
-    return STAGES[name](recipe, force=force, progress=progress)
+def run_stage(name: str, recipe: r.Recipe, force: bool = False, progress=None) -> dict:
+    """Run one stage unless it is current (or `force`); its manifest, with `skipped: True` when current."""
+    return RunFolder(recipe.run_path).run(STAGES[name], recipe, force=force, progress=progress)
 
 
-def run_all(recipe: Recipe, progress=None, on_stage=None) -> dict[str, dict]:
+def run_all(recipe: r.Recipe, progress=None, on_stage=None) -> dict[str, dict]:
     """Every stage in order; a recipe without a `target` stops after building the data."""
     manifests = {}
     for name in STAGES:

@@ -15,10 +15,12 @@ from fusechat import FusechatError
 from fusechat.packs import code_function_prompts, reasoning_gym_prompts, sharegpt_prompts
 from fusechat.recipe import PromptSet, Recipe
 from fusechat.records import Prompt, stable_id, to_dict
-from fusechat.runfolder import Stage
+from fusechat.runfolder import Outputs, StageRun
 
 
 def _user_text(row: dict, where: str) -> str:
+    if isinstance(row.get("instruction"), str) and isinstance(row.get("input"), str) and row["input"].strip():
+        return f"{row['instruction']}\n\n{row['input']}"  # alpaca: the input is part of the task
     for key in ("prompt", "question", "instruction"):
         if isinstance(row.get(key), str):
             return row[key]
@@ -166,7 +168,8 @@ def collect_prompts(recipe: Recipe) -> tuple[list[Prompt], Counter]:
     return prompts, dropped
 
 
-def _inputs_fingerprint(recipe: Recipe) -> str:
+def prompt_files_fingerprint(recipe: Recipe) -> str:
+    """The contents of the recipe's prompt files (the packs are fixed by their settings)."""
     h = hashlib.sha256()
     for spec in recipe.prompts.sets:
         if spec.path:
@@ -178,17 +181,13 @@ def _inputs_fingerprint(recipe: Recipe) -> str:
     return h.hexdigest()[:16]
 
 
-def run_prompts(recipe: Recipe, force: bool = False, progress=None) -> dict:
-    """Load, dedupe and split the recipe's prompts into `run/prompts/prompts`."""
-    stage = Stage(recipe.run_path, "prompts", recipe.prompts.model_dump(), _inputs_fingerprint(recipe))
-    if stage.is_done() and not force:
-        return stage.manifest() | {"skipped": True}
-    stage.begin()
-    prompts, dropped = collect_prompts(recipe)
+def prompts(run: StageRun) -> Outputs:
+    """Load, dedupe and split the recipe's prompts."""
+    loaded, dropped = collect_prompts(run.recipe)
     counts = {
-        "prompts": len(prompts),
-        "by_domain": dict(Counter(p.domain for p in prompts)),
-        "by_split": dict(Counter(f"{p.domain}/{p.split}" for p in prompts)),
+        "prompts": len(loaded),
+        "by_domain": dict(Counter(p.domain for p in loaded)),
+        "by_split": dict(Counter(f"{p.domain}/{p.split}" for p in loaded)),
         "dropped": dict(dropped),
     }
-    return stage.finish({"prompts": [to_dict(p) for p in prompts]}, counts)
+    return Outputs({"prompts": [to_dict(p) for p in loaded]}, counts)

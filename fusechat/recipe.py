@@ -2,6 +2,11 @@
 
 Every section below mirrors a stage; each field's comment says what it does. Unknown keys and
 bad values are reported by their path in the YAML (`sources.1.sampling.top_p: ...`).
+
+What each stage's result depends on is written here too, next to the fields: `*_settings`
+functions at the end project the recipe onto the part a stage reads (the run folder hashes that
+projection to decide what is current), and fields that change only speed are marked `speed_only`
+and left out of every projection, so changing one reruns nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fusechat import FusechatError
+from fusechat.hardware import has_gpu
 from fusechat.records import DOMAINS
 
 Domain = Literal["instruction", "math", "code", "chinese"]
@@ -20,6 +26,11 @@ Domain = Literal["instruction", "math", "code", "chinese"]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def SpeedOnly(default=None, **kwargs):  # noqa: N802 - used like pydantic's Field
+    """A field that changes how fast a stage runs, never what it writes: no stage hashes it."""
+    return Field(default, json_schema_extra={"speed_only": True}, **kwargs)
 
 
 class PromptSet(Strict):
@@ -59,12 +70,6 @@ class Sampling(Strict):
 DEFAULT_SAMPLES = {"instruction": 5, "math": 8, "code": 8, "chinese": 1}
 
 
-def has_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def default_backend(model: str) -> str:
     """The fastest backend measured for this kind of machine (BENCHMARKS.md, benchmarks/sampling.py):
     vLLM on a GPU when installed, else transformers there; on a CPU llama.cpp, which needs a GGUF (a
@@ -73,7 +78,7 @@ def default_backend(model: str) -> str:
 
     if has_gpu():
         return "vllm" if importlib.util.find_spec("vllm") else "transformers"
-    from fusechat.models import CATALOG
+    from fusechat.catalog import CATALOG
 
     return "llamacpp" if model in CATALOG or model.endswith(".gguf") else "transformers"
 
@@ -94,8 +99,8 @@ class Source(Strict):
         "auto", description="auto: the fastest measured for this machine (see default_backend)")
     endpoint: str | None = Field(None, description="openai: the server's base URL, e.g. http://localhost:8000/v1")
     api_key_env: str | None = Field(None, description="openai: environment variable holding the API key")
-    request_timeout_s: float | None = Field(None, gt=0, description="openai: seconds before a request is retried (300)")
-    max_retries: int | None = Field(None, ge=0, description="openai: retries of a 429/5xx/timeout/dropped request (8)")
+    request_timeout_s: float | None = SpeedOnly(gt=0, description="openai: seconds before a request is retried (300)")
+    max_retries: int | None = SpeedOnly(ge=0, description="openai: retries of a 429/5xx/timeout/dropped request (8)")
     tensor_parallel_size: int | None = Field(None, gt=0, description="vllm: GPUs one model is split over (1)")
     chat_template: str | None = Field(None, description="Jinja template (inline or a file) overriding the model's")
     sampling: Sampling = Field(default_factory=Sampling)
@@ -103,7 +108,7 @@ class Source(Strict):
     domains: list[Domain] | None = Field(None, description="domains this source answers; all when unset")
     batch_size: int | None = Field(None, gt=0, description="transformers: sequences per batch; llama.cpp: parallel "
                                    "slots; openai: requests in flight; vllm: unused; default: the fastest measured")
-    threads: int | None = Field(None, gt=0, description="CPU threads; all cores when unset")
+    threads: int | None = SpeedOnly(gt=0, description="CPU threads; all cores when unset")
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
 
     @model_validator(mode="after")
@@ -129,7 +134,7 @@ class RewardConfig(Strict):
     model: str | None = None
     backend: Literal["transformers", "llamacpp"] = "llamacpp"  # judge only
     trust_remote_code: bool = False  # reward-model: ArmoRM-style models need it
-    batch_size: int = Field(8, gt=0)
+    batch_size: int = SpeedOnly(8, gt=0, description="reward-model: sequences per batch (scores are batch-invariant)")
     max_length: int = Field(2048, gt=0)
     domains: list[Domain] = Field(default_factory=lambda: ["instruction", "math", "code"])
 
@@ -150,7 +155,7 @@ class ScoreConfig(Strict):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     math_timeout_s: float = Field(10, gt=0)
     code: SandboxConfig = Field(default_factory=SandboxConfig)
-    workers: int = Field(2, gt=0, description="parallel sandbox runs")
+    workers: int = SpeedOnly(2, gt=0, description="parallel sandbox runs")
 
 
 class BuildConfig(Strict):
@@ -190,18 +195,21 @@ class TrainConfig(Strict):
     lora: LoraConfig | None = Field(None, description="train a LoRA adapter (merged into the saved model)")
     save_steps: int = Field(100, gt=0, description="checkpoint every K optimizer steps (resume points)")
     seed: int = 0
-    threads: int | None = Field(None, gt=0)
-    activation_checkpointing: bool | None = Field(
-        None, description="recompute each layer's activations in the backward pass: much less memory for "
+    threads: int | None = SpeedOnly(gt=0, description="CPU threads; all cores when unset")
+    activation_checkpointing: bool | None = SpeedOnly(
+        description="recompute each layer's activations in the backward pass: much less memory for "
         "about a third more compute (large targets); unset: off")
+    length_grouping: bool | None = Field(
+        None, description="batches of examples of similar length (less padding; padded SFT batches and DPO); unset: on")
 
 
 class SFTTrainConfig(TrainConfig):
     """method.md §5: 3 epochs, lr 5e-6 (Llama) / 2e-6 (Qwen, Gemma), loss on assistant tokens only."""
 
-    padding_free: bool | None = Field(
-        None, description="pack each batch into one row without padding (the attention mask keeps the examples "
-        "apart); unset: on. Off pads each batch to its longest example")
+    padding_free: bool | None = SpeedOnly(
+        description="pack each batch into one row without padding (the attention mask keeps the examples "
+        "apart; same loss and gradients); unset: on. Off pads each batch to its longest example")
+    torch_compile: bool | None = SpeedOnly(description="torch.compile the model (slower on short CPU runs); unset: off")
 
 
 class DPOTrainConfig(TrainConfig):
@@ -212,9 +220,11 @@ class DPOTrainConfig(TrainConfig):
     loss: Literal["dpo", "ln-dpo"] = "ln-dpo"
     beta: float = Field(10.0, gt=0)
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out pairs for preference accuracy")
-    max_tokens_per_forward: int | None = Field(
-        None, gt=0, description="split each batch into forward passes of at most this many (padded) tokens; "
+    max_tokens_per_forward: int | None = SpeedOnly(
+        gt=0, description="split each batch into forward passes of at most this many (padded) tokens; "
         "same gradients, less memory. Unset: 1024 on a CPU, 8192 on a GPU")
+    completion_only_logits: bool | None = SpeedOnly(
+        description="compute logits for the completion positions only (same loss, less time and memory); unset: on")
 
 
 class TargetConfig(Strict):
@@ -238,7 +248,7 @@ class EvalConfig(Strict):
     judge: str | None = Field(None, description="local judge for MT-Bench; default: score.reward.model")
     judge_backend: Literal["transformers", "llamacpp"] = "llamacpp"
     max_new_tokens: int = Field(512, gt=0)
-    batch_size: int = Field(32, gt=0)
+    batch_size: int = SpeedOnly(32, gt=0, description="sequences per generation batch")
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     extra_models: dict[str, str] = Field(default_factory=dict, description="name -> HF folder, evaluated too")
 
@@ -337,3 +347,82 @@ def builtin_recipe(name: str) -> Path:
 
 
 assert set(DEFAULT_SAMPLES) == set(DOMAINS)
+
+
+# What each stage's result depends on. The run folder hashes these projections: a stage reruns when
+# its projection or its input stages' outputs change, and only then.
+
+def settings(section: BaseModel) -> dict:
+    """A section's values as plain data, without its speed-only fields (at any depth)."""
+    out = {}
+    for name, info in type(section).model_fields.items():
+        if (info.json_schema_extra or {}).get("speed_only"):
+            continue
+        out[name] = _plain(getattr(section, name))
+    return out
+
+
+def _plain(value):
+    if isinstance(value, BaseModel):
+        return settings(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def prompts_settings(recipe: Recipe) -> dict:
+    return settings(recipe.prompts)
+
+
+def sample_settings(recipe: Recipe) -> dict:
+    return {"sources": [settings(s) for s in recipe.sources], "seed": recipe.seed, "shard_size": recipe.shard_size}
+
+
+def score_settings(recipe: Recipe) -> dict:
+    return settings(recipe.score)
+
+
+def build_settings(recipe: Recipe) -> dict:
+    return settings(recipe.build) | {"source_order": recipe.build.tie_break or [s.name for s in recipe.sources]}
+
+
+def sft_settings(recipe: Recipe) -> dict:
+    return {"target": recipe.target and settings(recipe.target), "sft": settings(recipe.sft)}
+
+
+def dpo_settings(recipe: Recipe) -> dict:
+    return {"dpo": settings(recipe.dpo)}
+
+
+def math_eval_problem_set(recipe: Recipe) -> tuple[str | None, dict]:
+    """The held-out math task and options: eval.math's, else those of the first reasoning-gym prompt set."""
+    cfg = recipe.eval.math
+    first = next((s for s in recipe.prompts.sets if s.pack == "reasoning-gym"), None)
+    task = cfg.task or (first.task if first else None)
+    options = cfg.options if cfg.options is not None else (first.options if first and first.task == task else {})
+    return task, options
+
+
+def eval_judge(recipe: Recipe) -> str | None:
+    """The MT-Bench judge: eval.judge, else the score stage's reward model."""
+    return recipe.eval.judge or recipe.score.reward.model
+
+
+def eval_settings(recipe: Recipe) -> dict:
+    """Eval's own section plus what it borrows: the target, the scorers' limits, the judge, the math task."""
+    cfg = recipe.eval
+    out = {"eval": settings(cfg), "target": recipe.target and settings(recipe.target), "mtbench_scoring": "p-yes-grades"}
+    if cfg.math is not None:
+        task, options = math_eval_problem_set(recipe)
+        out["math"] = {"task": task, "options": options, "timeout_s": recipe.score.math_timeout_s}
+    if cfg.humaneval:
+        out["sandbox"] = settings(recipe.score.code)
+    if cfg.mtbench:
+        out["judge"] = eval_judge(recipe)
+    return out
+
+
+def report_settings(recipe: Recipe) -> dict:
+    return {"name": recipe.name}

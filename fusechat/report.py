@@ -3,7 +3,8 @@
 Reads whatever stages have finished in the run folder: score distributions per source and
 domain, the DPO pair-gap histogram, which source supplied the SFT examples and pairs, training
 curves (loss, summed and length-normalised margins), and the evaluation table with 95% CIs.
-Output: `run/report/report.html`, `run/report/report.md`, `run/report/*.png`.
+Output: `run/report/report.html`, `run/report/report.md`, `run/report/*.png`. Like every stage it
+reruns only when a stage it reads has new output.
 """
 
 from __future__ import annotations
@@ -14,20 +15,14 @@ import io
 import json
 import textwrap
 from collections import Counter, defaultdict
-from pathlib import Path
 
-from fusechat.recipe import Recipe
-from fusechat.runfolder import read_jsonl, write_atomic
+from fusechat.runfolder import Outputs, StageRun, write_atomic
 
-
-def _read(run: Path, stage: str, name: str) -> list[dict]:
-    path = run / stage / f"{name}.jsonl"
-    return read_jsonl(path) if (run / stage / "manifest.json").exists() and path.exists() else []
+REPORTED = ("prompts", "sample", "score", "build", "sft", "dpo", "eval")
 
 
-def _manifest(run: Path, stage: str) -> dict | None:
-    path = run / stage / "manifest.json"
-    return json.loads(path.read_text()) if path.exists() else None
+def _read(run: StageRun, stage: str, name: str) -> list[dict]:
+    return run.read(stage, name) if run.manifest(stage) else []
 
 
 def _figure():
@@ -138,10 +133,8 @@ def eval_table(results: list[dict]) -> list[str]:
     return lines
 
 
-def run_report(recipe: Recipe, force: bool = False, progress=None) -> dict:
-    run = Path(recipe.run_path)
-    out = run / "report"
-    out.mkdir(parents=True, exist_ok=True)
+def report(run: StageRun) -> Outputs:
+    recipe, out = run.recipe, run.work_dir
     scored, sft, dpo = _read(run, "score", "scored"), _read(run, "build", "sft"), _read(run, "build", "dpo")
     sft_log, dpo_log, results = _read(run, "sft", "log"), _read(run, "dpo", "log"), _read(run, "eval", "results")
     figures = {}
@@ -156,7 +149,7 @@ def run_report(recipe: Recipe, force: bool = False, progress=None) -> dict:
 
     md = [f"# fusechat report: {recipe.name}", ""]
     body = [f"<h1>fusechat report: {html.escape(recipe.name)}</h1>"]
-    stages = [(s, _manifest(run, s)) for s in ("prompts", "sample", "score", "build", "sft", "dpo", "eval")]
+    stages = [(s, run.manifest(s)) for s in REPORTED]
     md += ["| stage | seconds | counts |", "|---|---|---|"]
     body.append("<table><tr><th>stage</th><th>seconds</th><th>counts</th></tr>")
     for name, m in stages:
@@ -172,9 +165,11 @@ def run_report(recipe: Recipe, force: bool = False, progress=None) -> dict:
             body.append(f"<tr><td>{html.escape(r['label'])}</td><td>{html.escape(r['model'])}</td><td>{r['score']:.3f}</td>"
                         f"<td>[{r['ci_low']:.3f}, {r['ci_high']:.3f}]</td><td>{r['n']}</td></tr>")
         body.append("</table>")
+    files = {}
     for key, (title, fig) in figures.items():
         png = _png(fig)
         (out / f"{key}.png").write_bytes(png)
+        files[f"{key}.png"] = out / f"{key}.png"
         md += ["", f"## {title}", "", f"![{title}]({key}.png)"]
         body.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
@@ -183,4 +178,5 @@ def run_report(recipe: Recipe, force: bool = False, progress=None) -> dict:
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>fusechat report: {html.escape(recipe.name)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
     write_atomic(out / "report.html", page)
     write_atomic(out / "report.md", "\n".join(md) + "\n")
-    return {"stage": "report", "seconds": 0, "counts": {"figures": len(figures), "html": str(out / "report.html")}}
+    files |= {"report.html": out / "report.html", "report.md": out / "report.md"}
+    return Outputs(counts={"figures": len(figures), "html": str(run.dir / "report.html")}, files=files)

@@ -1,15 +1,21 @@
-"""The run folder: where each stage reads its input and writes its output.
+"""The run folder: where each stage reads its input and writes its output, and the one place that
+decides whether a stage is current.
 
 Layout, for a stage `S` writing datasets `a` and `b`:
 
     run/S/manifest.json      written last: its presence means the stage finished
     run/S/a/                 Hugging Face dataset (datasets.load_from_disk)
     run/S/a.jsonl            the same records as JSONL
-    run/S/shards/            finished work units of an unfinished stage (resume points)
+    run/S/shards/            the work area of an unfinished stage: finished work units (resume
+                             points), checkpoints, files not yet moved into place
 
-A stage whose config hash and input fingerprint match its manifest is skipped. A stage killed
-midway keeps its finished shards; on rerun with the same config and input it skips them and
-ends with exactly the records an uninterrupted run writes.
+A stage is declared once (`StageDef`: its name, the stages it reads, the projection of the recipe
+its result depends on, its work function). `RunFolder.run` does the rest for every stage: skip when
+current, force, keep or drop resume shards, progress, main-process gating under `accelerate launch`,
+and writing outputs and manifest. A stage is current when the hash of its settings, the output
+fingerprints of the stages it reads, and its outputs on disk all match its manifest. A finished
+stage's manifest is replaced only once its new work has succeeded: a rerun that fails on bad input
+leaves the finished stage as it was.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from fusechat import FusechatError, __version__
 from fusechat.records import stable_json
@@ -91,90 +98,248 @@ def library_versions() -> dict:
     return versions
 
 
-@dataclass
-class Stage:
-    """One stage's folder inside a run folder."""
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
-    run_dir: Path
+
+class NullProgress:
+    """Stands in for a rich Progress when nobody watches (tests, library use, non-main processes)."""
+
+    def add_task(self, *args, **kwargs) -> int:
+        return 0
+
+    def update(self, *args, **kwargs) -> None:
+        pass
+
+
+@dataclass
+class Outputs:
+    """What a stage's work returns; the run folder writes it.
+
+    `datasets` are the stage's results: written as JSONL and HF dataset folders and fingerprinted.
+    `logs` are written the same way but not fingerprinted (a loss curve holds wall times, which
+    differ on every run). `files` maps a name in the stage folder to a file or folder the work made
+    in its work area (a model, a page); they are moved into place and fingerprinted by content.
+    """
+
+    datasets: dict[str, list[dict]] = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    logs: dict[str, list[dict]] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # more manifest fields (timings, the model's path, ...)
+
+
+@dataclass(frozen=True)
+class StageDef:
+    """One pipeline stage, declared once (fusechat.pipeline.STAGES lists them in order)."""
+
     name: str
-    config: dict
-    input_fingerprint: str
-    started: float = field(default_factory=time.time)
+    work: Callable[["StageRun"], Outputs]
+    settings: Callable  # recipe -> the part of it the result depends on (fusechat.recipe.*_settings)
+    reads: tuple[str, ...] = ()  # stages that must have finished; their outputs are this stage's input
+    uses: tuple[str, ...] = ()  # stages read when they have finished (eval, report)
+    external: Callable | None = None  # recipe -> fingerprint of inputs outside the run folder (prompt files)
+    distributed: bool = False  # runs in every process of `accelerate launch`; the main one writes
+
+
+class Processes:
+    """One process, or the processes of `accelerate launch` (for distributed stages)."""
+
+    def __init__(self, distributed: bool):
+        self.state = None
+        if distributed:
+            from accelerate import PartialState
+
+            from fusechat.hardware import has_gpu
+
+            self.state = PartialState(cpu=not has_gpu())  # gloo on a CPU
+
+    @property
+    def is_main(self) -> bool:
+        return self.state is None or self.state.is_main_process
+
+    def wait(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+
+@dataclass
+class StageRun:
+    """What a stage's work function gets: its recipe, its folders, its inputs and a progress bar."""
+
+    folder: "RunFolder"
+    name: str
+    recipe: object
+    settings: dict  # the part of the recipe this stage's result depends on
+    input_fingerprint: str  # the output fingerprints of the stages it reads
+    progress: object = field(default_factory=NullProgress)
+    is_main: bool = True
+
+    @property
+    def key(self) -> dict:
+        """Resume shards are kept only under the same key."""
+        return {"config_hash": config_hash(self.settings), "input_fingerprint": self.input_fingerprint}
+
+    def is_done(self) -> bool:
+        return self.folder.is_current(self.name, self.settings, self.input_fingerprint)
 
     @property
     def dir(self) -> Path:
-        return Path(self.run_dir) / self.name
+        return self.folder.path / self.name
 
     @property
-    def shard_dir(self) -> Path:
+    def watched(self) -> bool:
+        """Whether a progress bar is shown (libraries with their own bars, e.g. transformers', follow it)."""
+        return not isinstance(self.progress, NullProgress)
+
+    @property
+    def work_dir(self) -> Path:
         return self.dir / "shards"
 
-    def manifest(self) -> dict | None:
-        path = self.dir / "manifest.json"
-        return json.loads(path.read_text()) if path.exists() else None
+    def read(self, stage: str, name: str) -> list[dict]:
+        return self.folder.records(stage, name)
 
-    def is_done(self) -> bool:
-        m = self.manifest()
-        if m is None or m["input_fingerprint"] != self.input_fingerprint:
-            return False
-        return m["config_hash"] == config_hash(self.config) or only_new_unset_keys(m.get("config"), self.config)
+    def manifest(self, stage: str) -> dict | None:
+        return self.folder.manifest(stage)
 
-    def begin(self) -> None:
-        """Prepare to (re)run: keep finished shards only if they were made from the same config and input."""
-        (self.dir / "manifest.json").unlink(missing_ok=True)
-        key = {"config_hash": config_hash(self.config), "input_fingerprint": self.input_fingerprint}
-        marker = self.shard_dir / "shards.json"
-        if marker.exists() and json.loads(marker.read_text()) != key:
-            shutil.rmtree(self.shard_dir)
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(marker, json.dumps(key))
+    def model(self, stage: str) -> str:
+        return self.folder.model(stage)
 
     def has_shard(self, key: str) -> bool:
-        return (self.shard_dir / f"{key}.jsonl").exists()
+        return (self.work_dir / f"{key}.jsonl").exists()
 
     def write_shard(self, key: str, records: list[dict]) -> None:
-        write_atomic(self.shard_dir / f"{key}.jsonl", jsonl_text(records))
+        write_atomic(self.work_dir / f"{key}.jsonl", jsonl_text(records))
 
     def read_shard(self, key: str) -> list[dict]:
-        return read_jsonl(self.shard_dir / f"{key}.jsonl")
+        return read_jsonl(self.work_dir / f"{key}.jsonl")
 
-    def finish(self, outputs: dict[str, list[dict]], counts: dict, **extra) -> dict:
-        """Write every output dataset, then the manifest (last, atomically), then drop the shards."""
+    def prepare_work_dir(self) -> None:
+        """Keep the work area of an interrupted run only if it was made with the same settings and input."""
+        marker = self.work_dir / "shards.json"
+        if marker.exists() and json.loads(marker.read_text()) != self.key:
+            shutil.rmtree(self.work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(marker, json.dumps(self.key))
+
+
+class RunFolder:
+    """A run's folder: stage manifests, outputs, and running a stage only when it is not current."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.path / stage
+
+    def manifest(self, stage: str) -> dict | None:
+        path = self.path / stage / "manifest.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def finished(self, stage: str) -> dict:
+        manifest = self.manifest(stage)
+        if manifest is None:
+            raise FusechatError(f"{self.path / stage}: stage '{stage}' has not finished; run `fusechat {stage}` first")
+        return manifest
+
+    def records(self, stage: str, name: str) -> list[dict]:
+        """The records of a finished stage's output `name`."""
+        self.finished(stage)
+        return read_jsonl(self.path / stage / f"{name}.jsonl")
+
+    def model(self, stage: str) -> str:
+        """The model folder a finished training stage wrote."""
+        return self.finished(stage)["model"]
+
+    def input_fingerprint(self, stage: StageDef, recipe) -> str:
+        parts = [self.finished(s)["output_fingerprint"] for s in stage.reads]
+        parts += [f"{s}={m['output_fingerprint']}" for s in stage.uses if (m := self.manifest(s))]
+        if stage.external is not None:
+            parts.append(stage.external(recipe))
+        return ":".join(parts) or "none"
+
+    def is_current(self, stage: str, settings: dict, input_fingerprint: str) -> bool:
+        m = self.manifest(stage)
+        if m is None or m["input_fingerprint"] != input_fingerprint:
+            return False
+        if m["config_hash"] != config_hash(settings) and not only_new_unset_keys(m.get("config"), settings):
+            return False
+        for name, size in (m.get("outputs") or {}).items():  # a deleted or truncated output is not current
+            path = self.path / stage / name
+            if not path.is_file() or path.stat().st_size != size:
+                return False
+            if name.endswith(".jsonl") and not (self.path / stage / name[: -len(".jsonl")]).is_dir():
+                return False
+        return True
+
+    def run(self, stage: StageDef, recipe, force: bool = False, progress=None) -> dict:
+        """Run `stage` unless it is current (or `force`); return its manifest (`skipped: True` when current)."""
+        run = StageRun(self, stage.name, recipe, stage.settings(recipe), self.input_fingerprint(stage, recipe))
+        if run.is_done() and not force:
+            return self.manifest(stage.name) | {"skipped": True}
+        processes = Processes(stage.distributed)
+        run.is_main = processes.is_main
+        run.progress = progress if progress is not None and processes.is_main else NullProgress()
+        started = time.time()
+        if processes.is_main:
+            run.prepare_work_dir()
+        processes.wait()
+        outputs = stage.work(run)
+        manifest = {}
+        if processes.is_main:
+            manifest = self.write(stage.name, outputs, run.settings, run.input_fingerprint, started)
+        processes.wait()
+        return manifest
+
+    def write(self, stage: str, out: Outputs, settings: dict | None = None, input_fingerprint: str = "none",
+              started: float | None = None) -> dict:
+        """Write a stage's outputs, then its manifest (last, atomically), then drop its work area."""
         import datasets
 
         datasets.disable_progress_bars()  # our own progress bars are enough
-        digest = hashlib.sha256()
-        for name, records in outputs.items():
+        folder = self.path / stage
+        (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the stage reads unfinished
+        digest, sizes = hashlib.sha256(), {}
+        for name, records in (out.datasets | out.logs).items():
             text = jsonl_text(records)
-            digest.update(name.encode() + b"\0" + text.encode())
-            write_atomic(self.dir / f"{name}.jsonl", text)
-            tmp = self.dir / f".{name}.tmp"
+            if name in out.datasets:
+                digest.update(name.encode() + b"\0" + text.encode())
+            write_atomic(folder / f"{name}.jsonl", text)
+            sizes[f"{name}.jsonl"] = (folder / f"{name}.jsonl").stat().st_size
+            tmp = folder / f".{name}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             datasets.Dataset.from_list(records).save_to_disk(str(tmp))
-            shutil.rmtree(self.dir / name, ignore_errors=True)
-            os.replace(tmp, self.dir / name)
+            shutil.rmtree(folder / name, ignore_errors=True)
+            os.replace(tmp, folder / name)
+        for name, made in sorted(out.files.items()):
+            target = folder / name
+            if Path(made).resolve() != target.resolve():
+                if target.is_dir():
+                    shutil.rmtree(target)
+                os.replace(made, target)
+            for path in sorted(target.rglob("*")) if target.is_dir() else [target]:
+                if path.is_file():
+                    rel = str(path.relative_to(folder))
+                    digest.update(rel.encode() + b"\0" + file_digest(path).encode())
+                    sizes[rel] = path.stat().st_size
+        settings = {} if settings is None else settings
         manifest = {
-            "stage": self.name,
-            "config_hash": config_hash(self.config),
-            "config": self.config,
-            "input_fingerprint": self.input_fingerprint,
+            "stage": stage,
+            "config_hash": config_hash(settings),
+            "config": settings,
+            "input_fingerprint": input_fingerprint,
             "output_fingerprint": digest.hexdigest()[:16],
-            "counts": counts,
-            "seconds": round(time.time() - self.started, 2),
+            "outputs": sizes,
+            "counts": out.counts,
+            "seconds": round(time.time() - (started or time.time()), 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": library_versions(),
-            **extra,
+            **out.extra,
         }
-        write_atomic(self.dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
-        shutil.rmtree(self.shard_dir, ignore_errors=True)
+        write_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, default=str))
+        shutil.rmtree(folder / "shards", ignore_errors=True)
         return manifest
-
-
-def load_output(run_dir: Path, stage: str, name: str) -> tuple[list[dict], str]:
-    """Records of a finished stage's output and that stage's output fingerprint."""
-    folder = Path(run_dir) / stage
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.exists():
-        raise FusechatError(f"{folder}: stage '{stage}' has not finished; run `fusechat {stage}` first")
-    manifest = json.loads(manifest_path.read_text())
-    return read_jsonl(folder / f"{name}.jsonl"), manifest["output_fingerprint"]

@@ -99,7 +99,7 @@ def check_training(model: str, n: int, batch: int, workdir: Path) -> None:
 
     from fusechat.pipeline import run_stage
     from fusechat.recipe import load_recipe
-    from fusechat.runfolder import Stage
+    from fusechat.runfolder import Outputs, RunFolder
 
     recipe_file = workdir / "gpu.yaml"
     recipe_file.write_text(yaml.safe_dump({
@@ -111,9 +111,7 @@ def check_training(model: str, n: int, batch: int, workdir: Path) -> None:
                 "loss": "ln-dpo", "beta": 10, "save_steps": 10**6, "eval_fraction": 0.05}}))
     recipe = load_recipe(recipe_file)
     sft, dpo = training_data(n)
-    build = Stage(recipe.run_path, "build", {}, "gpu-check")
-    build.begin()
-    build.finish({"sft": sft, "dpo": dpo}, {})
+    RunFolder(recipe.run_path).write("build", Outputs({"sft": sft, "dpo": dpo}))
     for stage in ("sft", "dpo"):
         reset_peak()
         start = time.perf_counter()
@@ -123,9 +121,7 @@ def check_training(model: str, n: int, batch: int, workdir: Path) -> None:
         row = {"check": stage, "examples": n, "batch": batch, "seconds": round(seconds, 2),
                "peak_gib": peak_gib(), "bf16": counts.get("bf16")}
         if stage == "sft":  # TRL logs the tokens it has seen and its own runtime
-            from fusechat.runfolder import read_jsonl
-
-            log = read_jsonl(recipe.run_path / "sft" / "log.jsonl")
+            log = RunFolder(recipe.run_path).records("sft", "log")
             tokens = max(float(e.get("num_tokens", 0)) for e in log)
             runtime = next(float(e["train_runtime"]) for e in log if "train_runtime" in e)
             row["samples_per_s"] = manifest.get("samples_per_s")

@@ -6,7 +6,7 @@
 import argparse
 import time
 
-from fusechat.models import prepare
+from fusechat.catalog import prepare
 from fusechat.packs import reasoning_gym_prompts
 from fusechat.recipe import Sampling
 from fusechat.sample.backend import Request

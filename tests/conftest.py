@@ -10,16 +10,23 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
 @pytest.fixture(scope="session")
 def smol_tokenizer_dir(tmp_path_factory) -> Path:
-    """SmolLM2's real tokenizer and ChatML template, read from the catalog GGUF."""
-    from transformers import AutoTokenizer
+    """SmolLM2's real tokenizer and ChatML template, kept in the repo (saved from the catalog GGUF with
+    `AutoTokenizer.from_pretrained(..., gguf_file=...).save_pretrained`, tokenizer.json gzipped):
+    fast tests install no model."""
+    import gzip
+    import shutil
 
-    from fusechat.models import prepare
-
-    gguf = prepare("smollm2-135m-instruct")
     folder = tmp_path_factory.mktemp("smol-tokenizer")
-    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(folder)
+    for path in (FIXTURES / "smollm2-tokenizer").iterdir():
+        if path.suffix == ".gz":
+            (folder / path.stem).write_bytes(gzip.decompress(path.read_bytes()))
+        else:
+            shutil.copy(path, folder / path.name)
     return folder
 
 

@@ -8,7 +8,7 @@ import sys
 import torch
 import yaml
 
-from fusechat.runfolder import Stage
+from fusechat.runfolder import Outputs, RunFolder
 
 SFT = [{"messages": [{"role": "user", "content": f"Spell {i}."}, {"role": "assistant", "content": f"{i} is spelled {i}."}],
         "prompt_id": f"s{i}", "domain": "instruction", "source": "a", "reward": None} for i in range(8)]
@@ -43,9 +43,7 @@ def run_both_stages(tmp_path, tiny_model_dir, mode):
     tmp_path.mkdir(exist_ok=True)
     recipe_path = tmp_path / "r.yaml"
     recipe_path.write_text(yaml.safe_dump(data))
-    stage = Stage(run, "build", {}, "x")
-    stage.begin()
-    stage.finish({"sft": SFT, "dpo": DPO}, {})
+    RunFolder(run).write("build", Outputs({"sft": SFT, "dpo": DPO}))
     launch("sft", recipe_path, mode)
     launch("dpo", recipe_path, mode)
     return run

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from fusechat.recipe import DPOTrainConfig
-from fusechat.train.dpo import collate, dpo_loss, sequence_logps, tokenize_pairs, train_dpo
+from fusechat.train.dpo_loop import train_dpo
+from fusechat.train.dpo_loss import collate, dpo_loss, sequence_logps, tokenize_pairs
 from fusechat.train.common import load_model, load_tokenizer
 
 ROWS = [
@@ -72,23 +73,24 @@ def test_few_steps_change_every_parameter(tiny_model_dir, tmp_path, loss):
 def test_resume_after_a_kill_gives_the_same_model(tiny_model_dir, tmp_path, monkeypatch):
     import json
 
-    import fusechat.train.dpo as dpo
+    import fusechat.train.dpo_loop as dpo
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     cfg = DPOTrainConfig(learning_rate=1e-3, batch_size=1, grad_accum=1, epochs=1, precision="fp32",
-                         eval_fraction=0.0, save_steps=2, warmup_ratio=0.0)
+                         eval_fraction=0.0, save_steps=2, warmup_ratio=0.34)  # warmup: the schedule must resume too
     straight, _, _ = train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path / "a")
 
-    real_lr = dpo.lr_at
-    def killed_at_step_three(step, *args):
-        if step == 2:  # the checkpoint of step 2 is complete: die as step 3 starts
+    real_share, calls = dpo.step_share, []
+    def killed_at_step_three(*args):
+        calls.append(1)
+        if len(calls) == 3:  # one batch a step: the checkpoint of step 2 is complete, die as step 3 starts
             raise KeyboardInterrupt
-        return real_lr(step, *args)
-    monkeypatch.setattr(dpo, "lr_at", killed_at_step_three)
+        return real_share(*args)
+    monkeypatch.setattr(dpo, "step_share", killed_at_step_three)
     with pytest.raises(KeyboardInterrupt):
         train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path / "b")
     assert json.loads((tmp_path / "b" / "state.json").read_text())["step"] == 2
-    monkeypatch.setattr(dpo, "lr_at", real_lr)
+    monkeypatch.setattr(dpo, "step_share", real_share)
     monkeypatch.setattr(dpo, "fill_reference", lambda *a: pytest.fail("a resumed run must reuse the saved reference"))
     resumed, log, summary = train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path / "b")
     assert summary["steps"] == 6 and [e["step"] for e in log] == list(range(1, 7))
@@ -97,7 +99,7 @@ def test_resume_after_a_kill_gives_the_same_model(tiny_model_dir, tmp_path, monk
 
 
 def test_keeps_the_better_of_the_last_two_checkpoints(tiny_model_dir, tmp_path, monkeypatch):
-    import fusechat.train.dpo as dpo
+    import fusechat.train.dpo_loop as dpo
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     cfg = DPOTrainConfig(learning_rate=1e-3, batch_size=1, grad_accum=1, epochs=1, precision="fp32",
@@ -126,7 +128,7 @@ def test_length_grouped_batches_cover_every_example_once_with_less_padding():
 
 
 def test_micro_batches_keep_pairs_whole_and_within_the_token_budget(tiny_model_dir):
-    from fusechat.train.dpo import micro_batches, pair_length
+    from fusechat.train.dpo_loss import micro_batches, pair_length
 
     pairs = tokenize_pairs(ROWS, load_tokenizer(str(tiny_model_dir)), max_length=256)
     for budget in (1, 60, 130, 10_000):

@@ -7,7 +7,7 @@ import yaml
 from fusechat.evaluate.stats import bootstrap_mean, wilson
 from fusechat.pipeline import run_stage
 from fusechat.recipe import load_recipe
-from fusechat.runfolder import Stage, read_jsonl
+from fusechat.runfolder import Outputs, RunFolder, read_jsonl
 
 SFT = [{"messages": [{"role": "user", "content": f"What is {i} + 1?"}, {"role": "assistant", "content": f"\\boxed{{{i + 1}}}"}],
         "prompt_id": f"s{i}", "domain": "math", "source": "a", "reward": None} for i in range(6)]
@@ -71,9 +71,7 @@ def test_sft_dpo_eval_report_chain(tmp_path, tiny_model_dir):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(data))
     recipe = load_recipe(path)
-    build = Stage(recipe.run_path, "build", {}, "x")
-    build.begin()
-    build.finish({"sft": SFT, "dpo": DPO}, {})
+    RunFolder(recipe.run_path).write("build", Outputs({"sft": SFT, "dpo": DPO}))
     for stage in ("sft", "dpo", "eval", "report"):
         run_stage(stage, recipe)
     results = read_jsonl(recipe.run_path / "eval" / "results.jsonl")

@@ -25,7 +25,7 @@ def server():
 
     import xllamacpp
 
-    from fusechat.models import prepare
+    from fusechat.catalog import prepare
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

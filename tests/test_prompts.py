@@ -7,14 +7,23 @@ import pytest
 import yaml
 
 from fusechat import FusechatError
-from fusechat.prompts import collect_prompts, load_prompt_file, run_prompts
+from fusechat.prompts import collect_prompts, load_prompt_file
+from fusechat.pipeline import run_stage
 from fusechat.recipe import recipe_from_dict
-from fusechat.runfolder import load_output
+from fusechat.runfolder import RunFolder
 
 
 def recipe(tmp_path, sets, **extra):
     return recipe_from_dict({"name": "t", "run_dir": str(tmp_path / "run"), "prompts": {"sets": sets, **extra},
                              "sources": [{"name": "s", "model": "smollm2-135m-instruct"}]})
+
+
+def test_alpaca_input_is_part_of_the_prompt(tmp_path):
+    path = tmp_path / "alpaca.jsonl"
+    path.write_text(json.dumps({"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour"}) + "\n"
+                    + json.dumps({"instruction": "Name a colour.", "input": "", "output": "Blue"}) + "\n")
+    assert [p["prompt"] for p in load_prompt_file(path, "instruction")] == ["Translate to French.\n\nGood morning",
+                                                                            "Name a colour."]
 
 
 def test_jsonl_parquet_and_dataset_folder_load_alike(tmp_path):
@@ -91,10 +100,18 @@ def test_builtin_packs(tmp_path):
 
 def test_code_pack_tests_pass_on_reference_and_fail_on_wrong_code():
     from fusechat.packs import CODE_TEMPLATES, code_function_prompts
-    from fusechat.sandbox import run_python
+    from fusechat.recipe import SandboxConfig
+    from fusechat.score.code import run_tests
 
-    for p, template in zip(code_function_prompts(len(CODE_TEMPLATES), seed=3), CODE_TEMPLATES):
-        assert run_python(f"def {p['entry_point']}(*a):\n    return None\n{p['tests']}").status == "failed"
+    limits = SandboxConfig()
+    made = code_function_prompts(2 * len(CODE_TEMPLATES), seed=3)  # every template, twice, different parameters
+    assert {p["entry_point"] for p in made} == {t[0] for t in CODE_TEMPLATES}
+    for p in made:
+        assert run_tests(p["solution"], p["tests"], limits) == (True, "passed"), p["entry_point"]
+        off_by_one = p["solution"].replace("    return ", "    return _broken(").rstrip() + ")\n"
+        broken = f"def _broken(v):\n    return v + 1 if isinstance(v, int) else v[:-1] if v else [0]\n{off_by_one}"
+        ok, info = run_tests(broken, p["tests"], limits)
+        assert not ok and info.startswith("failed"), p["entry_point"]
 
 
 def test_humaneval_prompts_never_enter_training(tmp_path):
@@ -107,12 +124,12 @@ def test_humaneval_prompts_never_enter_training(tmp_path):
 
 def test_stage_writes_dataset_and_skips_when_unchanged(tmp_path):
     r = recipe(tmp_path, [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 3}])
-    first = run_prompts(r)
+    first = run_stage("prompts", r)
     assert first["counts"]["prompts"] == 3 and not first.get("skipped")
     ds = datasets.load_from_disk(str(r.run_path / "prompts" / "prompts"))
     assert len(ds) == 3 and set(ds.column_names) >= {"id", "domain", "prompt", "answer", "split"}
-    assert run_prompts(r)["skipped"]
+    assert run_stage("prompts", r)["skipped"]
     changed = recipe(tmp_path, [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 4}])
-    assert run_prompts(changed)["counts"]["prompts"] == 4
-    records, fingerprint = load_output(r.run_path, "prompts", "prompts")
-    assert len(records) == 4 and fingerprint
+    assert run_stage("prompts", changed)["counts"]["prompts"] == 4
+    records = RunFolder(r.run_path).records("prompts", "prompts")
+    assert len(records) == 4 and RunFolder(r.run_path).manifest("prompts")["output_fingerprint"]

@@ -11,7 +11,7 @@ import yaml
 
 from fusechat.pipeline import run_all
 from fusechat.recipe import Sampling, load_recipe
-from fusechat.runfolder import load_output
+from fusechat.runfolder import RunFolder
 from fusechat.sample.backend import Request
 
 pytestmark = pytest.mark.real
@@ -35,11 +35,11 @@ def test_four_stages_on_smollm2_with_llamacpp(tmp_path):
     path.write_text(yaml.safe_dump(data))
     recipe = load_recipe(path)
     manifests = run_all(recipe)
-    samples, _ = load_output(recipe.run_path, "sample", "samples")
+    samples = RunFolder(recipe.run_path).records("sample", "samples")
     assert len(samples) == 4 * 3 + 2 * 2 + 3 * 3
     assert sum(s["completion_tokens"] for s in samples) > 100 and all(s["text"] for s in samples)
     assert manifests["sample"]["timings"]["smol"]["tokens_per_s"] > 10
-    scored, _ = load_output(recipe.run_path, "score", "scored")
+    scored = RunFolder(recipe.run_path).records("score", "scored")
     rewards = [s["reward"] for s in scored if s["domain"] == "instruction"]
     assert all(0 <= r <= 1 for r in rewards) and len(set(rewards)) > 1  # the judge discriminates
     assert all(isinstance(s["correct"], bool) for s in scored if s["domain"] in ("math", "code"))
@@ -51,7 +51,7 @@ def test_four_stages_on_smollm2_with_llamacpp(tmp_path):
 
 
 def test_llamacpp_greedy_answers_with_the_chat_template():
-    from fusechat.models import prepare
+    from fusechat.catalog import prepare
     from fusechat.sample.llamacpp import LlamaCppBackend
 
     backend = LlamaCppBackend(prepare(SMOL), slots=2, ctx_per_slot=1024)

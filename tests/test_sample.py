@@ -8,10 +8,9 @@ from collections import Counter
 
 import yaml
 
-from fusechat.prompts import run_prompts
+from fusechat.pipeline import run_stage
 from fusechat.recipe import load_recipe
-from fusechat.runfolder import load_output
-from fusechat.sample import run_sample
+from fusechat.runfolder import RunFolder
 
 
 def write_recipe(tmp_path, model_dir, run_dir, n_math=3, **source_extra):
@@ -30,16 +29,16 @@ def write_recipe(tmp_path, model_dir, run_dir, n_math=3, **source_extra):
 
 def test_records_carry_every_field(tmp_path, tiny_model_dir):
     recipe = load_recipe(write_recipe(tmp_path, tiny_model_dir, tmp_path / "run", sampling={"temperature": 0.8, "max_new_tokens": 6}))
-    run_prompts(recipe)
-    manifest = run_sample(recipe)
-    samples, _ = load_output(recipe.run_path, "sample", "samples")
+    run_stage("prompts", recipe)
+    manifest = run_stage("sample", recipe)
+    samples = RunFolder(recipe.run_path).records("sample", "samples")
     assert manifest["counts"]["samples"] == len(samples) == 3 * 2 + 2 * 1
     keys = Counter((s["prompt_id"], s["source"], s["sample_index"]) for s in samples)
     assert max(keys.values()) == 1
     for s in samples:
         assert s["prompt_tokens"] > 10 and 0 <= s["completion_tokens"] <= 6
         assert s["finish_reason"] in ("stop", "length") and isinstance(s["seed"], int)
-    assert run_sample(recipe)["skipped"]
+    assert run_stage("sample", recipe)["skipped"]
     assert manifest["timings"]["tiny"]["tokens_per_s"] > 0 and manifest["versions"]["transformers"]
 
 
@@ -47,7 +46,7 @@ def test_killed_sampling_resumes_without_loss_or_duplicates(tmp_path, tiny_model
     """Kill `fusechat sample` after its first shard, rerun, and compare with an uninterrupted run."""
     path = write_recipe(tmp_path, tiny_model_dir, tmp_path / "killed", n_math=30, sampling={"temperature": 0.0, "max_new_tokens": 48})
     recipe = load_recipe(path)
-    run_prompts(recipe)
+    run_stage("prompts", recipe)
     shard_dir = recipe.run_path / "sample" / "shards"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "fusechat", "sample", str(path)], env=env,
@@ -63,12 +62,12 @@ def test_killed_sampling_resumes_without_loss_or_duplicates(tmp_path, tiny_model
 
     resumed = subprocess.run([sys.executable, "-m", "fusechat", "sample", str(path)], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    samples, _ = load_output(recipe.run_path, "sample", "samples")
+    samples = RunFolder(recipe.run_path).records("sample", "samples")
 
     clean = load_recipe(write_recipe(tmp_path, tiny_model_dir, tmp_path / "clean", n_math=30, sampling={"temperature": 0.0, "max_new_tokens": 48}))
-    run_prompts(clean)
-    run_sample(clean)
-    expected, _ = load_output(clean.run_path, "sample", "samples")
+    run_stage("prompts", clean)
+    run_stage("sample", clean)
+    expected = RunFolder(clean.run_path).records("sample", "samples")
     key = lambda s: (s["prompt_id"], s["source"], s["sample_index"])  # noqa: E731
     assert len(samples) == len(expected) == 30 * 2 + 2
     assert len({key(s) for s in samples}) == len(samples)
@@ -81,8 +80,8 @@ def test_chat_template_override_is_used(tmp_path, tiny_model_dir):
     custom = load_recipe(write_recipe(tmp_path, tiny_model_dir, tmp_path / "b", chat_template=template))
     counts = []
     for recipe in (default, custom):
-        run_prompts(recipe)
-        run_sample(recipe)
-        samples, _ = load_output(recipe.run_path, "sample", "samples")
+        run_stage("prompts", recipe)
+        run_stage("sample", recipe)
+        samples = RunFolder(recipe.run_path).records("sample", "samples")
         counts.append(sorted(s["prompt_tokens"] for s in samples))
     assert counts[0] != counts[1]  # ChatML adds role headers the custom template lacks

@@ -8,10 +8,11 @@ import torch
 import yaml
 
 from fusechat.recipe import load_recipe
-from fusechat.runfolder import Stage
+from fusechat.pipeline import run_stage
+from fusechat.runfolder import Outputs, RunFolder
 from fusechat import FusechatError
 from fusechat.train.common import load_tokenizer
-from fusechat.train.sft import run_sft, tokenize_examples
+from fusechat.train.sft import tokenize_examples
 
 ROWS = [{"messages": [{"role": "user", "content": f"Count to {i}."},
                       {"role": "assistant", "content": " ".join(str(k) for k in range(1, i + 2))}],
@@ -28,9 +29,7 @@ def sft_recipe(tmp_path, model_dir, **sft):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(data))
     recipe = load_recipe(path)
-    stage = Stage(recipe.run_path, "build", {}, "x")
-    stage.begin()
-    stage.finish({"sft": ROWS, "dpo": []}, {})
+    RunFolder(recipe.run_path).write("build", Outputs({"sft": ROWS, "dpo": []}))
     return recipe
 
 
@@ -53,7 +52,7 @@ def test_sft_moves_every_trainable_parameter_and_saves_a_loadable_folder(tmp_pat
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     recipe = sft_recipe(tmp_path, tiny_model_dir, lora=lora)
-    manifest = run_sft(recipe)
+    manifest = run_stage("sft", recipe)
     assert manifest["counts"]["steps"] == 4 and math.isfinite(manifest["counts"]["train_loss"])
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     after = AutoModelForCausalLM.from_pretrained(manifest["model"])
@@ -79,10 +78,10 @@ def test_sft_resumes_from_its_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
             raise KeyboardInterrupt
     monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        run_sft(recipe)
+        run_stage("sft", recipe)
     assert (recipe.run_path / "sft" / "shards" / "checkpoint-2").exists()
     monkeypatch.setattr(Trainer, "_save_checkpoint", real_save)
-    manifest = run_sft(recipe)
+    manifest = run_stage("sft", recipe)
     log = [json.loads(line) for line in open(recipe.run_path / "sft" / "log.jsonl")]
     assert manifest["counts"]["steps"] == 4
     assert [e["step"] for e in log if "loss" in e] == [1, 2, 3, 4]  # steps 1-2 from before the kill, 3-4 after

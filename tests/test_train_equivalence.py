@@ -11,7 +11,7 @@ import torch
 
 from fusechat.recipe import DPOTrainConfig, SFTTrainConfig
 from fusechat.train.common import load_model, load_tokenizer
-from fusechat.train.dpo import collate, dpo_loss, micro_batches, sequence_logps, tokenize_pairs
+from fusechat.train.dpo_loss import collate, dpo_loss, micro_batches, sequence_logps, tokenize_pairs
 from fusechat.train.sft import sft_trainer
 
 QUESTIONS = ["What is 7 + 5?", "Name a prime number larger than 10.", "Say hello.",
@@ -97,7 +97,7 @@ def test_dpo_micro_batches_with_completion_logits_match_the_plain_path(model_dir
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
 def test_activation_checkpointing_trains_the_same_model(tiny_model_dir, tmp_path, stage):
     """The recipe switch reaches the model, and recomputing activations changes no number."""
-    from fusechat.train.dpo import train_dpo
+    from fusechat.train.dpo_loop import train_dpo
     from fusechat.train.sft import train_sft
 
     tokenizer = load_tokenizer(str(tiny_model_dir))

@@ -6,7 +6,7 @@ import pytest
 from fusechat.build import build_datasets
 from fusechat.recipe import BuildConfig
 from fusechat.records import Prompt
-from fusechat.runfolder import Stage
+from fusechat.runfolder import Outputs, RunFolder
 
 trl = pytest.importorskip("trl")
 
@@ -19,9 +19,7 @@ def built_datasets(tmp_path):
                "finish_reason": "stop", "reward": 0.2 + 0.03 * k, "correct": None, "score_info": ""}
               for p in prompts for k in range(2)]
     result = build_datasets(prompts, scored, BuildConfig(), ["a"])
-    stage = Stage(tmp_path, "build", {}, "x")
-    stage.begin()
-    stage.finish({"sft": result.sft, "dpo": result.dpo}, {})
+    RunFolder(tmp_path).write("build", Outputs({"sft": result.sft, "dpo": result.dpo}))
     return datasets.load_from_disk(str(tmp_path / "build" / "sft")), datasets.load_from_disk(str(tmp_path / "build" / "dpo"))
 
 

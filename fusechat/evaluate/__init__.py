@@ -15,33 +15,35 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 
 from fusechat import FusechatError
 from fusechat.evaluate import constraints, humaneval, mtbench
 from fusechat.evaluate.math import held_out_problems
 from fusechat.evaluate.stats import bootstrap_mean, wilson
-from fusechat.recipe import Recipe, Sampling
-from fusechat.sample.backend import Request
+from fusechat.recipe import Recipe, Sampling, Source, eval_judge
+from fusechat.records import stable_id
+from fusechat.runfolder import Outputs, StageRun
+from fusechat.sample.backend import Request, open_backend
+from fusechat.score.code import check_many
+from fusechat.score.judge import open_judge
+from fusechat.score.math import MathChecker
 from fusechat.train.common import target_path
 
 
-def models_to_evaluate(recipe: Recipe) -> dict[str, str]:
-    models = {"base": target_path(recipe)}
+def models_to_evaluate(run: StageRun) -> dict[str, str]:
+    models = {"base": target_path(run.recipe)}
     for stage, name in (("sft", "sft"), ("dpo", "sft+dpo")):
-        manifest = Path(recipe.run_path) / stage / "manifest.json"
-        if manifest.exists():
-            models[name] = json.loads(manifest.read_text())["model"]
-    return models | recipe.eval.extra_models
+        if run.manifest(stage):
+            models[name] = run.model(stage)
+    return models | run.recipe.eval.extra_models
 
 
-def benchmarks(recipe: Recipe) -> dict[str, list[dict]]:
-    cfg = recipe.eval
+def benchmarks(run: StageRun) -> dict[str, list[dict]]:
+    cfg = run.recipe.eval
     out = {}
     if cfg.math is not None:
-        prompts_file = Path(recipe.run_path) / "prompts" / "prompts.jsonl"
-        seen = {json.loads(line)["prompt"] for line in prompts_file.read_text().splitlines()} if prompts_file.exists() else set()
-        out["math"] = held_out_problems(recipe, seen)
+        seen = {r["prompt"] for r in run.read("prompts", "prompts")} if run.manifest("prompts") else set()
+        out["math"] = held_out_problems(run.recipe, seen)
     if cfg.humaneval:
         out["humaneval"] = humaneval.problems(cfg.humaneval)
     if cfg.mtbench:
@@ -52,10 +54,11 @@ def benchmarks(recipe: Recipe) -> dict[str, list[dict]]:
 
 
 def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe) -> dict[str, list[str]]:
-    from fusechat.sample.hf import TransformersBackend
-
-    backend = TransformersBackend(path, dtype=recipe.eval.dtype, batch_size=recipe.eval.batch_size)
+    """Greedy answers to every benchmark's prompts, through the same backend interface as sampling."""
     greedy = Sampling(temperature=0, max_new_tokens=recipe.eval.max_new_tokens)
+    source = Source(name="eval", model=path, backend="transformers", dtype=recipe.eval.dtype,
+                    batch_size=recipe.eval.batch_size, sampling=greedy)
+    backend = open_backend(source)
     try:
         return {bench: [g.text for g in backend.generate([Request([{"role": "user", "content": p["prompt"]}], 0) for p in items], greedy)]
                 for bench, items in problems.items()}
@@ -64,23 +67,24 @@ def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe)
 
 
 def score_answers(bench: str, items: list[dict], answers: list[str], recipe: Recipe) -> list[float]:
+    """1.0 / 0.0 per answer, by the score stage's own scorers (math-verify, the sandboxed code check)."""
     if bench == "math":
-        from fusechat.score.math import MathChecker
-
         checker = MathChecker(recipe.score.math_timeout_s)
         try:
             return [float(bool(checker.check(a, p["answer"]).correct)) for a, p in zip(answers, items)]
         finally:
             checker.close()
     if bench == "humaneval":
-        from fusechat.sandbox import run_python
-
-        limits = recipe.score.code
-        return [float(run_python(humaneval.program(a, p) + "\n\n" + p["tests"], limits.timeout_s, limits.memory_mb,
-                                 limits.max_output_bytes).passed) for a, p in zip(answers, items)]
+        jobs = [(humaneval.program(a, p), p["tests"]) for a, p in zip(answers, items)]
+        return [float(ok) for ok, _ in check_many(jobs, recipe.score.code, recipe.score.workers, extract=False)]
     if bench == "constraints":
         return [float(constraints.check(a, p["constraint"])) for a, p in zip(answers, items)]
     return []  # mtbench is judged against the base, below
+
+
+def shard_key(kind: str, model: str) -> str:
+    """A file name for a model's shard; the hash keeps names like `a.b` and `a_b` apart."""
+    return f"{kind}-{''.join(c if c.isalnum() else '_' for c in model)}-{stable_id(model)[:8]}"
 
 
 def summarise(model: str, bench: str, scores: list[float], judge: str = "") -> dict:
@@ -93,25 +97,15 @@ def summarise(model: str, bench: str, scores: list[float], judge: str = "") -> d
     return {"model": model, "benchmark": bench, "score": mean, "ci_low": low, "ci_high": high, "n": n, "label": label}
 
 
-def run_eval(recipe: Recipe, force: bool = False, progress=None) -> dict:
-    from fusechat.runfolder import Stage
-    from fusechat.score import open_judge
-
-    models = models_to_evaluate(recipe)
-    problems = benchmarks(recipe)
-    config = {"eval": recipe.eval.model_dump(), "models": models, "mtbench_scoring": "p-yes-grades"}
-    fingerprints = [json.loads((Path(recipe.run_path) / s / "manifest.json").read_text())["output_fingerprint"]
-                    for s in ("sft", "dpo") if (Path(recipe.run_path) / s / "manifest.json").exists()]
-    stage = Stage(recipe.run_path, "eval", config, ":".join(fingerprints) or "base-only")
-    if stage.is_done() and not force:
-        return stage.manifest() | {"skipped": True}
-    stage.begin()
-
-    task = progress.add_task("eval", total=len(models) * (1 + ("mtbench" in problems))) if progress else None
+def evaluate(run: StageRun) -> Outputs:
+    recipe = run.recipe
+    models = models_to_evaluate(run)
+    problems = benchmarks(run)
+    task = run.progress.add_task("eval", total=len(models) * (1 + ("mtbench" in problems)))
     items = []
     for name, path in models.items():
-        key = "answers-" + "".join(c if c.isalnum() else "_" for c in name)
-        if not stage.has_shard(key):
+        key = shard_key("answers", name)
+        if not run.has_shard(key):
             answers = generate_answers(path, problems, recipe)
             rows = []
             for bench, bench_items in problems.items():
@@ -119,12 +113,11 @@ def run_eval(recipe: Recipe, force: bool = False, progress=None) -> dict:
                 for i, (p, a) in enumerate(zip(bench_items, answers[bench])):
                     rows.append({"model": name, "benchmark": bench, "id": p["id"], "prompt": p["prompt"], "response": a,
                                  "gold": p.get("answer") or json.dumps(p.get("constraint") or ""), "score": scores[i] if scores else None})
-            stage.write_shard(key, rows)
-        items += stage.read_shard(key)
-        if progress:
-            progress.update(task, advance=1)
+            run.write_shard(key, rows)
+        items += run.read_shard(key)
+        run.progress.update(task, advance=1)
 
-    judge_name = recipe.eval.judge or recipe.score.reward.model
+    judge_name = eval_judge(recipe)
     if "mtbench" in problems and len(models) > 1 and judge_name is None:
         raise FusechatError("eval.mtbench needs a judge: set eval.judge (or score.reward.model)")
     if "mtbench" in problems and len(models) > 1:
@@ -132,16 +125,15 @@ def run_eval(recipe: Recipe, force: bool = False, progress=None) -> dict:
         # question when its grade beats the base's. (Pairwise A/B prompts gave the 1.5B judge no signal.)
         judge, grades = None, {}
         for name in models:
-            key = "graded-" + "".join(c if c.isalnum() else "_" for c in name)
-            if not stage.has_shard(key):
+            key = shard_key("graded", name)
+            if not run.has_shard(key):
                 if judge is None:
-                    judge = open_judge(judge_name, recipe.eval.judge_backend, slots=4)
+                    judge = open_judge(judge_name, recipe.eval.judge_backend)
                 mine = [r for r in items if r["model"] == name and r["benchmark"] == "mtbench"]
                 marks = judge.score([(r["prompt"], r["response"]) for r in mine])
-                stage.write_shard(key, [{"id": r["id"], "grade": g} for r, g in zip(mine, marks)])
-            grades[name] = {row["id"]: row["grade"] for row in stage.read_shard(key)}
-            if progress:
-                progress.update(task, advance=1)
+                run.write_shard(key, [{"id": r["id"], "grade": g} for r, g in zip(mine, marks)])
+            grades[name] = {row["id"]: row["grade"] for row in run.read_shard(key)}
+            run.progress.update(task, advance=1)
         if judge is not None:
             judge.close()
         for r in items:
@@ -154,4 +146,4 @@ def run_eval(recipe: Recipe, force: bool = False, progress=None) -> dict:
             by[(r["model"], r["benchmark"])].append(r["score"])
     results = [summarise(m, b, by[(m, b)], judge_name) for m in models for b in problems if by[(m, b)]]
     counts = {f"{r['model']}/{r['benchmark']}": round(r["score"], 4) for r in results}
-    return stage.finish({"results": results, "items": items}, counts, models=models)
+    return Outputs({"results": results, "items": items}, counts, extra={"models": models})

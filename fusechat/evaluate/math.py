@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from fusechat import FusechatError
 from fusechat.packs import reasoning_gym_prompts
-from fusechat.recipe import Recipe
+from fusechat.recipe import Recipe, math_eval_problem_set
 
 
 def held_out_problems(recipe: Recipe, training_prompts: set[str]) -> list[dict]:
     cfg = recipe.eval.math
-    first = next((s for s in recipe.prompts.sets if s.pack == "reasoning-gym"), None)
-    task = cfg.task or (first.task if first else None)
+    task, options = math_eval_problem_set(recipe)
     if task is None:
         raise FusechatError("eval.math: give `task` (the recipe has no reasoning-gym prompt set to copy it from)")
-    options = cfg.options if cfg.options is not None else (first.options if first and first.task == task else {})
     # Small problem spaces repeat across seeds: draw extra and drop any problem seen in training.
     candidates = reasoning_gym_prompts(task, cfg.n * 3, cfg.seed, options)
     unseen, seen_texts = [], set()

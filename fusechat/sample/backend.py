@@ -1,10 +1,16 @@
-"""What every sampling backend takes and returns (kept small: one class, two methods)."""
+"""The one backend interface that sampling, the judge and evaluation all go through.
+
+A backend is a loaded model behind three methods: `generate` (sampled or greedy answers),
+`first_token_logprobs` (the judge's read-out) and `close`. `open_backend` picks the class with a
+plain match on the recipe's string; each class lives in its own file (hf, llamacpp, openai_api, vllm).
+"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from fusechat import FusechatError
 
 
 @dataclass
@@ -44,17 +50,56 @@ def read_template(chat_template: str | None) -> str | None:
     return chat_template
 
 
-def usable_cores() -> int:
-    """CPUs this process may run on (respects affinity and container limits, unlike os.cpu_count())."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+class Backend:
+    """A loaded model. Subclasses implement all three methods."""
+
+    def generate(self, requests: list[Request], sampling) -> list[Generation]:
+        """One answer per request, in request order, with the recipe's sampling settings."""
+        raise NotImplementedError
+
+    def first_token_logprobs(self, messages: list[dict], top: int = 20) -> dict[str, float]:
+        """The `top` most likely first tokens of the reply and their log-probabilities (greedy, no sampling).
+
+        Computed for this conversation alone (no batching with other requests, no reused cache), so a
+        judge's grade is the same on every run and whatever else is being judged.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free the model (a GPU's memory before the next source loads)."""
 
 
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def open_backend(source, ctx_per_slot: int = 4096) -> Backend:
+    """Load a source's model in its backend (picked by a plain match on the recipe's string)."""
+    from fusechat import models
+
+    match source.backend:
+        case "llamacpp":
+            from fusechat.sample.llamacpp import LlamaCppBackend
+
+            return LlamaCppBackend(models.resolve(source.model).gguf_path(), source.chat_template, source.batch_size,
+                                   source.threads, ctx_per_slot)
+        case "transformers":
+            from fusechat.sample.hf import TransformersBackend
+
+            return TransformersBackend(models.resolve(source.model).hf_path(), source.chat_template, source.dtype,
+                                       source.batch_size, source.threads)
+        case "openai":  # `model` is the name the server knows the model by
+            from fusechat.sample.openai_api import OpenAIBackend
+
+            return OpenAIBackend(source.endpoint, source.model, source.batch_size, source.api_key_env,
+                                 source.request_timeout_s or 300.0, 8 if source.max_retries is None else source.max_retries)
+        case "vllm":
+            from fusechat.sample.vllm import VLLMBackend
+
+            return VLLMBackend(models.resolve(source.model).hf_path(), source.chat_template, source.dtype,
+                               source.tensor_parallel_size or 1, ctx_per_slot)
+    raise FusechatError(f"source '{source.name}': unknown backend {source.backend!r}")
+
+
+def top_logprobs_from_chat_completion(result: dict) -> dict[str, float]:
+    """First-token top log-probabilities from an OpenAI-style answer (llama.cpp's server, vLLM, hosted APIs)."""
+    if "error" in result or not result.get("choices"):
+        raise FusechatError(f"the judge's server gave no log-probabilities ({str(result.get('error', result))[:200]})")
+    content = (result["choices"][0].get("logprobs") or {}).get("content") or []
+    return {t["token"]: t["logprob"] for t in content[0]["top_logprobs"]} if content else {}

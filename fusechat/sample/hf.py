@@ -6,7 +6,8 @@ import torch
 
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Generation, Request, cpu_has_bf16, read_template
+from fusechat.hardware import cpu_has_bf16, device
+from fusechat.sample.backend import Backend, Generation, Request, read_template
 
 
 def pick_dtype(dtype: str, device: str) -> torch.dtype:
@@ -15,14 +16,14 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
     return torch.float32
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     def __init__(self, path: str, chat_template: str | None = None, dtype: str = "auto",
                  batch_size: int = 32, threads: int | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if threads:
             torch.set_num_threads(threads)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, self.device))
@@ -83,6 +84,14 @@ class TransformersBackend:
                 seed=seed,
             ))
         return generations
+
+    @torch.inference_mode()
+    def first_token_logprobs(self, messages: list[dict], top: int = 20) -> dict[str, float]:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)
+        logprobs = torch.log_softmax(self.model(**enc).logits[0, -1].float(), dim=-1)  # one sequence: no padding
+        values, ids = logprobs.topk(top)
+        return {self.tokenizer.decode([i]): v for i, v in zip(ids.tolist(), values.tolist())}
 
     def close(self) -> None:
         del self.model

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Generation, Request, from_chat_completion, read_template, usable_cores
+from fusechat.hardware import usable_cores
+from fusechat.sample.backend import (Backend, Generation, Request, from_chat_completion, read_template,
+                                     top_logprobs_from_chat_completion)
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(Backend):
     def __init__(self, gguf: Path, chat_template: str | None = None, slots: int = 8,
                  threads: int | None = None, ctx_per_slot: int = 4096):
         import xllamacpp
@@ -38,8 +40,16 @@ class LlamaCppBackend:
         self.slots = slots
 
     def complete(self, body: dict) -> dict:
-        """One raw chat-completions call (also used by the judge for log-probabilities)."""
+        """One raw chat-completions call."""
         return self.server.handle_chat_completions(body)
+
+    def first_token_logprobs(self, messages: list[dict], top: int = 20) -> dict[str, float]:
+        # Called one conversation at a time, without the prompt cache: a prompt decoded beside other
+        # slots' prompts, or after a cached prefix, gets slightly different numbers (a judge rescore
+        # once moved 3 of 8 rewards by up to 0.04).
+        return top_logprobs_from_chat_completion(self.complete({
+            "messages": messages, "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": top,
+            "cache_prompt": False}))
 
     def _one(self, request: Request, sampling: Sampling) -> Generation:
         body = {

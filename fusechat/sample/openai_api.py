@@ -22,13 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Generation, Request, from_chat_completion
+from fusechat.sample.backend import Backend, Generation, Request, from_chat_completion, top_logprobs_from_chat_completion
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout)
 
 
-class OpenAIBackend:
+class OpenAIBackend(Backend):
     def __init__(self, endpoint: str, model: str, concurrency: int = 8, api_key_env: str | None = None,
                  timeout_s: float = 300.0, max_retries: int = 8, backoff_s: float = 1.0, check: bool = True):
         self.url = endpoint.rstrip("/")
@@ -93,6 +93,11 @@ class OpenAIBackend:
             body["repetition_penalty"] = sampling.repetition_penalty
         result = self.complete(body)
         return from_chat_completion(result, request.seed)
+
+    def first_token_logprobs(self, messages: list[dict], top: int = 20) -> dict[str, float]:
+        return top_logprobs_from_chat_completion(self.complete({
+            "model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0.0, "logprobs": True,
+            "top_logprobs": top}))
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
         with ThreadPoolExecutor(self.concurrency) as pool:

@@ -14,11 +14,12 @@ from __future__ import annotations
 from itertools import groupby
 
 from fusechat import FusechatError
+from fusechat.hardware import has_gpu
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Generation, Request, read_template
+from fusechat.sample.backend import Backend, Generation, Request, read_template
 
 
-class VLLMBackend:
+class VLLMBackend(Backend):
     def __init__(self, path: str, chat_template: str | None = None, dtype: str = "auto",
                  tensor_parallel_size: int = 1, max_model_len: int = 4096):
         try:
@@ -50,6 +51,14 @@ class VLLMBackend:
                     finish_reason="length" if completion.finish_reason == "length" else "stop", seed=group[0].seed))
         return results
 
+    def first_token_logprobs(self, messages: list[dict], top: int = 20) -> dict[str, float]:
+        from vllm import SamplingParams
+
+        out = self.llm.chat([messages], SamplingParams(max_tokens=1, temperature=0.0, logprobs=top),
+                            chat_template=self.chat_template, use_tqdm=False)[0].outputs[0]
+        first = out.logprobs[0] if out.logprobs else {}
+        return {lp.decoded_token: lp.logprob for lp in first.values()}
+
     def close(self) -> None:
         import gc
 
@@ -57,5 +66,5 @@ class VLLMBackend:
 
         del self.llm  # free the GPU before the next source loads
         gc.collect()
-        if torch.cuda.is_available():
+        if has_gpu():
             torch.cuda.empty_cache()

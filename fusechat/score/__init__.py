@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections import Counter
 
 from fusechat import models
-from fusechat.recipe import Recipe, RewardConfig, Sampling, Source
+from fusechat.recipe import Recipe, RewardConfig
 from fusechat.records import Prompt, from_dict
-from fusechat.runfolder import Stage, load_output
+from fusechat.runfolder import Outputs, StageRun
 from fusechat.score.code import check_many
+from fusechat.score.judge import open_judge
 from fusechat.score.math import MathChecker
 
 SHARD_SAMPLES = 64
@@ -29,16 +30,7 @@ def open_reward(config: RewardConfig):
             path = models.resolve(config.model).hf_path()
             return RewardModel(path, config.trust_remote_code, config.batch_size, config.max_length)
         case "judge":
-            return open_judge(config.model, config.backend, config.batch_size)
-
-
-def open_judge(model: str, backend: str, slots: int):
-    from fusechat.sample import open_backend
-    from fusechat.score.judge import Judge
-
-    source = Source(name="judge", model=model, backend=backend, batch_size=slots,
-                    sampling=Sampling(temperature=0, max_new_tokens=1))
-    return Judge(open_backend(source, ctx_per_slot=4096))
+            return open_judge(config.model, config.backend)
 
 
 def score_shard(samples: list[dict], prompts: dict[str, Prompt], recipe: Recipe, math: MathChecker, reward) -> list[dict]:
@@ -66,34 +58,28 @@ def score_shard(samples: list[dict], prompts: dict[str, Prompt], recipe: Recipe,
     return out
 
 
-def run_score(recipe: Recipe, force: bool = False, progress=None) -> dict:
-    prompt_rows, prompts_fp = load_output(recipe.run_path, "prompts", "prompts")
-    samples, samples_fp = load_output(recipe.run_path, "sample", "samples")
-    prompts = {r["id"]: from_dict(Prompt, r, f"prompt {r.get('id')}") for r in prompt_rows}
-    stage = Stage(recipe.run_path, "score", recipe.score.model_dump(), f"{prompts_fp}:{samples_fp}")
-    if stage.is_done() and not force:
-        return stage.manifest() | {"skipped": True}
-    stage.begin()
-
+def score(run: StageRun) -> Outputs:
+    recipe = run.recipe
+    prompts = {r["id"]: from_dict(Prompt, r, f"prompt {r.get('id')}") for r in run.read("prompts", "prompts")}
+    samples = run.read("sample", "samples")
     shards = [(f"scored-{i // SHARD_SAMPLES:05d}", samples[i : i + SHARD_SAMPLES]) for i in range(0, len(samples), SHARD_SAMPLES)]
-    todo = [(key, chunk) for key, chunk in shards if not stage.has_shard(key)]
-    task = progress.add_task("score", total=len(samples), completed=len(samples) - sum(len(c) for _, c in todo)) if progress else None
+    todo = [(key, chunk) for key, chunk in shards if not run.has_shard(key)]
+    task = run.progress.add_task("score", total=len(samples), completed=len(samples) - sum(len(c) for _, c in todo))
     if todo:
         math, reward = MathChecker(recipe.score.math_timeout_s), open_reward(recipe.score.reward)
         try:
             for key, chunk in todo:
-                stage.write_shard(key, score_shard(chunk, prompts, recipe, math, reward))
-                if progress:
-                    progress.update(task, advance=len(chunk))
+                run.write_shard(key, score_shard(chunk, prompts, recipe, math, reward))
+                run.progress.update(task, advance=len(chunk))
         finally:
             math.close()
             if reward is not None:
                 reward.close()
 
-    scored = [r for key, _ in shards for r in stage.read_shard(key)]
+    scored = [r for key, _ in shards for r in run.read_shard(key)]
     counts = {
         "scored": len(scored),
         "correct": dict(Counter(f"{r['domain']}/{r['source']}/{r['correct']}" for r in scored if r["correct"] is not None)),
         "with_reward": sum(r["reward"] is not None for r in scored),
     }
-    return stage.finish({"scored": scored}, counts)
+    return Outputs({"scored": scored}, counts)

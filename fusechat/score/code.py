@@ -22,7 +22,12 @@ def extract_code(response: str) -> str:
 
 
 def check_code(response: str, tests: str, limits: SandboxConfig) -> tuple[bool, str]:
-    code = extract_code(response)
+    """Does the code in a model's response pass `tests`? (True/False, and why not)"""
+    return run_tests(extract_code(response), tests, limits)
+
+
+def run_tests(code: str, tests: str, limits: SandboxConfig) -> tuple[bool, str]:
+    """Run `code` followed by `tests` in the sandbox, after a static check that it parses."""
     try:
         ast.parse(code)  # the static check: code that does not parse never runs
     except SyntaxError as e:
@@ -34,6 +39,8 @@ def check_code(response: str, tests: str, limits: SandboxConfig) -> tuple[bool, 
     return False, f"{result.status}: {last[0][:200]}"
 
 
-def check_many(jobs: list[tuple[str, str]], limits: SandboxConfig, workers: int = 2) -> list[tuple[bool, str]]:
+def check_many(jobs: list[tuple[str, str]], limits: SandboxConfig, workers: int = 2, extract: bool = True) -> list[tuple[bool, str]]:
+    """(response or code, tests) jobs, `workers` sandboxes at a time; `extract=False`: the code is given as is."""
+    check = check_code if extract else run_tests
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda job: check_code(job[0], job[1], limits), jobs))
+        return list(pool.map(lambda job: check(job[0], job[1], limits), jobs))

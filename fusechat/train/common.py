@@ -1,7 +1,9 @@
-"""What SFT and DPO share: the target model, precision, LoRA, and saving a loadable folder."""
+"""What SFT and DPO share: the target model, precision, LoRA, the LR schedule, tokenizing a
+conversation's prompt and completion, and saving a loadable folder."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -10,8 +12,8 @@ from pathlib import Path
 import torch
 
 from fusechat import FusechatError, models
+from fusechat.hardware import has_bf16
 from fusechat.recipe import Recipe, TrainConfig
-from fusechat.sample.backend import cpu_has_bf16
 
 
 def use_bf16(cfg: TrainConfig) -> bool:
@@ -19,7 +21,19 @@ def use_bf16(cfg: TrainConfig) -> bool:
         return True
     if cfg.precision == "fp32":
         return False
-    return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_bf16()
+    return has_bf16()
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
+    """transformers' schedule named in the recipe, with warmup over `warmup_ratio` of the steps (rounded up).
+
+    The warmup is given in steps, not as a ratio: `warmup_steps=0.1` is a ratio only in transformers >= 5
+    (older versions read it as 0 steps), and SFT and DPO must warm up alike.
+    """
+    from transformers import get_scheduler
+
+    return get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=math.ceil(total_steps * cfg.warmup_ratio),
+                         num_training_steps=total_steps)
 
 
 def target_path(recipe: Recipe) -> str:
@@ -81,6 +95,18 @@ def chat_prompt_ids(tokenizer, prompt: list[dict]) -> list[int]:
     return tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=False)
 
 
+def fit_to_length(prompt_ids: list[int], completions: list[list[int]], max_length: int) -> tuple[list[int], list[list[int]]]:
+    """Cut a prompt and its completions so that prompt + each completion holds at most `max_length` tokens.
+
+    The completions' ends go first; a prompt that leaves no room for one completion token loses its
+    beginning (the end of the user's turn and the assistant header are what the answer follows).
+    """
+    if len(prompt_ids) >= max_length:
+        prompt_ids = prompt_ids[len(prompt_ids) - (max_length - 1):]
+    room = max_length - len(prompt_ids)
+    return prompt_ids, [c[:room] for c in completions]
+
+
 def completion_ids(tokenizer, prompt: list[dict], completion: list[dict], prompt_ids: list[int]) -> list[int]:
     """The tokens the completion adds to the rendered prompt (the assistant turn and its end markers)."""
     full = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=False)
@@ -106,6 +132,13 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> li
         batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    """The plain alternative to length grouping: shuffle the examples, cut them into batches."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler):

@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 
 from fusechat import FusechatError
-from fusechat.recipe import Recipe, SFTTrainConfig
-from fusechat.runfolder import Stage, load_output
-from fusechat.train.common import (LengthGroupedSampler, chat_prompt_ids, completion_ids, load_model, load_tokenizer,
-                                   lora_config, save_model, target_path, use_bf16)
+from fusechat.hardware import has_gpu
+from fusechat.recipe import SFTTrainConfig
+from fusechat.runfolder import Outputs, StageRun
+from fusechat.train.common import (LengthGroupedSampler, chat_prompt_ids, completion_ids, fit_to_length, load_model,
+                                   load_tokenizer, lora_config, make_scheduler, save_model, target_path, use_bf16)
 
 
 def tokenize_examples(rows: list[dict], tokenizer, max_length: int) -> list[dict]:
@@ -31,8 +32,9 @@ def tokenize_examples(rows: list[dict], tokenizer, max_length: int) -> list[dict
         messages = r["messages"]
         if not messages or messages[-1]["role"] != "assistant":
             raise FusechatError(f"SFT example {r.get('prompt_id')}: the last message must be the assistant's")
-        prompt_ids = chat_prompt_ids(tokenizer, messages[:-1])
-        answer = completion_ids(tokenizer, messages[:-1], messages[-1:], prompt_ids)[: max(1, max_length - len(prompt_ids))]
+        full_prompt = chat_prompt_ids(tokenizer, messages[:-1])
+        prompt_ids, (answer,) = fit_to_length(full_prompt, [completion_ids(tokenizer, messages[:-1], messages[-1:], full_prompt)],
+                                              max_length)
         out.append({"input_ids": prompt_ids + answer, "completion_mask": [0] * len(prompt_ids) + [1] * len(answer)})
     return out
 
@@ -69,8 +71,7 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps (transformers 5)
+        lr_scheduler_type=cfg.scheduler,  # the schedule itself is make_scheduler's (Trainer.create_scheduler below)
         weight_decay=cfg.weight_decay,
         max_length=None,  # cut by tokenize_examples
         padding_free=cfg.padding_free is not False,  # one row per batch, no padding (BENCHMARKS.md)
@@ -84,8 +85,9 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
         logging_steps=1,
         report_to=[],
         seed=cfg.seed,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not has_gpu(),
         disable_tqdm=progress is None,
+        torch_compile=cfg.torch_compile is True,
     )
 
     class NoFinalCheckpoint(TrainerCallback):
@@ -96,10 +98,16 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
                 control.should_save = False
 
     class Trainer(SFTTrainer):
+        def create_scheduler(self, num_training_steps: int, optimizer=None):
+            if self.lr_scheduler is None:  # the same schedule as DPO's
+                self.lr_scheduler = make_scheduler(optimizer or self.optimizer, cfg, num_training_steps)
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
         def _get_train_sampler(self, *args, **kwargs):
             # Padded batches: group by length; transformers' own grouping does nothing on data this
             # small (its mega-batches need 4x50 batches). Under DDP each process takes whole batches.
-            if self.padding_free:
+            if self.padding_free or cfg.length_grouping is False:
                 return super()._get_train_sampler(*args, **kwargs)
             lengths = [len(ids) for ids in self.train_dataset["input_ids"]]
             return LengthGroupedSampler(lengths, self.args.per_device_train_batch_size, self.args.seed)
@@ -114,31 +122,21 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
     )
 
 
-def run_sft(recipe: Recipe, force: bool = False, progress=None) -> dict:
-    rows, fingerprint = load_output(recipe.run_path, "build", "sft")
-    cfg = recipe.sft
-    stage = Stage(recipe.run_path, "sft", {"target": recipe.target and recipe.target.model_dump(), "sft": cfg.model_dump()}, fingerprint)
-    if stage.is_done() and not force:
-        return stage.manifest() | {"skipped": True}
+def sft(run: StageRun) -> Outputs:
+    rows = run.read("build", "sft")
+    cfg = run.recipe.sft
     if not rows:
-        raise FusechatError(f"{recipe.run_path / 'build'}: the SFT set is empty; nothing to train on")
-    from accelerate import PartialState
-
-    processes = PartialState(cpu=not torch.cuda.is_available())  # one process, or several under `accelerate launch`
-    if processes.is_main_process:
-        stage.begin()
-    processes.wait_for_everyone()
-    path = target_path(recipe)
+        raise FusechatError(f"{run.folder.stage_dir('build')}: the SFT set is empty; nothing to train on")
+    path = target_path(run.recipe)
     tokenizer = load_tokenizer(path)
-    trainer, result = train_sft(load_model(path, cfg), tokenizer, rows, cfg, stage.shard_dir, progress)
-    manifest = {}
+    trainer, result = train_sft(load_model(path, cfg), tokenizer, rows, cfg, run.work_dir, run.progress if run.watched else None)
     state_dict = trainer.accelerator.get_state_dict(trainer.model)  # every process joins the gather (FSDP/ZeRO-3)
-    if processes.is_main_process:
-        folder = save_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, stage.dir / "model", state_dict)
-        log = [entry for entry in trainer.state.log_history if "loss" in entry or "train_loss" in entry]
-        counts = {"examples": len(rows), "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
-                  "bf16": trainer.args.bf16, "lora": cfg.lora is not None, "processes": processes.num_processes}
-        manifest = stage.finish({"log": log}, counts, model=str(folder),
-                                samples_per_s=round(result.metrics.get("train_samples_per_second", 0.0), 3))
-    processes.wait_for_everyone()
-    return manifest
+    if not run.is_main:
+        return Outputs()
+    folder = save_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, run.work_dir / "model", state_dict)
+    log = [entry for entry in trainer.state.log_history if "loss" in entry or "train_loss" in entry]
+    counts = {"examples": len(rows), "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
+              "bf16": trainer.args.bf16, "lora": cfg.lora is not None, "processes": trainer.accelerator.num_processes}
+    return Outputs(counts=counts, logs={"log": log}, files={"model": folder},
+                   extra={"model": str(run.dir / "model"),
+                          "samples_per_s": round(result.metrics.get("train_samples_per_second", 0.0), 3)})

@@ -1,0 +1,223 @@
+"""The DPO training loop (fusechat's own; the maths are in `dpo_loss`, the stage glue in `dpo`).
+
+The SFT model is both the policy's start and the frozen reference. Reference log-probabilities
+are computed once, before training, with the policy itself: no second model stays in memory.
+A held-out slice of the pairs measures preference accuracy (by the loss's own score) at every
+checkpoint; the better of the last two checkpoints is kept (method.md §5). Each step logs its
+metrics by name (`dpo_loss.METRICS`): the loss, the summed and length-normalised margins, accuracy.
+
+Speed and memory (BENCHMARKS.md), each a recipe option: batches grouped by length
+(`length_grouping`), each split into forward passes of at most `max_tokens_per_forward` tokens (the
+loss is a mean over pairs, so the gradients are the same), logits only for completion positions
+(`completion_only_logits`), bf16 autocast over fp32 weights (`precision`). The LR schedule is
+transformers' (`common.make_scheduler`), the same as SFT's.
+
+Why not TRL's DPOTrainer: it keeps a second model (or recomputes the reference every step) and pads
+every batch to its longest pair; this loop does neither and ran an epoch in a third of the time in
+under 0.6x the memory (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from fusechat.hardware import has_gpu
+from fusechat.recipe import DPOTrainConfig
+from fusechat.runfolder import NullProgress
+from fusechat.train.common import length_grouped_batches, make_scheduler, save_model, shuffled_batches, use_bf16
+from fusechat.train.dpo_loss import (METRICS, Pair, collate, dpo_loss, micro_batches, pair_length, sequence_logps,
+                                     step_share, tokenize_pairs)
+
+
+@torch.no_grad()
+def fill_reference(model, pairs: list[Pair], max_tokens: int, pad_id: int, bf16: bool) -> None:
+    model.eval()
+    for chunk in micro_batches(sorted(pairs, key=pair_length), max_tokens):
+        logps, _ = sequence_logps(model, collate(chunk, pad_id), bf16)  # all logits or not: the same numbers
+        for p, c, r in zip(chunk, logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist()):
+            p.ref_chosen, p.ref_rejected = c, r
+    model.train()
+
+
+@torch.no_grad()
+def preference_accuracy(model, pairs: list[Pair], cfg: DPOTrainConfig, pad_id: int, bf16: bool) -> float:
+    if not pairs:
+        return float("nan")
+    model.eval()
+    hits = 0.0
+    for chunk in micro_batches(sorted(pairs, key=pair_length), forward_tokens(cfg)):
+        batch = collate(chunk, pad_id)
+        logps, lengths = sequence_logps(model, batch, bf16, cfg.completion_only_logits is not False)
+        hits += dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss)["accuracy"].sum().item()
+    model.train()
+    return hits / len(pairs)
+
+
+@contextlib.contextmanager
+def accumulating(accelerator, model, last: bool):
+    """Backward of a micro-batch that is not the step's last: no all-reduce (DDP, FSDP) and no
+    DeepSpeed step (accelerate's DeepSpeed backward steps whenever gradients are in sync)."""
+    if last:
+        yield
+        return
+    accelerator.gradient_state._set_sync_gradients(False)  # what `accelerator.accumulate` does
+    try:
+        with accelerator.no_sync(model):
+            yield
+    finally:
+        accelerator.gradient_state._set_sync_gradients(True)
+
+
+def forward_tokens(cfg: DPOTrainConfig) -> int:
+    """Tokens per forward pass: the recipe's `max_tokens_per_forward`, else a size that keeps a CPU's
+    memory low (measured in BENCHMARKS.md) or fills a GPU."""
+    return cfg.max_tokens_per_forward or (8192 if has_gpu() else 1024)
+
+
+def batch_stream(train: list[Pair], cfg: DPOTrainConfig, global_batch: int) -> list[list[int]]:
+    """One fixed stream of global batches (reshuffled per epoch): a resumed run sees the same batches,
+    and each process takes its own slice of every batch. Grouped by length unless the recipe says not."""
+    lengths = [pair_length(p) for p in train]
+    stream = []
+    for epoch in range(math.ceil(cfg.epochs)):  # similar lengths: far less padding (BENCHMARKS.md)
+        if cfg.length_grouping is False:
+            stream += shuffled_batches(len(train), global_batch, cfg.seed + epoch)
+        else:
+            stream += length_grouped_batches(lengths, global_batch, cfg.seed + epoch)
+    return stream[: max(1, round(len(stream) * cfg.epochs / math.ceil(cfg.epochs)))]
+
+
+def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: Path, progress=None,
+              save_to: Path | None = None) -> tuple[object, list[dict], dict]:
+    """Train in place under `accelerate` (one process, or DDP/FSDP/DeepSpeed under `accelerate launch`).
+
+    Checkpoints are `accelerator.save_state` folders in `workdir` plus `state.json` (step, log, the
+    reference log-probs); a rerun with the same `workdir` resumes from the last one. With `save_to`,
+    the main process writes the final model there from the full (gathered) weights.
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not has_gpu())
+    rank, world = accelerator.process_index, accelerator.num_processes
+    torch.manual_seed(cfg.seed)
+    bf16 = use_bf16(cfg)
+    pad_id = tokenizer.pad_token_id
+    pairs = tokenize_pairs(rows, tokenizer, cfg.max_length)
+    order = list(range(len(pairs)))
+    random.Random(cfg.seed).shuffle(order)
+    n_eval = round(len(pairs) * cfg.eval_fraction) if len(pairs) > 1 else 0
+    held_out = [pairs[i] for i in order[:n_eval]]
+    train = [pairs[i] for i in order[n_eval:]]
+
+    if cfg.activation_checkpointing:
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable({"use_reentrant": False})  # non-reentrant: correct with frozen inputs (LoRA) and under FSDP
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    stream = batch_stream(train, cfg, cfg.batch_size * world)
+    total = math.ceil(len(stream) / cfg.grad_accum)
+    scheduler = make_scheduler(optimizer, cfg, total)  # stepped by hand: accelerate's wrapper would step it per process
+    model, optimizer = accelerator.prepare(model, optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    completion_only = cfg.completion_only_logits is not False
+
+    state_file = workdir / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else None
+    step, log, checkpoints = 0, [], []
+    if state:  # resume: the reference log-probs were saved with the first checkpoint
+        for p, (c, r) in zip(pairs, state["reference"]):
+            p.ref_chosen, p.ref_rejected = c, r
+        accelerator.load_state(str(workdir / state["checkpoints"][-1]["folder"]))
+        step, log, checkpoints = state["step"], state["log"], state["checkpoints"]
+        with warnings.catch_warnings():  # "scheduler stepped before the optimizer": it is catching up
+            warnings.simplefilter("ignore")
+            scheduler.last_epoch = step - 1
+            scheduler.step()
+    else:
+        fill_reference(model, pairs, forward_tokens(cfg), pad_id, bf16)
+
+    progress = progress if progress is not None and accelerator.is_main_process else NullProgress()
+    task = progress.add_task("dpo", total=total, completed=step)
+    started, tokens = time.time(), 0
+    while step < total:
+        stats = dict.fromkeys(METRICS, 0.0)
+        accumulated = stream[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
+        forwards = []  # (pairs, weight of their mean loss in the step's loss)
+        for indices in accumulated:
+            mine, share = step_share(indices, rank, world, cfg.batch_size)
+            forwards += [(chunk, share * len(chunk) / len(mine) / len(accumulated))
+                         for chunk in micro_batches([train[i] for i in mine], forward_tokens(cfg))]
+        for k, (chunk, weight) in enumerate(forwards):
+            batch = collate(chunk, pad_id)
+            with accumulating(accelerator, model, last=k == len(forwards) - 1):
+                logps, lengths = sequence_logps(model, batch, bf16, completion_only)
+                out = dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss)
+                accelerator.backward(out["loss"] * weight)
+            tokens += int(batch["attention_mask"].sum()) if weight else 0
+            for name in METRICS:
+                stats[name] += weight * out[name].float().mean().item()
+        accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        step += 1
+        reduced = accelerator.reduce(torch.tensor([stats[n] for n in METRICS], device=accelerator.device), reduction="mean")
+        log.append({"step": step, "lr": lr, **{n: round(v, 5) for n, v in zip(METRICS, reduced.tolist())}})
+        progress.update(task, advance=1)
+        if step % cfg.save_steps == 0 or step == total:
+            accuracy = preference_accuracy(model, held_out, cfg, pad_id, bf16)
+            log[-1]["eval_accuracy"] = accuracy
+            checkpoints = keep_checkpoint(accelerator, step, accuracy, checkpoints, workdir)
+            if accelerator.is_main_process:
+                state_file.write_text(json.dumps({"step": step, "log": log, "checkpoints": checkpoints,
+                                                  "reference": [(p.ref_chosen, p.ref_rejected) for p in pairs]}))
+            accelerator.wait_for_everyone()
+    # The better of the last two checkpoints by held-out preference accuracy (ties: the later).
+    best = max(checkpoints[-2:], key=lambda c: (c["accuracy"] if not math.isnan(c["accuracy"]) else -1, c["step"]))
+    if best["step"] != step:
+        accelerator.load_state(str(workdir / best["folder"]))
+    seconds = time.time() - started
+    summary = {"steps": step, "pairs": len(train), "held_out": len(held_out), "kept_step": best["step"],
+               "held_out_accuracy": best["accuracy"], "bf16": bf16, "processes": world,
+               "tokens_per_s": round(tokens * world / max(seconds, 1e-9), 1)}
+    unwrapped = accelerator.unwrap_model(model)
+    if save_to is not None:
+        state_dict = accelerator.get_state_dict(model)  # every process joins the gather (FSDP/ZeRO-3)
+        if accelerator.is_main_process:
+            save_model(unwrapped, tokenizer, save_to, state_dict)
+        accelerator.wait_for_everyone()
+    return unwrapped, log, summary
+
+
+def keep_checkpoint(accelerator, step: int, accuracy: float, checkpoints: list[dict], workdir: Path) -> list[dict]:
+    """Save this step's state; keep only the last two checkpoints (the candidates for the final model)."""
+    import shutil
+
+    folder = f"step-{step}"
+    accelerator.save_state(str(workdir / folder))
+    checkpoints = checkpoints + [{"step": step, "accuracy": accuracy, "folder": folder}]
+    if accelerator.is_main_process:
+        for old in checkpoints[:-2]:
+            shutil.rmtree(workdir / old["folder"], ignore_errors=True)
+    return checkpoints[-2:]
+
+
+def keep_checkpoint(accelerator, step: int, accuracy: float, checkpoints: list[dict], workdir: Path) -> list[dict]:
+    """Save this step's state; keep only the last two checkpoints (the candidates for the final model)."""
+    folder = f"step-{step}"
+    accelerator.save_state(str(workdir / folder))
+    checkpoints = checkpoints + [{"step": step, "accuracy": accuracy, "folder": folder}]
+    if accelerator.is_main_process:
+        for old in checkpoints[:-2]:
+            shutil.rmtree(workdir / old["folder"], ignore_errors=True)
+    return checkpoints[-2:]

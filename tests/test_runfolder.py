@@ -1,0 +1,86 @@
+"""The run folder's bookkeeping: what is current, what a failed or killed rerun leaves behind."""
+
+import json
+
+import pytest
+import yaml
+
+from fusechat import FusechatError
+from fusechat.pipeline import run_stage
+from fusechat.recipe import load_recipe
+from fusechat.runfolder import Outputs, RunFolder
+
+
+def prompts_recipe(tmp_path, prompt_file):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "run_dir": str(tmp_path / "run"),
+                                    "prompts": {"sets": [{"domain": "math", "path": str(prompt_file)}]},
+                                    "sources": [{"name": "s", "model": "smollm2-135m-instruct"}]}))
+    return load_recipe(path)
+
+
+def write_prompts(path, n):
+    path.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(n)))
+
+
+def test_a_finished_stage_survives_an_upgrade_that_adds_an_unset_option(tmp_path):
+    folder = RunFolder(tmp_path)
+    old = {"sources": [{"name": "a", "temperature": 0.7}], "seed": 0}
+    folder.write("sample", Outputs({"samples": [{"x": 1}]}), old, "input")
+    upgraded = {"sources": [{"name": "a", "temperature": 0.7, "endpoint": None}], "seed": 0}
+    assert folder.is_current("sample", upgraded, "input")
+    # a new option that is set, or any changed value, reruns the stage
+    assert not folder.is_current("sample", {"sources": [{"name": "a", "temperature": 0.7, "endpoint": "http://x"}], "seed": 0}, "input")
+    assert not folder.is_current("sample", {"sources": [{"name": "a", "temperature": 0.8, "endpoint": None}], "seed": 0}, "input")
+    assert not folder.is_current("sample", {"sources": [{"name": "a"}], "seed": 0}, "input")  # a key dropped
+    assert not folder.is_current("sample", upgraded, "other input")
+
+
+def test_a_rerun_that_fails_on_bad_input_leaves_the_finished_stage_finished(tmp_path):
+    prompt_file = tmp_path / "p.jsonl"
+    write_prompts(prompt_file, 3)
+    recipe = prompts_recipe(tmp_path, prompt_file)
+    first = run_stage("prompts", recipe)
+    prompt_file.write_text(prompt_file.read_text() + "{not json\n")
+    with pytest.raises(FusechatError, match=r"p\.jsonl:4: malformed JSON"):
+        run_stage("prompts", recipe)
+    folder = RunFolder(recipe.run_path)
+    assert folder.manifest("prompts")["output_fingerprint"] == first["output_fingerprint"]
+    assert len(folder.records("prompts", "prompts")) == 3
+    write_prompts(prompt_file, 3)  # the file repaired as it was: the finished stage is current again
+    assert run_stage("prompts", recipe)["skipped"]
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "delete-dataset"])
+def test_a_damaged_output_is_not_current(tmp_path, damage):
+    prompt_file = tmp_path / "p.jsonl"
+    write_prompts(prompt_file, 3)
+    recipe = prompts_recipe(tmp_path, prompt_file)
+    first = run_stage("prompts", recipe)
+    out = recipe.run_path / "prompts" / "prompts.jsonl"
+    if damage == "delete":
+        out.unlink()
+    elif damage == "truncate":
+        out.write_text(out.read_text().splitlines(keepends=True)[0])
+    else:
+        import shutil
+
+        shutil.rmtree(recipe.run_path / "prompts" / "prompts")
+    again = run_stage("prompts", recipe)
+    assert not again.get("skipped") and again["output_fingerprint"] == first["output_fingerprint"]
+    assert len(RunFolder(recipe.run_path).records("prompts", "prompts")) == 3
+
+
+def test_a_stage_whose_input_has_not_finished_says_which_to_run(tmp_path):
+    prompt_file = tmp_path / "p.jsonl"
+    write_prompts(prompt_file, 1)
+    with pytest.raises(FusechatError, match=r"stage 'prompts' has not finished; run `fusechat prompts` first"):
+        run_stage("sample", prompts_recipe(tmp_path, prompt_file))
+
+
+def test_eval_shard_keys_keep_similar_model_names_apart():
+    from fusechat.evaluate import shard_key
+
+    names = ["a.b", "a_b", "a-b", "a b"]
+    assert len({shard_key("answers", n) for n in names}) == len(names)
+    assert all(shard_key("answers", n).replace("-", "").replace("_", "").isalnum() for n in names)
