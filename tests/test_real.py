@@ -71,3 +71,21 @@ def test_transformers_backend_on_converted_smollm2():
     out = backend.generate([Request([{"role": "user", "content": "What is 2+3?"}], seed=1)] * 2,
                            Sampling(temperature=0, max_new_tokens=24))
     assert "5" in out[0].text and Counter(g.text for g in out).most_common(1)[0][1] == 2
+
+
+def test_llamacpp_judge_gives_the_same_grades_on_every_run():
+    """A rescore with nothing changed must not move a reward (it once moved 3 of 8, by up to 0.04)."""
+    from fusechat.score.judge import open_judge
+
+    pairs = [("Name a primary colour.", "Blue."), ("What is 7 * 6?", "42"), ("What is 7 * 6?", "It is 48."),
+             ("Write a haiku about rain.", "Rain taps the window\nsoft drums on a sleepy street\npuddles hold the sky"),
+             ("Capital of France?", "Berlin."), ("Say hello.", "Hello!")] * 2
+    judge = open_judge(SMOL, "llamacpp")
+    first = judge.score(pairs)
+    again = judge.score(pairs[::-1])[::-1]
+    judge.close()
+    fresh = open_judge(SMOL, "llamacpp")
+    third = fresh.score(pairs)
+    fresh.close()
+    assert first == again == third
+    assert first[:6] == first[6:] and len(set(first)) > 2

@@ -80,3 +80,29 @@ def test_reward_model_batched_equals_one_at_a_time(smol_tokenizer_dir, tmp_path)
     single = RewardModel(str(tmp_path), batch_size=1).score(pairs)
     assert batched == pytest.approx(single, abs=1e-4)
     assert len(set(round(s, 4) for s in batched)) == 3  # really scores the content, not a constant
+
+
+def test_every_backend_speaks_the_same_interface():
+    from fusechat.sample.backend import Backend
+    from fusechat.sample.hf import TransformersBackend
+    from fusechat.sample.llamacpp import LlamaCppBackend
+    from fusechat.sample.openai_api import OpenAIBackend
+    from fusechat.sample.vllm import VLLMBackend
+
+    for cls in (TransformersBackend, LlamaCppBackend, OpenAIBackend, VLLMBackend):
+        assert issubclass(cls, Backend)
+        for method in ("generate", "first_token_logprobs", "close"):
+            assert getattr(cls, method) is not getattr(Backend, method) or method == "close", (cls, method)
+
+
+def test_judge_reads_do_not_depend_on_order_or_company(tiny_model_dir):
+    from fusechat.score.judge import judge_messages, open_judge
+
+    pairs = [(f"What is {i} + {i}?", f"It is {2 * i + i % 2}." * (i + 1)) for i in range(5)]
+    judge = open_judge(str(tiny_model_dir), "transformers")
+    read = lambda pair: judge.backend.first_token_logprobs(judge_messages(*pair))  # noqa: E731
+    first = [read(p) for p in pairs]
+    assert [read(p) for p in pairs[::-1]][::-1] == first  # exactly: no batching, no padding
+    assert len({tuple(d.values()) for d in first}) == len(pairs)  # the read-outs differ by conversation
+    assert judge.score(pairs) == judge.score(pairs[::-1])[::-1]
+    judge.close()

@@ -85,3 +85,48 @@ def test_sft_resumes_from_its_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
     log = [json.loads(line) for line in open(recipe.run_path / "sft" / "log.jsonl")]
     assert manifest["counts"]["steps"] == 4
     assert [e["step"] for e in log if "loss" in e] == [1, 2, 3, 4]  # steps 1-2 from before the kill, 3-4 after
+
+
+def test_a_prompt_longer_than_max_length_is_cut_from_its_start(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    long = [{"messages": [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "Short answer."}],
+             "prompt_id": "long"}]
+    example = tokenize_examples(long, tokenizer, max_length=64)[0]
+    assert len(example["input_ids"]) == 64 and sum(example["completion_mask"]) >= 1
+    assert tokenizer.decode(example["input_ids"]).endswith("<|im_start|>assistant\nShort")  # the header survives
+
+
+def test_warmup_is_given_in_steps_and_sft_and_dpo_share_the_schedule(tmp_path, tiny_model_dir):
+    """`warmup_steps=0.1` means no warmup in transformers 4.x: the stage hands transformers whole steps."""
+    from fusechat.recipe import DPOTrainConfig, SFTTrainConfig
+    from fusechat.train.common import load_model, make_scheduler
+    from fusechat.train.dpo_loop import train_dpo
+    from fusechat.train.sft import sft_trainer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    cfg = SFTTrainConfig(learning_rate=1e-3, warmup_ratio=0.25, scheduler="linear", precision="fp32")
+    trainer = sft_trainer(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path / "sft")
+    assert trainer.args.warmup_steps == 0  # nothing fractional for transformers to read its own way
+    trainer.create_optimizer_and_scheduler(num_training_steps=8)
+    lrs = []
+    for _ in range(8):
+        lrs.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert lrs[:3] == pytest.approx([0.0, 5e-4, 1e-3]) and lrs[-1] == pytest.approx(1e-3 / 6)  # 2 warmup steps of 8
+
+    dpo_cfg = DPOTrainConfig(learning_rate=1e-3, warmup_ratio=0.25, scheduler="linear", precision="fp32", batch_size=1,
+                             grad_accum=1, epochs=1, eval_fraction=0.0, save_steps=100)
+    rows = [{"prompt": r["messages"][:1], "chosen": r["messages"][1:], "rejected": [{"role": "assistant", "content": "no"}]}
+            for r in ROWS]
+    _, log, _ = train_dpo(load_model(str(tiny_model_dir), dpo_cfg), tokenizer, rows, dpo_cfg, tmp_path / "dpo")
+    assert [e["lr"] for e in log] == pytest.approx(lrs)  # 8 pairs, one a step: the same 8-step schedule
+
+
+def test_an_sft_rerun_with_the_same_weights_keeps_its_fingerprint(tmp_path, tiny_model_dir):
+    recipe = sft_recipe(tmp_path, tiny_model_dir)
+    first = run_stage("sft", recipe)
+    again = run_stage("sft", recipe, force=True)
+    assert not again.get("skipped")
+    assert again["output_fingerprint"] == first["output_fingerprint"]  # the log's wall times are not results
+    assert set(again["outputs"]) >= {"log.jsonl", "model/model.safetensors"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import textwrap
 from pathlib import Path
 
 from fusechat import FusechatError
@@ -28,5 +29,8 @@ def program(response: str, problem: dict) -> str:
     """The response's function with the problem's imports and helpers in front when it left them out."""
     code = extract_code(response)
     if f"def {problem['entry_point']}(" not in code:  # a body only: complete the given signature
-        return problem["code_prompt"] + code
+        body = extract_code(response, keep_indent=True)
+        if not body.startswith((" ", "\t")):  # written at the margin: it belongs inside the function
+            body = textwrap.indent(body, "    ")
+        return problem["code_prompt"] + body + "\n"
     return problem["code_prompt"].split(f"def {problem['entry_point']}(")[0] + code

@@ -12,13 +12,14 @@ from fusechat.sandbox import run_python
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.S)
 
 
-def extract_code(response: str) -> str:
-    """The fenced block that defines a function (else the last fenced block, else the whole text)."""
+def extract_code(response: str, keep_indent: bool = False) -> str:
+    """The fenced block that defines a function (else the last fenced block, else the whole text).
+
+    `keep_indent`: keep the first line's indentation (a function body given alone)."""
     blocks = _FENCE.findall(response)
-    if not blocks:
-        return response.strip()
     with_def = [b for b in blocks if "def " in b]
-    return (with_def or blocks)[-1].strip()
+    code = (with_def or blocks)[-1] if blocks else response
+    return code.strip("\n").rstrip() if keep_indent else code.strip()
 
 
 def check_code(response: str, tests: str, limits: SandboxConfig) -> tuple[bool, str]:
