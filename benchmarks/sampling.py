@@ -26,7 +26,7 @@ import torch
 from fusechat import models
 from fusechat.packs import code_function_prompts, reasoning_gym_prompts, sharegpt_prompts
 from fusechat.recipe import Sampling, Source
-from fusechat.sample import open_backend
+from fusechat.sample.backend import open_backend
 from fusechat.sample.backend import Request
 
 

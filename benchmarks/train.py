@@ -80,15 +80,6 @@ LEVERS = {
 }
 
 
-def random_batches(lengths, batch_size, seed):
-    """The plain alternative to length grouping: shuffle, then cut."""
-    import random
-
-    order = list(range(len(lengths)))
-    random.Random(seed).shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def worker(kind: str, path: str, data: Path, workdir: Path) -> dict:
     """One epoch of one configuration; returns its wall time (training only) and peak RSS."""
     import datasets
@@ -96,7 +87,7 @@ def worker(kind: str, path: str, data: Path, workdir: Path) -> dict:
     from transformers import AutoModelForCausalLM
 
     from fusechat.recipe import LoraConfig, load_recipe
-    from fusechat.train import common, dpo, sft
+    from fusechat.train import common, dpo_loop, sft
     from fusechat.train.common import load_model, load_tokenizer
 
     rows = json.loads(data.read_text())
@@ -112,21 +103,10 @@ def worker(kind: str, path: str, data: Path, workdir: Path) -> dict:
         **({"padding_free": False} if lever.startswith("padded") else {}),
         **({"max_tokens_per_forward": 10**9} if lever == "one-forward" else {}),
         **({"max_tokens_per_forward": int(lever.split("-")[1])} if lever.startswith("forward-") else {}),
+        **({"length_grouping": False} if lever in ("random-batches", "padded-random") else {}),
+        **({"completion_only_logits": False} if lever == "full-logits" else {}),
+        **({"torch_compile": True} if lever == "compile" else {}),
     })
-    if lever in ("random-batches", "padded-random"):
-        common.length_grouped_batches = dpo.length_grouped_batches = random_batches
-    if lever == "full-logits":
-        plain = dpo.sequence_logps
-        dpo.sequence_logps = lambda model, batch, bf16: plain(model, batch, bf16, completion_only=False)
-    if lever == "compile":
-        import trl
-
-        class CompiledSFTConfig(trl.SFTConfig):
-            def __init__(self, **kwargs):
-                super().__init__(**kwargs, torch_compile=True)
-
-        CompiledSFTConfig.__qualname__ = "CompiledSFTConfig"  # checkpoints pickle the config
-        trl.SFTConfig = globals()["CompiledSFTConfig"] = CompiledSFTConfig
     # The clock starts with the model in memory (TRL's default loads fp32 weights, as fusechat does) and
     # stops when the epoch is over: trainer set-up, the data's tokenisation and the reference pass count.
     if kind.startswith("trl"):
@@ -154,7 +134,7 @@ def worker(kind: str, path: str, data: Path, workdir: Path) -> dict:
     elif kind == "fusechat-sft":
         sft.train_sft(model, tokenizer, rows["sft"], cfg, workdir / f"{kind}-{lever}")
     elif kind == "fusechat-dpo":
-        dpo.train_dpo(model, tokenizer, rows["dpo"], cfg, workdir / f"{kind}-{lever}")
+        dpo_loop.train_dpo(model, tokenizer, rows["dpo"], cfg, workdir / f"{kind}-{lever}")
     else:
         raise SystemExit(f"unknown worker {kind}")
     seconds = time.perf_counter() - start
@@ -187,12 +167,11 @@ def compare(args, workdir: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from fusechat.runfolder import load_output
+    from fusechat.runfolder import RunFolder
     from sampling import matmul_peak  # benchmarks/sampling.py, beside this script
 
     path = model_path(args.model, workdir)
-    sft, _ = load_output(Path(args.run), "build", "sft")
-    dpo, _ = load_output(Path(args.run), "build", "dpo")
+    sft, dpo = RunFolder(args.run).records("build", "sft"), RunFolder(args.run).records("build", "dpo")
     data = workdir / "data.json"
     data.write_text(json.dumps({"sft": sft, "dpo": dpo}))
     tokens = count_tokens(path, sft, dpo)
