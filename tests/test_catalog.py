@@ -5,6 +5,7 @@ import pytest
 from fusechat import FusechatError, catalog
 
 
+@pytest.mark.real
 def test_catalog_model_is_verified_and_cached():
     path = catalog.prepare("smollm2-135m-instruct")
     assert path.stat().st_size == catalog.CATALOG["smollm2-135m-instruct"].size

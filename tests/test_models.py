@@ -5,6 +5,7 @@ from fusechat.catalog import prepare
 from fusechat.models import resolve
 
 
+@pytest.mark.real
 def test_catalog_names_resolve_to_the_verified_gguf():
     assert resolve("smollm2-135m-instruct").gguf_path() == prepare("smollm2-135m-instruct")
 

@@ -17,6 +17,8 @@ from fusechat.recipe import Sampling
 from fusechat.sample.backend import Request
 from fusechat.sample.openai_api import OpenAIBackend
 
+pytestmark = pytest.mark.real  # a real llama.cpp server with SmolLM2 from the catalog
+
 
 @pytest.fixture(scope="module")
 def server():
@@ -166,3 +168,13 @@ def test_sample_stage_through_an_openai_source(tmp_path, server):
     assert sorted((r["prompt_id"], r["sample_index"]) for r in rows) == sorted({(r["prompt_id"], k) for r in rows for k in (0, 1)})
     assert len(rows) == 6 and all(r["finish_reason"] in ("stop", "length") for r in rows)
     assert json.loads((recipe.run_path / "sample" / "manifest.json").read_text())["counts"]["samples"] == 6
+
+
+def test_judge_read_out_through_the_server(server):
+    from fusechat.score.judge import Judge, judge_messages
+
+    backend = OpenAIBackend(server, "m", max_retries=1)
+    read = backend.first_token_logprobs(judge_messages("What is 2 + 2?", "4"))
+    assert len(read) >= 5 and all(lp <= 0 for lp in read.values())
+    grades = Judge(backend).score([("What is 2 + 2?", "4"), ("What is 2 + 2?", "4")])
+    assert grades[0] == grades[1] and 0 <= grades[0] <= 1

@@ -201,19 +201,6 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
 
 def keep_checkpoint(accelerator, step: int, accuracy: float, checkpoints: list[dict], workdir: Path) -> list[dict]:
     """Save this step's state; keep only the last two checkpoints (the candidates for the final model)."""
-    import shutil
-
-    folder = f"step-{step}"
-    accelerator.save_state(str(workdir / folder))
-    checkpoints = checkpoints + [{"step": step, "accuracy": accuracy, "folder": folder}]
-    if accelerator.is_main_process:
-        for old in checkpoints[:-2]:
-            shutil.rmtree(workdir / old["folder"], ignore_errors=True)
-    return checkpoints[-2:]
-
-
-def keep_checkpoint(accelerator, step: int, accuracy: float, checkpoints: list[dict], workdir: Path) -> list[dict]:
-    """Save this step's state; keep only the last two checkpoints (the candidates for the final model)."""
     folder = f"step-{step}"
     accelerator.save_state(str(workdir / folder))
     checkpoints = checkpoints + [{"step": step, "accuracy": accuracy, "folder": folder}]
