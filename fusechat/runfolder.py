@@ -38,18 +38,18 @@ def config_hash(config) -> str:
     return hashlib.sha256(stable_json(config).encode()).hexdigest()[:16]
 
 
-def only_new_unset_keys(stored, current) -> bool:
-    """True when `current` differs from `stored` only by keys a later fusechat added, left unset (None).
-
-    So an upgrade that adds a recipe option keeps the stages an older version finished.
+def same_settings(stored, current) -> bool:
+    """True when settings a stage finished with still hold, across fusechat versions: they may differ
+    from `current` only by keys a later fusechat added and left unset (None), or keys it no longer
+    hashes (a field since marked speed-only). So an upgrade never reruns a finished stage; any changed
+    value does. (A recipe change never drops a key: every field is always in the projection.)
     """
     current = json.loads(json.dumps(current, default=str))
     if isinstance(stored, dict) and isinstance(current, dict):
-        return (set(stored) <= set(current)
-                and all(only_new_unset_keys(stored[k], current[k]) for k in stored)
-                and all(current[k] is None for k in set(current) - set(stored)))
+        return (all(same_settings(stored[k], current[k]) for k in stored.keys() & current.keys())
+                and all(current[k] is None for k in current.keys() - stored.keys()))
     if isinstance(stored, list) and isinstance(current, list):
-        return len(stored) == len(current) and all(map(only_new_unset_keys, stored, current))
+        return len(stored) == len(current) and all(map(same_settings, stored, current))
     return stored == current
 
 
@@ -266,7 +266,7 @@ class RunFolder:
         m = self.manifest(stage)
         if m is None or m["input_fingerprint"] != input_fingerprint:
             return False
-        if m["config_hash"] != config_hash(settings) and not only_new_unset_keys(m.get("config"), settings):
+        if m["config_hash"] != config_hash(settings) and not same_settings(m.get("config"), settings):
             return False
         for name, size in (m.get("outputs") or {}).items():  # a deleted or truncated output is not current
             path = self.path / stage / name

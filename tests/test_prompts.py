@@ -101,17 +101,19 @@ def test_builtin_packs(tmp_path):
 def test_code_pack_tests_pass_on_reference_and_fail_on_wrong_code():
     from fusechat.packs import CODE_TEMPLATES, code_function_prompts
     from fusechat.recipe import SandboxConfig
-    from fusechat.score.code import run_tests
+    from fusechat.score.code import check_many
 
-    limits = SandboxConfig()
-    made = code_function_prompts(2 * len(CODE_TEMPLATES), seed=3)  # every template, twice, different parameters
-    assert {p["entry_point"] for p in made} == {t[0] for t in CODE_TEMPLATES}
+    made = code_function_prompts(len(CODE_TEMPLATES), seed=3)
+    assert [p["entry_point"] for p in made] == [t[0] for t in CODE_TEMPLATES]
+    jobs = []
     for p in made:
-        assert run_tests(p["solution"], p["tests"], limits) == (True, "passed"), p["entry_point"]
         off_by_one = p["solution"].replace("    return ", "    return _broken(").rstrip() + ")\n"
         broken = f"def _broken(v):\n    return v + 1 if isinstance(v, int) else v[:-1] if v else [0]\n{off_by_one}"
-        ok, info = run_tests(broken, p["tests"], limits)
-        assert not ok and info.startswith("failed"), p["entry_point"]
+        jobs += [(p["solution"], p["tests"]), (broken, p["tests"])]
+    verdicts = check_many(jobs, SandboxConfig(), workers=2, extract=False)
+    for p, right, wrong in zip(made, verdicts[::2], verdicts[1::2]):
+        assert right == (True, "passed"), p["entry_point"]
+        assert not wrong[0] and wrong[1].startswith("failed"), p["entry_point"]
 
 
 def test_humaneval_prompts_never_enter_training(tmp_path):

@@ -78,14 +78,13 @@ def test_llamacpp_judge_gives_the_same_grades_on_every_run():
     from fusechat.score.judge import open_judge
 
     pairs = [("Name a primary colour.", "Blue."), ("What is 7 * 6?", "42"), ("What is 7 * 6?", "It is 48."),
-             ("Write a haiku about rain.", "Rain taps the window\nsoft drums on a sleepy street\npuddles hold the sky"),
-             ("Capital of France?", "Berlin."), ("Say hello.", "Hello!")] * 2
+             ("Capital of France?", "Berlin.")]
     judge = open_judge(SMOL, "llamacpp")
-    first = judge.score(pairs)
+    first = judge.score(pairs + pairs[:1])
     again = judge.score(pairs[::-1])[::-1]
     judge.close()
     fresh = open_judge(SMOL, "llamacpp")
     third = fresh.score(pairs)
     fresh.close()
-    assert first == again == third
-    assert first[:6] == first[6:] and len(set(first)) > 2
+    assert first[:4] == again == third and first[4] == first[0]
+    assert len(set(first)) > 2

@@ -23,16 +23,17 @@ def write_prompts(path, n):
     path.write_text("".join(json.dumps({"prompt": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(n)))
 
 
-def test_a_finished_stage_survives_an_upgrade_that_adds_an_unset_option(tmp_path):
+def test_a_finished_stage_survives_an_upgrade_that_adds_an_option_or_stops_hashing_one(tmp_path):
     folder = RunFolder(tmp_path)
-    old = {"sources": [{"name": "a", "temperature": 0.7}], "seed": 0}
+    old = {"sources": [{"name": "a", "temperature": 0.7, "threads": None}], "seed": 0}
     folder.write("sample", Outputs({"samples": [{"x": 1}]}), old, "input")
-    upgraded = {"sources": [{"name": "a", "temperature": 0.7, "endpoint": None}], "seed": 0}
+    upgraded = {"sources": [{"name": "a", "temperature": 0.7, "endpoint": None}], "seed": 0}  # threads: speed-only now
     assert folder.is_current("sample", upgraded, "input")
     # a new option that is set, or any changed value, reruns the stage
     assert not folder.is_current("sample", {"sources": [{"name": "a", "temperature": 0.7, "endpoint": "http://x"}], "seed": 0}, "input")
     assert not folder.is_current("sample", {"sources": [{"name": "a", "temperature": 0.8, "endpoint": None}], "seed": 0}, "input")
-    assert not folder.is_current("sample", {"sources": [{"name": "a"}], "seed": 0}, "input")  # a key dropped
+    # a key no longer hashed (a field since marked speed-only, like `threads`) keeps the stage current
+    assert folder.is_current("sample", {"sources": [{"name": "a"}], "seed": 0}, "input")
     assert not folder.is_current("sample", upgraded, "other input")
 
 
