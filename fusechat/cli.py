@@ -24,7 +24,8 @@ app = typer.Typer(
         "Implicit model fusion (FuseChat-3.0): sample several source models, score their responses, "
         "build SFT and same-source DPO data, train a small target.\n\n"
         "Stages, in order: prompts -> sample -> score -> build -> sft -> dpo -> eval -> report. Each reads the previous stage's output "
-        "from the run folder and skips itself when its config and input are unchanged. "
+        "from the run folder and skips itself when the settings it depends on and its input are unchanged (settings that "
+        "change only speed, like threads, rerun nothing); --force redoes it. "
         "`fusechat run` runs them all; with no recipe it runs the built-in cpu-default recipe."
     ),
     no_args_is_help=True,

@@ -32,7 +32,7 @@ import torch
 
 from fusechat.hardware import has_gpu
 from fusechat.recipe import DPOTrainConfig
-from fusechat.runfolder import NullProgress
+from fusechat.runfolder import NullProgress, write_atomic
 from fusechat.train.common import length_grouped_batches, make_scheduler, save_model, shuffled_batches, use_bf16
 from fusechat.train.dpo_loss import (METRICS, Pair, collate, dpo_loss, micro_batches, pair_length, sequence_logps,
                                      step_share, tokenize_pairs)
@@ -179,8 +179,8 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
             log[-1]["eval_accuracy"] = accuracy
             checkpoints = keep_checkpoint(accelerator, step, accuracy, checkpoints, workdir)
             if accelerator.is_main_process:
-                state_file.write_text(json.dumps({"step": step, "log": log, "checkpoints": checkpoints,
-                                                  "reference": [(p.ref_chosen, p.ref_rejected) for p in pairs]}))
+                write_atomic(state_file, json.dumps({"step": step, "log": log, "checkpoints": checkpoints,
+                                                     "reference": [(p.ref_chosen, p.ref_rejected) for p in pairs]}))
             accelerator.wait_for_everyone()
     # The better of the last two checkpoints by held-out preference accuracy (ties: the later).
     best = max(checkpoints[-2:], key=lambda c: (c["accuracy"] if not math.isnan(c["accuracy"]) else -1, c["step"]))
