@@ -66,14 +66,18 @@ def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe)
         backend.close()
 
 
-def score_answers(bench: str, items: list[dict], answers: list[str], recipe: Recipe) -> list[float]:
-    """1.0 / 0.0 per answer, by the score stage's own scorers (math-verify, the sandboxed code check)."""
+def score_answers(bench: str, items: list[dict], answers: list[str], recipe: Recipe,
+                  math: MathChecker | None = None) -> list[float]:
+    """1.0 / 0.0 per answer, by the score stage's own scorers (math-verify, the sandboxed code check).
+
+    `math`: a checker to reuse (its worker process pays sympy's import once for every model)."""
     if bench == "math":
-        checker = MathChecker(recipe.score.math_timeout_s)
+        checker = math or MathChecker(recipe.score.math_timeout_s)
         try:
             return [float(bool(checker.check(a, p["answer"]).correct)) for a, p in zip(answers, items)]
         finally:
-            checker.close()
+            if math is None:
+                checker.close()
     if bench == "humaneval":
         jobs = [(humaneval.program(a, p), p["tests"]) for a, p in zip(answers, items)]
         return [float(ok) for ok, _ in check_many(jobs, recipe.score.code, recipe.score.workers, extract=False)]
@@ -102,20 +106,24 @@ def evaluate(run: StageRun) -> Outputs:
     models = models_to_evaluate(run)
     problems = benchmarks(run)
     task = run.progress.add_task("eval", total=len(models) * (1 + ("mtbench" in problems)))
-    items = []
-    for name, path in models.items():
-        key = shard_key("answers", name)
-        if not run.has_shard(key):
-            answers = generate_answers(path, problems, recipe)
-            rows = []
-            for bench, bench_items in problems.items():
-                scores = score_answers(bench, bench_items, answers[bench], recipe)
-                for i, (p, a) in enumerate(zip(bench_items, answers[bench])):
-                    rows.append({"model": name, "benchmark": bench, "id": p["id"], "prompt": p["prompt"], "response": a,
-                                 "gold": p.get("answer") or json.dumps(p.get("constraint") or ""), "score": scores[i] if scores else None})
-            run.write_shard(key, rows)
-        items += run.read_shard(key)
-        run.progress.update(task, advance=1)
+    items, math = [], MathChecker(recipe.score.math_timeout_s)  # its worker starts at the first check
+    try:
+        for name, path in models.items():
+            key = shard_key("answers", name)
+            if not run.has_shard(key):
+                answers = generate_answers(path, problems, recipe)
+                rows = []
+                for bench, bench_items in problems.items():
+                    scores = score_answers(bench, bench_items, answers[bench], recipe, math)
+                    for i, (p, a) in enumerate(zip(bench_items, answers[bench])):
+                        rows.append({"model": name, "benchmark": bench, "id": p["id"], "prompt": p["prompt"], "response": a,
+                                     "gold": p.get("answer") or json.dumps(p.get("constraint") or ""),
+                                     "score": scores[i] if scores else None})
+                run.write_shard(key, rows)
+            items += run.read_shard(key)
+            run.progress.update(task, advance=1)
+    finally:
+        math.close()
 
     judge_name = eval_judge(recipe)
     if "mtbench" in problems and len(models) > 1 and judge_name is None:
