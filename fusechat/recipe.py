@@ -5,7 +5,7 @@ bad values are reported by their path in the YAML (`sources.1.sampling.top_p: ..
 
 What each stage's result depends on is written here too, next to the fields: `*_settings`
 functions at the end project the recipe onto the part a stage reads (the run folder hashes that
-projection to decide what is current), and fields that change only speed are marked `speed_only`
+projection to decide what is current), and fields that change only speed are marked `SpeedOnly`
 and left out of every projection, so changing one reruns nothing.
 """
 
@@ -134,7 +134,7 @@ class RewardConfig(Strict):
     model: str | None = None
     backend: Literal["transformers", "llamacpp"] = "llamacpp"  # judge only
     trust_remote_code: bool = False  # reward-model: ArmoRM-style models need it
-    batch_size: int = Field(8, gt=0, description="reward-model: sequences per batch")
+    batch_size: int = Field(8, gt=0, description="reward-model: sequences per batch (a judge grades one at a time)")
     max_length: int = Field(2048, gt=0)
     domains: list[Domain] = Field(default_factory=lambda: ["instruction", "math", "code"])
 
