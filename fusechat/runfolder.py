@@ -176,6 +176,7 @@ class StageRun:
     recipe: object
     settings: dict  # the part of the recipe this stage's result depends on
     input_fingerprint: str  # the output fingerprints of the stages it reads
+    inputs: tuple[str, ...] = ()  # the stages it declared (reads + uses): the only ones it may open
     progress: object = field(default_factory=NullProgress)
     is_main: bool = True
 
@@ -201,13 +202,19 @@ class StageRun:
         return self.dir / "shards"
 
     def read(self, stage: str, name: str) -> list[dict]:
-        return self.folder.records(stage, name)
+        return self.folder.records(self._declared(stage), name)
 
     def manifest(self, stage: str) -> dict | None:
-        return self.folder.manifest(stage)
+        return self.folder.manifest(self._declared(stage))
 
     def model(self, stage: str) -> str:
-        return self.folder.model(stage)
+        return self.folder.model(self._declared(stage))
+
+    def _declared(self, stage: str) -> str:
+        # An undeclared input would be missing from the input fingerprint: its changes would go unseen.
+        if stage not in self.inputs:
+            raise RuntimeError(f"stage '{self.name}' reads '{stage}' without declaring it in its StageDef")
+        return stage
 
     def has_shard(self, key: str) -> bool:
         return (self.work_dir / f"{key}.jsonl").exists()
@@ -278,7 +285,8 @@ class RunFolder:
 
     def run(self, stage: StageDef, recipe, force: bool = False, progress=None) -> dict:
         """Run `stage` unless it is current (or `force`); return its manifest (`skipped: True` when current)."""
-        run = StageRun(self, stage.name, recipe, stage.settings(recipe), self.input_fingerprint(stage, recipe))
+        run = StageRun(self, stage.name, recipe, stage.settings(recipe), self.input_fingerprint(stage, recipe),
+                       stage.reads + stage.uses)
         if run.is_done() and not force:
             return self.manifest(stage.name) | {"skipped": True}
         processes = Processes(stage.distributed)

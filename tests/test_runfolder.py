@@ -85,3 +85,18 @@ def test_eval_shard_keys_keep_similar_model_names_apart():
     names = ["a.b", "a_b", "a-b", "a b"]
     assert len({shard_key("answers", n) for n in names}) == len(names)
     assert all(shard_key("answers", n).replace("-", "").replace("_", "").isalnum() for n in names)
+
+
+def test_a_stage_may_read_only_the_stages_it_declares(tmp_path):
+    """What a stage reads is what its input fingerprint covers: an undeclared read is refused."""
+    from fusechat.runfolder import StageDef
+
+    folder = RunFolder(tmp_path)
+    folder.write("prompts", Outputs({"prompts": [{"id": "p"}]}))
+    folder.write("sample", Outputs({"samples": [{"x": 1}]}))
+    sneaky = StageDef("peek", lambda run: Outputs(counts={"n": len(run.read("sample", "samples"))}),
+                      lambda recipe: {}, reads=("prompts",))
+    with pytest.raises(RuntimeError, match="reads 'sample' without declaring it"):
+        folder.run(sneaky, recipe=None)
+    honest = StageDef("peek", sneaky.work, sneaky.settings, reads=("prompts", "sample"))
+    assert folder.run(honest, recipe=None)["counts"] == {"n": 1}
