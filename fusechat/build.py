@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from fusechat.recipe import BuildConfig, Recipe
+from fusechat.recipe import BuildConfig
 from fusechat.records import DPOPair, Prompt, SFTExample, from_dict, to_dict
 from fusechat.runfolder import Outputs, StageRun
 

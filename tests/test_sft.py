@@ -99,7 +99,7 @@ def test_a_prompt_longer_than_max_length_is_cut_from_its_start(tiny_model_dir):
 def test_warmup_is_given_in_steps_and_sft_and_dpo_share_the_schedule(tmp_path, tiny_model_dir):
     """`warmup_steps=0.1` means no warmup in transformers 4.x: the stage hands transformers whole steps."""
     from fusechat.recipe import DPOTrainConfig, SFTTrainConfig
-    from fusechat.train.common import load_model, make_scheduler
+    from fusechat.train.common import load_model
     from fusechat.train.dpo_loop import train_dpo
     from fusechat.train.sft import sft_trainer
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from fusechat import FusechatError
 from fusechat.hardware import has_gpu
 from fusechat.recipe import SFTTrainConfig
