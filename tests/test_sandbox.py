@@ -1,143 +1,158 @@
-"""The sandbox's adversarial suite: each attack is contained, and honest code still runs."""
+"""The sandbox's adversarial suite (tests/sandbox_attacks.py), run as whoever runs the tests and, when
+that is root, again as a normal user the test creates; plus the sandbox's own contract."""
 
+import json
 import os
-import socket
-import threading
-import time
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from fusechat.sandbox import run_python
+from fusechat import sandbox
+from fusechat.recipe import SandboxConfig
+from fusechat.sandbox import SandboxUnavailable, run_python
+from fusechat.score.code import check_many
+from tests.sandbox_attacks import ATTACKS
+
+HERE = Path(__file__).parent
+NORMAL_USER = "fusechat-sbx-test"
 
 
-def test_honest_code_runs_and_tests_decide():
-    ok = run_python("import math, collections\ndef f(x):\n    return math.isqrt(x)\nassert f(17) == 4\nprint('fine')")
-    assert ok.status == "passed" and ok.stdout == "fine\n"
-    bad = run_python("def f(x):\n    return x\nassert f(1) == 2")
-    assert bad.status == "failed" and "AssertionError" in bad.stderr
+def _normal_user_python() -> str | None:
+    """A Python a normal user can run: the system one (ours may live under /root)."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3", sys.executable):
+        if os.path.exists(candidate) and sandbox._world_reachable(os.path.realpath(candidate)):
+            return candidate
+    return None
 
 
-def test_infinite_loop_is_stopped():
-    started = time.time()
-    r = run_python("while True:\n    pass", timeout_s=2)
-    assert r.status == "timeout" and time.time() - started < 10
-
-
-def test_cpu_limit_reports_a_timeout_not_a_failure():
-    # Two threads hashing (hashlib releases the GIL) spend CPU time faster than wall time, so the
-    # CPU limit is met before the wall clock. At a hard limit equal to the soft one the kernel
-    # sent SIGKILL and this read as "failed".
-    code = ("import hashlib, threading\n"
-            "def burn():\n    data = bytes(1 << 20)\n    while True:\n        hashlib.sha256(data).digest()\n"
-            "for _ in range(2):\n    threading.Thread(target=burn, daemon=True).start()\n"
-            "threading.Event().wait()\n")
-    r = run_python(code, timeout_s=3)
-    assert r.status == "timeout" and r.seconds < 10
-
-
-def test_sleeping_forever_is_stopped_by_wall_clock():
-    r = run_python("import time\ntime.sleep(60)", timeout_s=1)
-    assert r.status == "timeout" and r.seconds < 5
-
-
-def test_fork_bomb_is_contained():
-    r = run_python("import os\nwhile True:\n    os.fork()", timeout_s=3)
-    assert r.status != "passed"
-    time.sleep(0.2)
-    # No leftover processes running the sandboxed program.
-    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and b"fusechat-sandbox" in _cmdline(p)]
-    assert not leftovers
-
-
-def _cmdline(proc: Path) -> bytes:
+def _run_suite(as_user: str | None) -> dict:
+    """Copy the sandbox (stdlib-only) and the runner into a fresh project folder owned by the user; run."""
+    folder = Path(tempfile.mkdtemp(prefix="fusechat-sbx-"))
     try:
-        return (proc / "cmdline").read_bytes()
-    except OSError:
-        return b""
+        project, shared, home = folder / "project", folder / "shared", folder / "home"
+        (project / "fusechat").mkdir(parents=True)
+        for name in ("__init__.py", "sandbox.py"):
+            shutil.copy(HERE.parent / "fusechat" / name, project / "fusechat" / name)
+        for name in ("sandbox_runner.py", "sandbox_attacks.py"):
+            shutil.copy(HERE / name, project / name)
+        shared.mkdir()
+        home.mkdir(mode=0o700)
+        os.chmod(folder, 0o755)
+        env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        python = sys.executable
+        if as_user:
+            python = _normal_user_python()
+            bwrap = sandbox._runnable_bwrap()  # as root: a copy any uid may execute
+            env["PATH"] = f"{os.path.dirname(bwrap)}:{env['PATH']}"
+            for path in (project, shared, home, *project.rglob("*")):
+                shutil.chown(path, as_user, as_user)
+            os.chmod(shared, 0o777)
+        command = [python, str(project / "sandbox_runner.py"), str(project), str(shared)]
+        if as_user:
+            command = [shutil.which("runuser"), "-u", as_user, "--", "/usr/bin/env", f"HOME={home}", f"PATH={env['PATH']}", *command]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=project, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_memory_bomb_is_contained():
-    r = run_python("x = bytearray(4 * 1024**3)\nprint('allocated')", memory_mb=256)
-    assert r.status == "memory" and "allocated" not in r.stdout
-
-
-def test_huge_output_is_capped():
-    r = run_python("while True:\n    print('x' * 100000)", max_output_bytes=200_000, timeout_s=5)
-    assert r.status == "output_limit" and len(r.stdout) <= 200_000
-
-
-def test_huge_file_is_capped():
-    r = run_python("with open('big', 'w') as f:\n    while True:\n        f.write('x' * 100000)", max_output_bytes=200_000)
-    assert r.status == "output_limit"
-
-
-def test_no_network_even_to_loopback():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(3)
-    port = server.getsockname()[1]
-    accepted = []
-    thread = threading.Thread(target=lambda: _accept(server, accepted))
-    thread.start()
-    code = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'leak')\nprint('connected')"
-    r = run_python(code, timeout_s=5)
-    thread.join()
-    server.close()
-    assert r.status == "failed" and "connected" not in r.stdout
-    assert not accepted
-
-
-def _accept(server, accepted):
+def _make_normal_user() -> str | None:
+    if os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("runuser") or not _normal_user_python():
+        return None
     try:
-        accepted.append(server.accept())
-    except OSError:
-        pass
+        pwd.getpwnam(NORMAL_USER)
+    except KeyError:
+        if subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", NORMAL_USER]).returncode:
+            return None
+    return NORMAL_USER
 
 
-def test_cannot_write_outside_its_folder(tmp_path):
-    target = tmp_path / "escape.txt"
-    os.chmod(tmp_path, 0o777)  # even a world-writable folder is off limits
-    r = run_python(f"open({str(target)!r}, 'w').write('pwned')")
-    assert r.status == "failed" and not target.exists()
-    inside = run_python("open('scratch.txt', 'w').write('ok')\nprint(open('scratch.txt').read())")
-    assert inside.status == "passed" and inside.stdout == "ok\n"
+@pytest.fixture(scope="module", params=["starter", "normal-user"])
+def suite(request):
+    if request.param == "normal-user":
+        user = _make_normal_user()
+        if user is None:
+            pytest.skip("a normal user can be made only when the tests run as root, with useradd and a system Python")
+        return _run_suite(user)
+    return _run_suite(None)
 
 
-def test_cannot_delete_outside_its_folder(tmp_path):
-    victim = tmp_path / "keep.txt"
-    victim.write_text("precious")
-    os.chmod(tmp_path, 0o777)
-    run_python(f"import os\nos.remove({str(victim)!r})")
-    assert victim.read_text() == "precious"
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a["name"] for a in ATTACKS])
+def test_attack(suite, attack):
+    got = next(r for r in suite["attacks"] if r["name"] == attack["name"])
+    why = f"{got['status']}: stdout={got['stdout'][-400:]!r} stderr={got['stderr'][-400:]!r}"
+    # Whatever the attack, nothing outside the sandbox changed and nothing of it remains.
+    assert not got["leaked"], why
+    assert not got["escaped"], why
+    assert got["victim_alive"], why
+    assert got["connections"] == 0, why
+    assert not got["files_changed"], why
+    assert not got["limits_changed"], why
+    assert got["survivors"] == 0, why
+    assert "passed" not in got["later"], why
+    if attack["expect"] == "not_passed":
+        assert got["status"] != "passed", why
+    elif attack["expect"] == "passed":
+        assert got["status"] == "passed", why
+    elif attack["expect"] != "contained":
+        assert got["status"] == attack["expect"], why
 
 
-def test_cannot_read_parent_environment(monkeypatch):
-    monkeypatch.setenv("FUSECHAT_SECRET", "hunter2")
-    code = (
-        "import os\nprint(dict(os.environ))\n"
-        "try:\n    print(open('/proc/%d/environ' % os.getppid(), 'rb').read())\nexcept Exception as e:\n    print('blocked', type(e).__name__)"
-    )
-    r = run_python(code)
-    assert "hunter2" not in r.stdout and "blocked" in r.stdout
+def test_the_suite_runs_as_root_and_as_a_normal_user(suite):
+    assert "namespaces" in suite["isolation"]
+    if os.geteuid() == 0:
+        assert ("fresh uid per run" in suite["isolation"]) == (suite["uid"] == 0)
 
 
-def test_cannot_signal_its_parent():
-    r = run_python("import os, signal\nos.kill(os.getppid(), signal.SIGTERM)\nprint('sent')")
-    assert r.status == "failed" and "sent" not in r.stdout  # and we, the parent, are still alive
+def test_the_suite_is_large_enough():
+    assert len([a for a in ATTACKS if a["expect"] != "passed"]) >= 36
 
 
-def test_cannot_spawn_processes_or_load_native_code():
-    for code in ("import subprocess\nsubprocess.run(['true'])", "import os\nos.system('true')", "import ctypes"):
-        assert run_python(code).status == "failed", code
+def test_a_program_without_tests_passes_when_it_runs_to_the_end():
+    assert run_python("print('fine')").status == "passed"
+    assert run_python("import sys\nsys.exit(0)").status == "passed"  # a plain program may end this way
+    assert run_python("import sys\nsys.exit(3)").status == "failed"
+    assert run_python("raise ValueError('no')").status == "failed"
 
 
-def test_throwaway_folder_is_removed():
-    r = run_python("import os\nprint(os.getcwd())")
-    assert r.status == "passed" and not Path(r.stdout.strip()).exists()
+def test_pass_means_the_tests_ran_to_their_end():
+    code = "def add(a, b):\n    return a + b\n"
+    assert run_python(code, "assert add(2, 3) == 5\n").status == "passed"
+    assert run_python(code, "assert add(2, 3) == 6\n").status == "failed"
+    # A correct solution with the everyday main guard passes: the guard does not run (module `solution`).
+    guarded = code + "import sys\ndef main():\n    return input()\nif __name__ == '__main__':\n    sys.exit(main())\n"
+    assert run_python(guarded, "assert add(2, 3) == 5\n").status == "passed"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop happens only when started as root")
-def test_runs_as_nobody_when_started_as_root():
-    assert run_python("import os\nprint(os.getuid())").stdout.strip() == "65534"
+def test_each_run_starts_clean():
+    run_python("open('left.txt', 'w').write('x')\nopen('/tmp/left.txt', 'w').write('x')")
+    r = run_python("import os\nprint(sorted(os.listdir('.')), sorted(os.listdir('/tmp')))")
+    assert r.stdout == "[] ['work']\n"
+
+
+def test_the_machine_without_isolation_stops_code_scoring_with_one_line(monkeypatch):
+    monkeypatch.setattr(sandbox, "bwrap_binary", lambda: None)
+    sandbox._runnable_bwrap.cache_clear()
+    sandbox.isolation.cache_clear()
+    try:
+        with pytest.raises(SandboxUnavailable, match="allow_unisolated"):
+            check_many([("def f():\n    return 1\n", "assert f() == 1\n")], SandboxConfig(), extract=False)
+        # The explicit opt-out runs it, loudly.
+        with pytest.warns(UserWarning, match="WITHOUT isolation"):
+            sandbox._warn_unisolated.cache_clear()
+            verdicts = check_many([("def f():\n    return 1\n", "assert f() == 1\n"), ("def f():\n    return 2\n", "assert f() == 1\n")],
+                                  SandboxConfig(allow_unisolated=True), extract=False)
+        assert [ok for ok, _ in verdicts] == [True, False]
+    finally:
+        sandbox._runnable_bwrap.cache_clear()
+        sandbox.isolation.cache_clear()
+
+
+def test_isolation_names_what_is_active():
+    assert "namespaces" in sandbox.isolation() and "bubblewrap" in sandbox.isolation()

@@ -7,7 +7,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from fusechat.recipe import SandboxConfig
-from fusechat.sandbox import run_python
+from fusechat.sandbox import isolation, run_python
 
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.S)
 
@@ -28,12 +28,15 @@ def check_code(response: str, tests: str, limits: SandboxConfig) -> tuple[bool, 
 
 
 def run_tests(code: str, tests: str, limits: SandboxConfig) -> tuple[bool, str]:
-    """Run `code` followed by `tests` in the sandbox, after a static check that it parses."""
+    """Run `code`, then `tests`, in the sandbox, after a static check that it parses. Passed means the
+    tests ran to their end (the sandbox's token), whatever the program's exit status."""
     try:
         ast.parse(code)  # the static check: code that does not parse never runs
     except SyntaxError as e:
         return False, f"syntax error: {e.msg} (line {e.lineno})"
-    result = run_python(f"{code}\n\n{tests}", limits.timeout_s, limits.memory_mb, limits.max_output_bytes)
+    result = run_python(code, tests, timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
+                        max_output_bytes=limits.max_output_bytes, max_procs=limits.max_procs, disk_mb=limits.disk_mb,
+                        isolate=not limits.allow_unisolated)
     if result.passed:
         return True, "passed"
     last = result.stderr.strip().splitlines()[-1:] or [""]
@@ -41,7 +44,11 @@ def run_tests(code: str, tests: str, limits: SandboxConfig) -> tuple[bool, str]:
 
 
 def check_many(jobs: list[tuple[str, str]], limits: SandboxConfig, workers: int = 2, extract: bool = True) -> list[tuple[bool, str]]:
-    """(response or code, tests) jobs, `workers` sandboxes at a time; `extract=False`: the code is given as is."""
+    """(response or code, tests) jobs, `workers` sandboxes at a time; `extract=False`: the code is given as is.
+
+    Stops with one line (SandboxUnavailable) before any job when the machine cannot isolate code."""
+    if jobs and not limits.allow_unisolated:
+        isolation()
     check = check_code if extract else run_tests
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(lambda job: check(job[0], job[1], limits), jobs))
