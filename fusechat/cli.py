@@ -189,9 +189,54 @@ def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt):
 
     r = load(recipe, set_)
     console.print(f"recipe [bold]{r.name}[/], run folder {r.run_path}")
+    if runs_code(r):  # before any sampling: a machine that cannot cage code stops here, in one line
+        console.print(f"sandbox: {sandbox_line(r)}", highlight=False, soft_wrap=True)
     with progress_bar() as progress:
         run_all(r, progress=progress, on_stage=report)
     print_eval_table(r)
+
+
+def runs_code(recipe) -> bool:
+    return bool(recipe.eval.humaneval) or any(s.domain == "code" for s in recipe.prompts.sets)
+
+
+def sandbox_line(recipe=None) -> str:
+    """Which isolation model-written code runs under; raises SandboxUnavailable (one line) when none."""
+    from fusechat.sandbox import isolation
+
+    if recipe is not None and recipe.score.code.allow_unisolated:
+        return "NOT ISOLATED (score.code.allow_unisolated: true): code runs with your user's rights"
+    return isolation()
+
+
+@app.command("doctor")
+def doctor():
+    """What this machine gives fusechat: Python, torch and the device, bf16, cores, the code sandbox's isolation."""
+    import platform
+
+    from fusechat import __version__, hardware
+    from fusechat.sandbox import SandboxUnavailable
+
+    lines = [("fusechat", __version__), ("python", f"{platform.python_version()} ({sys.executable})")]
+    try:
+        import torch
+        lines.append(("torch", f"{torch.__version__}, device {hardware.device()}, bf16 {'yes' if hardware.has_bf16() else 'no'}"))
+    except ImportError:
+        lines.append(("torch", "not installed"))
+    lines.append(("cores", str(hardware.usable_cores())))
+    ok = True
+    try:
+        lines.append(("sandbox", sandbox_line()))
+    except SandboxUnavailable as e:
+        ok = False
+        lines.append(("sandbox", f"[bold red]unavailable[/]: {e}"))
+    for name, module in (("llama.cpp", "xllamacpp"), ("vLLM", "vllm")):
+        from importlib.util import find_spec
+        lines.append((name, "installed" if find_spec(module) else "not installed"))
+    for name, value in lines:
+        Console().print(f"[bold]{name:>9}[/]  {value}", highlight=False, soft_wrap=True)
+    if not ok:
+        raise typer.Exit(2)
 
 
 @models_app.command("list")

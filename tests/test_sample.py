@@ -85,3 +85,34 @@ def test_chat_template_override_is_used(tmp_path, tiny_model_dir):
         samples = RunFolder(recipe.run_path).records("sample", "samples")
         counts.append(sorted(s["prompt_tokens"] for s in samples))
     assert counts[0] != counts[1]  # ChatML adds role headers the custom template lacks
+
+
+def test_llamacpp_server_port_is_closed_to_other_local_users(tmp_path, tiny_model_dir):
+    """xllamacpp also listens on a loopback port: without fusechat's random key, every endpoint says 401."""
+    import urllib.error
+    import urllib.request
+
+    from fusechat.export import export_gguf
+    from fusechat.recipe import Sampling
+    from fusechat.sample.backend import Request
+    from fusechat.sample.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(export_gguf(tiny_model_dir, tmp_path / "tiny.gguf", "f16"), slots=1, ctx_per_slot=256)
+    try:
+        address = backend.server.listening_address
+        refused = []
+        for path, body in (("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+                           ("/tokenize", {"content": "hi"}), ("/slots", None), ("/props", None)):
+            data = json.dumps(body).encode() if body else None
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"{address}{path}", data=data), timeout=10)
+            except urllib.error.HTTPError as e:
+                refused.append(e.code in (401, 404, 501))
+            else:
+                refused.append(False)
+        assert all(refused), refused
+        # fusechat itself, calling the handlers in-process, is unaffected.
+        out = backend.generate([Request([{"role": "user", "content": "hi"}], 0)], Sampling(temperature=0, max_new_tokens=4))
+        assert out[0].finish_reason in ("stop", "length")
+    finally:
+        backend.close()

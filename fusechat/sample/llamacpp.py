@@ -6,6 +6,7 @@ from a thread pool, one thread per parallel slot, so the server batches the sequ
 
 from __future__ import annotations
 
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,6 +31,10 @@ class LlamaCppBackend(Backend):
         params.use_jinja = True
         params.warmup = False
         params.verbosity = -1
+        # xllamacpp also serves HTTP on a loopback port. We call its handlers directly, so nobody needs
+        # the port: a random key (never shown) shuts other local users out, and the slots view is off.
+        params.api_keys = [secrets.token_urlsafe(32)]
+        params.endpoint_slots = False
         template = read_template(chat_template)
         if template:
             params.chat_template = template
