@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from fusechat import FusechatError
 from fusechat.recipe import BuildConfig
 from fusechat.records import DPOPair, Prompt, SFTExample, from_dict, to_dict
 from fusechat.runfolder import Outputs, StageRun
@@ -150,11 +151,26 @@ def build_datasets(prompts: list[Prompt], scored: list[dict], cfg: BuildConfig, 
     return result
 
 
+def check_scored(records: list[dict], path) -> None:
+    """Scored records are ours, but users edit and merge them: refuse a bad one by its line."""
+    for lineno, r in enumerate(records, 1):
+        for key in ("prompt_id", "source", "domain", "text", "reward", "correct"):
+            if key not in r:
+                raise FusechatError(f"{path}:{lineno}: scored record has no `{key}`")
+        reward = r["reward"]
+        if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float)) or reward != reward):
+            raise FusechatError(f"{path}:{lineno}: `reward` must be a number or null, got {reward!r:.40}")
+        if r["correct"] not in (None, True, False):
+            raise FusechatError(f"{path}:{lineno}: `correct` must be true, false or null, got {r['correct']!r:.40}")
+
+
 def build(run: StageRun) -> Outputs:
     recipe = run.recipe
     prompts = [from_dict(Prompt, r, f"prompt {r.get('id')}") for r in run.read("prompts", "prompts")]
     order = recipe.build.tie_break or [s.name for s in recipe.sources]
-    result = build_datasets(prompts, run.read("score", "scored"), recipe.build, order)
+    scored = run.read("score", "scored")
+    check_scored(scored, run.folder.stage_dir("score") / "scored.jsonl")
+    result = build_datasets(prompts, scored, recipe.build, order)
     counts = {
         "sft": dict(Counter(r["domain"] for r in result.sft)),
         "dpo": dict(Counter(r["domain"] for r in result.dpo)),

@@ -41,15 +41,22 @@ ForceOpt = typer.Option(False, "--force", help="rerun even if the stage's output
 
 
 def user_errors(fn):
-    """Turn FusechatError into one line on stderr and exit code 2."""
+    """Turn FusechatError, and the machine's own refusals (disk full, read-only or missing folders),
+    into one line on stderr and exit code 2. Finished work stays on disk: a rerun goes on from it."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except FusechatError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
+            message = str(e)
+        except OSError as e:
+            if e.strerror is None:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            message = f"{where}{e.strerror.lower()}; fix that and rerun (finished stages and shards are kept)"
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
 
     return wrapper
 

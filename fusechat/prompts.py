@@ -57,8 +57,12 @@ def _rows(path: Path):
         for i, row in enumerate(table.to_pylist()):
             yield f"{path}: row {i}", row
     else:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise FusechatError(f"{path}:{lineno}: not UTF-8 (byte {e.start + 1} of the line)") from None
                 if not line.strip():
                     continue
                 try:
@@ -67,6 +71,10 @@ def _rows(path: Path):
                     raise FusechatError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
                 if not isinstance(row, dict):
                     raise FusechatError(f"{path}:{lineno}: expected a JSON object")
+                try:  # JSON may spell a lone surrogate ("\ud800"): no valid text, nothing could write it
+                    json.dumps(row, ensure_ascii=False).encode("utf-8")
+                except UnicodeEncodeError:
+                    raise FusechatError(f"{path}:{lineno}: a \\u escape names a lone surrogate (not a character)") from None
                 yield f"{path}:{lineno}", row
 
 
@@ -100,6 +108,8 @@ def load_prompt_set(spec: PromptSet) -> list[dict]:
         case "sharegpt":
             return sharegpt_prompts(spec.domain, n or 100, spec.seed, spec.options)
     rows = load_prompt_file(spec.path, spec.domain)
+    if not rows:
+        raise FusechatError(f"{spec.path}: no prompts in this file")
     if n is not None and n < len(rows):
         rows = random.Random(spec.seed).sample(rows, n)
     return rows

@@ -11,11 +11,13 @@ and left out of every projection, so changing one reruns nothing.
 
 from __future__ import annotations
 
+import re
+import string
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fusechat import FusechatError
 from fusechat.hardware import has_gpu
@@ -168,6 +170,13 @@ class BuildConfig(Strict):
 
     pairing: Literal["same-source", "cross-source"] = "same-source"
     gap_window: tuple[float, float] | None = Field((0.01, 0.1), description="null: no window (ablation)")
+
+    @field_validator("gap_window")
+    @classmethod
+    def _ordered_window(cls, window):
+        if window is not None and window[0] > window[1]:
+            raise ValueError(f"[{window[0]}, {window[1]}] is reversed: write [low, high]")
+        return window
     window_domains: list[Domain] = Field(
         default_factory=lambda: ["instruction", "math", "code"],
         description="domains where the window applies (code is open in the paper; default yes)",
@@ -289,6 +298,29 @@ class Recipe(Strict):
             raise ValueError(f"build.tie_break must list every source once: {names}")
         return self
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        # The name becomes a folder name: one path component, nothing that walks out of `runs/`.
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", name) or ".." in name:
+            raise ValueError(f"'{name}': use letters, digits and _ . + - (it names the run's folder)")
+        return name
+
+    @field_validator("run_dir")
+    @classmethod
+    def _safe_run_dir(cls, run_dir: str) -> str:
+        # Only a plain `{name}` is substituted: no attribute or index lookups, no format specs.
+        try:
+            fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(run_dir) if f is not None]
+        except ValueError as e:
+            raise ValueError(f"'{run_dir}': {e} (only {{name}} is replaced; write {{{{ for a brace)") from None
+        for f, spec, conv in fields:
+            if f != "name" or spec or conv:
+                raise ValueError(f"'{run_dir}': only {{name}} may be replaced, not {{{f}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}")
+        if ".." in Path(run_dir).parts:
+            raise ValueError(f"'{run_dir}': '..' is not allowed in the run folder")
+        return run_dir
+
     @property
     def run_path(self) -> Path:
         return Path(self.run_dir.format(name=self.name))
@@ -307,10 +339,15 @@ def apply_override(data: dict, assignment: str) -> None:
             if not part.isdigit() or int(part) >= len(node):
                 raise FusechatError(f"--set {key}: '{where}' is not an index of a {len(node)}-item list")
             node = node[int(part)]
-        else:
+        elif isinstance(node, dict):
             node = node.setdefault(part, {})
+        else:
+            raise FusechatError(f"--set {key}: '{'.'.join(parts[:i])}' is a {type(node).__name__}, not a mapping")
     last = parts[-1]
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)  # safe: a tag like !!python/object is refused, never constructed
+    except yaml.YAMLError as e:
+        raise FusechatError(f"--set {key}: the value is not valid YAML ({' '.join(str(e).split())[:200]})") from None
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
             raise FusechatError(f"--set {key}: '{last}' is not an index of a {len(node)}-item list")
@@ -327,8 +364,14 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise FusechatError(f"{path}: recipe not found") from None
+    except IsADirectoryError:
+        raise FusechatError(f"{path}: is a folder; a recipe is a YAML file") from None
+    except OSError as e:
+        raise FusechatError(f"{path}: cannot read the recipe ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise FusechatError(f"{path}: not a text file (a recipe is UTF-8 YAML)") from None
     except yaml.YAMLError as e:
-        raise FusechatError(f"{path}: not valid YAML ({e})") from None
+        raise FusechatError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
         raise FusechatError(f"{path}: a recipe is a YAML mapping")
     for assignment in overrides:

@@ -75,15 +75,27 @@ def jsonl_text(records: list[dict]) -> str:
 
 def read_jsonl(path: Path) -> list[dict]:
     records = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise FusechatError(f"{path}:{lineno}: not UTF-8") from None
             except json.JSONDecodeError as e:
                 raise FusechatError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise FusechatError(f"{path}:{lineno}: expected a JSON object")
+            records.append(record)
     return records
+
+
+def _json_or_none(path: Path):
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def library_versions() -> dict:
@@ -228,7 +240,7 @@ class StageRun:
     def prepare_work_dir(self) -> None:
         """Keep the work area of an interrupted run only if it was made with the same settings and input."""
         marker = self.work_dir / "shards.json"
-        if marker.exists() and json.loads(marker.read_text()) != self.key:
+        if marker.exists() and _json_or_none(marker) != self.key:
             shutil.rmtree(self.work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(marker, json.dumps(self.key))
@@ -239,13 +251,21 @@ class RunFolder:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise FusechatError(f"{self.path}: the run folder is a file; set run_dir to a folder")
 
     def stage_dir(self, stage: str) -> Path:
         return self.path / stage
 
     def manifest(self, stage: str) -> dict | None:
         path = self.path / stage / "manifest.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        manifest = _json_or_none(path)
+        if not isinstance(manifest, dict) or "output_fingerprint" not in manifest:
+            # Written atomically by us, so damage came from outside: say so rather than guess.
+            raise FusechatError(f"{path}: damaged (not a stage manifest); delete it and rerun to redo stage '{stage}'")
+        return manifest
 
     def finished(self, stage: str) -> dict:
         manifest = self.manifest(stage)
@@ -256,7 +276,10 @@ class RunFolder:
     def records(self, stage: str, name: str) -> list[dict]:
         """The records of a finished stage's output `name`."""
         self.finished(stage)
-        return read_jsonl(self.path / stage / f"{name}.jsonl")
+        path = self.path / stage / f"{name}.jsonl"
+        if not path.is_file():
+            raise FusechatError(f"{path}: missing (deleted?); rerun `fusechat {stage}` to make it again")
+        return read_jsonl(path)
 
     def model(self, stage: str) -> str:
         """The model folder a finished training stage wrote."""

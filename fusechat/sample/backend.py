@@ -44,10 +44,33 @@ def from_chat_completion(result: dict, seed: int) -> Generation:
 
 
 def read_template(chat_template: str | None) -> str | None:
-    """A chat template override is inline Jinja or a path to a file holding it."""
+    """A chat template override is inline Jinja or a path to a file holding it; bad Jinja is one line here,
+    before any model loads."""
+    where = "chat_template"
     if chat_template and "{" not in chat_template and Path(chat_template).is_file():
-        return Path(chat_template).read_text(encoding="utf-8")
+        where = chat_template
+        try:
+            chat_template = Path(chat_template).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise FusechatError(f"{where}: not a UTF-8 text file") from None
+    if chat_template:
+        import jinja2
+
+        try:  # the extensions transformers' template environment has
+            jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(chat_template)
+        except jinja2.TemplateSyntaxError as e:
+            raise FusechatError(f"{where}: not a valid Jinja chat template (line {e.lineno}: {e.message})") from None
     return chat_template
+
+
+def render_chat(tokenizer, messages: list[dict], where: str) -> str:
+    """The prompt text from a tokenizer's chat template; a template that fails on these messages is one line."""
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except jinja2.TemplateError as e:
+        raise FusechatError(f"{where}: the chat template failed on a prompt ({e})") from None
 
 
 class Backend:

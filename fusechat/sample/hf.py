@@ -7,7 +7,7 @@ import torch
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
 from fusechat.hardware import cpu_has_bf16, device
-from fusechat.sample.backend import Backend, Generation, Request, read_template
+from fusechat.sample.backend import Backend, Generation, Request, read_template, render_chat
 
 
 def pick_dtype(dtype: str, device: str) -> torch.dtype:
@@ -21,6 +21,8 @@ class TransformersBackend(Backend):
                  batch_size: int = 32, threads: int | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        self.path = path
+        template = read_template(chat_template)  # bad Jinja stops here, before the model loads
         if threads:
             torch.set_num_threads(threads)
         self.device = device()
@@ -30,7 +32,6 @@ class TransformersBackend(Backend):
         except Exception as e:
             raise FusechatError(f"model '{path}' will not load in transformers ({str(e).splitlines()[0][:200]})") from None
         self.model.to(self.device).eval()
-        template = read_template(chat_template)
         if template:
             self.tokenizer.chat_template = template
         if self.tokenizer.pad_token is None:
@@ -41,10 +42,7 @@ class TransformersBackend(Backend):
         self.batch_size = batch_size
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
-        texts = [
-            self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
-            for r in requests
-        ]
+        texts = [render_chat(self.tokenizer, r.messages, self.path) for r in requests]
         # Sorting by length keeps padding small; results go back in request order.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         results: list[Generation | None] = [None] * len(texts)
@@ -87,7 +85,7 @@ class TransformersBackend(Backend):
 
     @torch.inference_mode()
     def first_token_logprobs(self, messages: list[dict], top: int = 20) -> dict[str, float]:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = render_chat(self.tokenizer, messages, self.path)
         enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)
         logprobs = torch.log_softmax(self.model(**enc).logits[0, -1].float(), dim=-1)  # one sequence: no padding
         values, ids = logprobs.topk(top)
