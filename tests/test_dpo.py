@@ -80,7 +80,7 @@ def test_resume_after_a_kill_gives_the_same_model(tiny_model_dir, tmp_path, monk
                          eval_fraction=0.0, save_steps=2, warmup_ratio=0.34)  # warmup: the schedule must resume too
     straight, _, _ = train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path / "a")
 
-    real_share, calls = dpo.step_share, []
+    real_share, real_fill, calls = dpo.step_share, dpo.fill_reference, []
     def killed_at_step_three(*args):
         calls.append(1)
         if len(calls) == 3:  # one batch a step: the checkpoint of step 2 is complete, die as step 3 starts
@@ -96,6 +96,15 @@ def test_resume_after_a_kill_gives_the_same_model(tiny_model_dir, tmp_path, monk
     assert summary["steps"] == 6 and [e["step"] for e in log] == list(range(1, 7))
     for (name, a), b in zip(straight.named_parameters(), resumed.parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+    # A state file damaged from outside (torn, or naming a checkpoint that is gone): start over, and finish.
+    for damage in ('{"step": 4, "log": [', '{"step": 4, "log": [], "checkpoints": [{"folder": "gone"}], "reference": []}'):
+        (tmp_path / "b" / "state.json").write_text(damage)
+        monkeypatch.setattr(dpo, "fill_reference", real_fill)
+        again, log, summary = train_dpo(load_model(str(tiny_model_dir), cfg), tokenizer, ROWS, cfg, tmp_path / "b")
+        assert summary["steps"] == 6 and [e["step"] for e in log] == list(range(1, 7))
+        for (name, a), b in zip(straight.named_parameters(), again.parameters()):
+            assert torch.allclose(a, b, atol=1e-6), name
 
 
 def test_keeps_the_better_of_the_last_two_checkpoints(tiny_model_dir, tmp_path, monkeypatch):

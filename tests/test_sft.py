@@ -26,6 +26,7 @@ def sft_recipe(tmp_path, model_dir, **sft):
             "target": {"model": str(model_dir)},
             "sft": {"epochs": 1, "learning_rate": 1e-2, "batch_size": 2, "grad_accum": 1, "warmup_ratio": 0.0,
                     "precision": "fp32", "max_length": 128, **sft}}
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(data))
     recipe = load_recipe(path)
@@ -70,6 +71,7 @@ def test_sft_moves_every_trainable_parameter_and_saves_a_loadable_folder(tmp_pat
 def test_sft_resumes_from_its_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
     from transformers import Trainer
 
+    whole = run_stage("sft", sft_recipe(tmp_path / "whole", tiny_model_dir, save_steps=2))  # never interrupted
     recipe = sft_recipe(tmp_path, tiny_model_dir, save_steps=2)
     real_save = Trainer._save_checkpoint
     def save_then_die(self, *a, **k):
@@ -79,12 +81,20 @@ def test_sft_resumes_from_its_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setattr(Trainer, "_save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_stage("sft", recipe)
-    assert (recipe.run_path / "sft" / "shards" / "checkpoint-2").exists()
+    shards = recipe.run_path / "sft" / "shards"
+    assert (shards / "checkpoint-2").exists()
+    # A kill during the next save leaves a torn checkpoint (weights, no trainer_state.json: it is written last).
+    torn = shards / "checkpoint-3"
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"\0" * 100)
     monkeypatch.setattr(Trainer, "_save_checkpoint", real_save)
     manifest = run_stage("sft", recipe)
     log = [json.loads(line) for line in open(recipe.run_path / "sft" / "log.jsonl")]
     assert manifest["counts"]["steps"] == 4
     assert [e["step"] for e in log if "loss" in e] == [1, 2, 3, 4]  # steps 1-2 from before the kill, 3-4 after
+    # The loss of the whole run, as the uninterrupted run reports it, and the same weights.
+    assert manifest["counts"]["train_loss"] == whole["counts"]["train_loss"]
+    assert manifest["output_fingerprint"] == whole["output_fingerprint"]
 
 
 def test_a_prompt_longer_than_max_length_is_cut_from_its_start(tiny_model_dir):

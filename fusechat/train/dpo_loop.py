@@ -131,7 +131,7 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
     completion_only = cfg.completion_only_logits is not False
 
     state_file = workdir / "state.json"
-    state = json.loads(state_file.read_text()) if state_file.exists() else None
+    state = read_state(state_file, workdir)
     step, log, checkpoints = 0, [], []
     if state:  # resume: the reference log-probs were saved with the first checkpoint
         for p, (c, r) in zip(pairs, state["reference"]):
@@ -197,6 +197,18 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
             save_model(unwrapped, tokenizer, save_to, state_dict)
         accelerator.wait_for_everyone()
     return unwrapped, log, summary
+
+
+def read_state(state_file: Path, workdir: Path) -> dict | None:
+    """The resume point, if its checkpoint is whole. state.json is written atomically, after the
+    checkpoint it names; one damaged from outside (or naming a missing folder) means starting over."""
+    try:
+        state = json.loads(state_file.read_text())
+        if (workdir / state["checkpoints"][-1]["folder"]).is_dir():
+            return state
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        pass
+    return None
 
 
 def keep_checkpoint(accelerator, step: int, accuracy: float, checkpoints: list[dict], workdir: Path) -> list[dict]:

@@ -9,6 +9,8 @@ A killed run resumes from its last checkpoint (every `save_steps` optimizer step
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 from fusechat import FusechatError
@@ -46,9 +48,18 @@ def checkpointing(config_class, on: bool) -> dict:
 
 
 def last_checkpoint(folder) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder)) if folder.exists() else None
+    """The newest complete checkpoint in `folder`. transformers writes `trainer_state.json` last, so a
+    checkpoint without a readable one was torn by a kill mid-save: it is deleted, and the one before used."""
+    complete = []
+    for path in Path(folder).glob("checkpoint-*"):
+        try:
+            step = int(path.name.split("-")[1])
+            json.loads((path / "trainer_state.json").read_text())
+        except (ValueError, IndexError, OSError):
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        complete.append((step, path))
+    return str(max(complete)[1]) if complete else None
 
 
 def train_sft(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_dir: Path, progress=None):
@@ -120,6 +131,13 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
     )
 
 
+def whole_run_loss(log_history: list[dict]) -> float:
+    """Mean training loss over every step of the run. transformers' `training_loss` covers only the steps
+    since a resume; the log (one entry per step, restored from the checkpoint) covers them all."""
+    losses = {e["step"]: e["loss"] for e in log_history if "loss" in e and "step" in e}
+    return round(sum(losses.values()) / len(losses), 4) if losses else float("nan")
+
+
 def sft(run: StageRun) -> Outputs:
     rows = run.read("build", "sft")
     cfg = run.recipe.sft
@@ -133,7 +151,7 @@ def sft(run: StageRun) -> Outputs:
         return Outputs()
     folder = save_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, run.work_dir / "model", state_dict)
     log = [entry for entry in trainer.state.log_history if "loss" in entry or "train_loss" in entry]
-    counts = {"examples": len(rows), "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
+    counts = {"examples": len(rows), "steps": trainer.state.global_step, "train_loss": whole_run_loss(trainer.state.log_history),
               "bf16": trainer.args.bf16, "lora": cfg.lora is not None, "processes": trainer.accelerator.num_processes}
     return Outputs(counts=counts, logs={"log": log}, files={"model": folder},
                    extra={"model": str(run.dir / "model"),
