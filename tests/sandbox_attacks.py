@@ -53,6 +53,10 @@ ATTACKS = [
           "        os.write(fd, b'0' * 32 + b'\\n')\n    except OSError:\n        pass\nos._exit(0)\n"),
     trick("kills itself before the tests", WRONG + "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"),
     # --- honest code works, whoever starts fusechat -----------------------------------------------------
+    {"name": "multiprocessing, threads and asyncio", "expect": "passed", "code":
+        "import asyncio, multiprocessing, threading\nwith multiprocessing.Pool(2) as pool:\n    assert pool.map(abs, [-1, -2]) == [1, 2]\n"
+        "t = threading.Thread(target=print)\nt.start()\nt.join()\nasyncio.run(asyncio.sleep(0))\n"
+        "def add(a, b):\n    return a + b\n", "tests": TESTS},
     {"name": "standard library imports", "expect": "passed", "code":
         "import csv, urllib.parse, html, secrets, zlib, shutil, json, sqlite3, decimal, hashlib, ssl, bz2, lzma\n"
         "import multiprocessing, tempfile, pathlib, datetime, zoneinfo, email, xml.etree.ElementTree, asyncio\n"
@@ -80,7 +84,7 @@ ATTACKS = [
     contained("append to fusechat/sandbox.py", "open('$sandbox_py', 'a').write('# pwned')\nprint('ESCAPED')\n"),
     contained("write through dir_fd", "import os\nfd = os.open('$project', os.O_RDONLY)\n"
               "os.open('pwned', os.O_WRONLY | os.O_CREAT, dir_fd=fd)\nprint('ESCAPED')\n"),
-    contained("write into /usr, / and /dev", "import os\nfor p in ['/usr/pwned', '/pwned', '/dev/pwned', '/dev/shm/pwned']:\n"
+    contained("write into /usr, / and /dev", "import os\nfor p in ['/usr/pwned', '/pwned', '/dev/pwned', '/proc/pwned']:\n"
               "    try:\n        open(p, 'w').write('x')\n        print('ESCAPED', p)\n    except OSError:\n        pass\n"),
     contained("escape through /proc/self/fd of stdout", "import os\n"
               "for p in ['/proc/self/fd/1/..', '/proc/self/cwd/../..', '/proc/1/root', '/proc/1/cwd']:\n"
@@ -114,8 +118,12 @@ ATTACKS = [
     contained("an abstract unix socket", "import socket\ns = socket.socket(socket.AF_UNIX)\n"
               "s.connect('\\0$abstract')\nprint('ESCAPED')\n"),
     contained("the internet", "import socket\ns = socket.create_connection(('93.184.215.14', 80), timeout=2)\nprint('ESCAPED')\n"),
-    contained("shared memory (_posixshmem)", "import _posixshmem, os\n"
-              "fd = _posixshmem.shm_open('/fusechat_probe', os.O_CREAT | os.O_RDWR, 0o600)\nprint('ESCAPED')\n"),
+    contained("the host's shared memory (_posixshmem)", "import _posixshmem, os\n"
+              "fd = _posixshmem.shm_open('/$shm', os.O_RDONLY, 0)\nprint('ESCAPED', os.read(fd, 100))\n"),
+    contained("ptrace, keyrings and BPF (seccomp on x86_64)", "import ctypes, platform\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+              "if platform.machine() == 'x86_64':\n"
+              "    for name, nr in [('ptrace', 101), ('keyctl', 250), ('bpf', 321), ('io_uring_setup', 425)]:\n"
+              "        if libc.syscall(nr, 0, 0, 0, 0) != -1 or ctypes.get_errno() != 1:\n            print('ESCAPED', name, ctypes.get_errno())\n"),
     # --- runs are alone; the kill kills ----------------------------------------------------------------------
     contained("read another sandbox run's folder while it runs",
               "import os, sys\nfor root, dirs, files in os.walk('/'):\n"

@@ -39,6 +39,10 @@ for name, (path, mode) in planted.items():
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{SECRET}-{name}\n")
     os.chmod(path, mode)
+SHM = "fusechat_probe_" + secrets.token_hex(4)  # a shared-memory segment of the host's
+if Path("/dev/shm").is_dir():
+    planted["shm"] = (Path("/dev/shm") / SHM, 0o644)
+    planted["shm"][0].write_text(f"{SECRET}-shm\n")
 watched = [p for p, _ in planted.values()] + [project / "fusechat" / "sandbox.py"]
 
 
@@ -86,6 +90,7 @@ values = {
     "shared_token": planted["shared_token"][0], "home": home, "project": project, "shared": shared,
     "sandbox_py": project / "fusechat" / "sandbox.py", "victim": victim.pid, "runner": os.getpid(),
     "port": tcp.getsockname()[1], "unix": unix_path, "abstract": abstract_name, "marker": MARKER, "secret": SECRET,
+    "shm": SHM,
 }
 
 
@@ -141,4 +146,6 @@ for attack in ATTACKS:
         "survivors": len(left), "later": later, "seconds": r["seconds"],
     })
 victim.kill()
+if "shm" in planted:
+    planted["shm"][0].unlink()
 print(json.dumps(results))
