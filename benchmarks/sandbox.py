@@ -34,6 +34,7 @@ def load_old(commit: str):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("old_sandbox", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["old_sandbox"] = module  # its dataclass looks itself up here
     spec.loader.exec_module(module)
     return module
 
