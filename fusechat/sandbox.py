@@ -219,6 +219,8 @@ def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memor
     """Run `code`, then `tests` (if any), in a fresh sandbox. Passed means the tests ran to their end
     (with no tests: the program did). `max_output_bytes` caps stdout, stderr and any one file; `disk_mb`
     all files together; `max_procs` the processes and threads."""
+    if isolate and _runnable_bwrap() is None:
+        raise SandboxUnavailable(f"no bubblewrap (bwrap) found to isolate model-written code: {HOW_TO_ENABLE}")
     base = Path(tempfile.mkdtemp(prefix="fusechat-sandbox-"))  # parent-only (0700): job and outputs
     token = secrets.token_hex(16)
     cpu_s = int(timeout_s + 0.999) + 1  # a second above the wall clock: single-threaded code meets the wall first
@@ -256,6 +258,10 @@ def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memor
                 pass_fds=[job_fd, write_end] + ([seccomp_fd] if seccomp_fd is not None else []),
                 **({"user": user, "group": user, "extra_groups": []} if user is not None else {}),
             )
+        except BaseException:
+            os.close(read_end)
+            shutil.rmtree(base, ignore_errors=True)
+            raise
         finally:
             os.close(write_end)
             os.close(job_fd)
@@ -307,8 +313,6 @@ def _python() -> str:
 def _bwrap_command(disk_mb: int, seccomp_fd: int | None) -> tuple[list[str], int | None]:
     """bwrap's arguments and the uid to start it as (root: a fresh unprivileged one)."""
     binary = _runnable_bwrap()
-    if binary is None:
-        raise SandboxUnavailable(f"no bubblewrap (bwrap) found to isolate model-written code: {HOW_TO_ENABLE}")
     root = os.geteuid() == 0
     python = _python()
     args = [binary, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",

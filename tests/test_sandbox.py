@@ -16,7 +16,7 @@ from fusechat import sandbox
 from fusechat.recipe import SandboxConfig
 from fusechat.sandbox import SandboxUnavailable, run_python
 from fusechat.score.code import check_many
-from tests.sandbox_attacks import ATTACKS
+from sandbox_attacks import ATTACKS  # tests/ is on sys.path (pytest prepends a test file's folder)
 
 HERE = Path(__file__).parent
 NORMAL_USER = "fusechat-sbx-test"
