@@ -220,6 +220,7 @@ def sandbox_line(recipe=None) -> str:
 def doctor():
     """What this machine gives fusechat: Python, torch and the device, bf16, cores, the code sandbox's isolation."""
     import platform
+    from importlib.util import find_spec
 
     from fusechat import __version__, hardware
     from fusechat.sandbox import SandboxUnavailable
@@ -238,7 +239,6 @@ def doctor():
         ok = False
         lines.append(("sandbox", f"[bold red]unavailable[/]: {e}"))
     for name, module in (("llama.cpp", "xllamacpp"), ("vLLM", "vllm")):
-        from importlib.util import find_spec
         lines.append((name, "installed" if find_spec(module) else "not installed"))
     for name, value in lines:
         Console().print(f"[bold]{name:>9}[/]  {value}", highlight=False, soft_wrap=True)

@@ -156,3 +156,12 @@ def test_the_machine_without_isolation_stops_code_scoring_with_one_line(monkeypa
 
 def test_isolation_names_what_is_active():
     assert "namespaces" in sandbox.isolation() and "bubblewrap" in sandbox.isolation()
+
+
+def test_doctor_reports_the_isolation():
+    from typer.testing import CliRunner
+
+    from fusechat.cli import app
+
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 0 and "namespaces" in result.output and "seccomp" in result.output
