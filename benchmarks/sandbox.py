@@ -1,6 +1,7 @@
 """Sandbox overhead per program: the audit-hook sandbox (before issue 11) vs the bubblewrap one.
 
     python benchmarks/sandbox.py [--runs 40] [--old-commit a3d1355]
+    python benchmarks/sandbox.py --rescore runs/cpu-default   # same verdicts as when the run was scored?
 
 Runs the same programs through both, one at a time, alternating so that machine noise hits both
 alike, and prints the median and 90th-percentile wall time per program. The old sandbox is read from
@@ -39,11 +40,39 @@ def load_old(commit: str):
     return module
 
 
+def rescore(run: Path) -> None:
+    """Score a finished run's code samples and HumanEval answers again with today's sandbox; count flips."""
+    import json
+
+    from fusechat.evaluate.humaneval import problems, program
+    from fusechat.recipe import SandboxConfig
+    from fusechat.runfolder import read_jsonl
+    from fusechat.score.code import check_many
+
+    prompts = {p["id"]: p for p in read_jsonl(run / "prompts" / "prompts.jsonl")}
+    scored = [r for r in read_jsonl(run / "score" / "scored.jsonl") if r["domain"] == "code"]
+    now = [ok for ok, _ in check_many([(r["text"], prompts[r["prompt_id"]]["tests"]) for r in scored], SandboxConfig())]
+    before = [r["correct"] for r in scored]
+    print(f"code samples: {len(scored)}, correct then {sum(before)}, now {sum(now)}, "
+          f"flips {sum(a != b for a, b in zip(before, now))}")
+    items = [r for r in read_jsonl(run / "eval" / "items.jsonl") if r["benchmark"] == "humaneval"]
+    if items:
+        by_id = {p["id"]: p for p in problems(len({r["id"] for r in items}))}
+        jobs = [(program(r["response"], by_id[r["id"]]), by_id[r["id"]]["tests"]) for r in items]  # as eval does
+        now = [float(ok) for ok, _ in check_many(jobs, SandboxConfig(), extract=False)]
+        before = [float(json.loads(r["score"]) if isinstance(r["score"], str) else r["score"]) for r in items]
+        print(f"HumanEval answers: {len(items)}, passed then {sum(before):.0f}, now {sum(now):.0f}, "
+              f"flips {sum(a != b for a, b in zip(before, now))}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--old-commit", default="a3d1355")
+    parser.add_argument("--rescore", type=Path, help="a finished run folder: re-score its code with today's sandbox")
     args = parser.parse_args()
+    if args.rescore:
+        return rescore(args.rescore)
 
     from fusechat import sandbox as new
 
