@@ -3,7 +3,7 @@
 Each prompt is used once: as one SFT example, as one DPO pair, or dropped with a counted reason.
 - instruction: seeded 40:60 split; SFT = best response over all sources; DPO = one source's
   best vs its worst, reward gap inside the window (several valid: the highest chosen wins).
-- math / code: per source, its best correct vs its worst incorrect inside the window -> DPO;
+- math / code / instruction prompts with verifiable constraints: per source, its best correct vs its worst incorrect inside the window -> DPO;
   otherwise the best correct response overall -> SFT; no correct response -> dropped.
 - chinese: SFT only, the single response.
 Ties in reward are broken by source order (`build.tie_break`, else the recipe's), then by sample index.
@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from fusechat import FusechatError
+from fusechat.analysis import source_table
 from fusechat.recipe import BuildConfig
 from fusechat.records import DPOPair, Prompt, SFTExample, from_dict, to_dict
 from fusechat.runfolder import Outputs, StageRun
@@ -128,14 +129,14 @@ def build_datasets(prompts: list[Prompt], scored: list[dict], cfg: BuildConfig, 
         elif domain == "chinese":
             first = min(usable, key=lambda s: (ranker.rank[s["source"]], s["sample_index"]), default=None)
             result.sft.append(_sft(prompt, first)) if first else drop("no_usable_response")
-        elif domain == "instruction":
+        elif domain == "instruction" and not prompt.constraints:
             if prompt.split == "sft":
                 best = ranker.best(usable)
                 result.sft.append(_sft(prompt, best)) if best else drop("no_usable_response")
             else:
                 pair = select_pair(groups, domain, cfg, ranker, by_correctness=False)
                 result.dpo.append(_dpo(prompt, *pair)) if pair else drop("no_pair_in_window")
-        else:  # math, code
+        else:  # math, code, instruction with verifiable constraints
             if any(s["correct"] is None for s in samples):
                 drop("unparseable_gold")
                 continue
@@ -147,7 +148,7 @@ def build_datasets(prompts: list[Prompt], scored: list[dict], cfg: BuildConfig, 
             if best:
                 result.sft.append(_sft(prompt, best))
             else:
-                drop("no_correct" if domain == "math" else "all_failed")
+                drop({"math": "no_correct", "code": "all_failed"}.get(domain, "constraints_broken"))
     return result
 
 
@@ -168,6 +169,7 @@ def build(run: StageRun) -> Outputs:
     recipe = run.recipe
     prompts = [from_dict(Prompt, r, f"prompt {r.get('id')}") for r in run.read("prompts", "prompts")]
     order = recipe.build.tie_break or [s.name for s in recipe.sources]
+    keep = set(recipe.build.sources or order) - set(recipe.build.exclude_sources)
     scored = run.read("score", "scored")
     check_scored(scored, run.folder.stage_dir("score") / "scored.jsonl")
     result = build_datasets(prompts, scored, recipe.build, order)
@@ -178,5 +180,7 @@ def build(run: StageRun) -> Outputs:
         "skipped_samples": dict(result.skipped_samples),
         "sft_sources": dict(Counter(f"{r['domain']}/{r['source']}" for r in result.sft)),
         "dpo_sources": dict(Counter(f"{r['domain']}/{r['source']}" for r in result.dpo)),
+        "source_table": source_table([r for r in scored if r["source"] in keep], result.sft, result.dpo,
+                                     [s for s in order if s in keep]),
     }
     return Outputs({"sft": result.sft, "dpo": result.dpo}, counts)

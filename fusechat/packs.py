@@ -1,4 +1,5 @@
-"""Built-in offline prompt packs: math from reasoning-gym, procedural code tasks, ShareGPT turns.
+"""Built-in offline prompt packs: math from reasoning-gym, procedural code tasks, ShareGPT turns,
+writing tasks with verifiable constraints (fusechat.constraints).
 
 Each pack returns plain dicts with the fields of `records.Prompt` (no id/split yet).
 HumanEval is reserved for evaluation and never enters a pack.
@@ -143,3 +144,10 @@ def sharegpt_prompts(domain: str, n: int, seed: int, options: dict) -> list[dict
         chosen.append(text)
     random.Random(seed).shuffle(chosen)
     return [{"prompt": t, "origin": "sharegpt"} for t in chosen[:n]]
+
+
+def constraint_prompts(n: int, seed: int, options: dict) -> list[dict]:
+    from fusechat.constraints import make_prompts
+
+    rows = make_prompts(n, seed, "train", options.get("max_constraints", 1))
+    return [{"prompt": r["prompt"], "constraints": r["constraints"], "origin": "constraints"} for r in rows]

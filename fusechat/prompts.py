@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from fusechat import FusechatError
-from fusechat.packs import code_function_prompts, reasoning_gym_prompts, sharegpt_prompts
+from fusechat.packs import code_function_prompts, constraint_prompts, reasoning_gym_prompts, sharegpt_prompts
 from fusechat.recipe import PromptSet, Recipe
 from fusechat.records import Prompt, stable_id, to_dict
 from fusechat.runfolder import Outputs, StageRun
@@ -94,8 +94,23 @@ def load_prompt_file(path: str | Path, domain: str) -> list[dict]:
                 raise FusechatError(f"{where}: code prompts need `tests` (Python code that asserts)")
             item["tests"] = row["tests"]
             item["entry_point"] = str(row.get("entry_point") or "")
+        if domain == "instruction" and row.get("instruction_id_list"):
+            item["constraints"] = _ifeval_constraints(row, where)
         prompts.append(item)
     return prompts
+
+
+def _ifeval_constraints(row: dict, where: str) -> list[dict]:
+    """IFEval's own row format: `instruction_id_list` with one `kwargs` mapping per id."""
+    from fusechat.constraints import _registry
+
+    ids, kwargs = row["instruction_id_list"], row.get("kwargs") or [{} for _ in row["instruction_id_list"]]
+    if not isinstance(ids, list) or not isinstance(kwargs, list) or len(kwargs) != len(ids):
+        raise FusechatError(f"{where}: `instruction_id_list` and `kwargs` must be lists of the same length")
+    for i in ids:
+        if i not in _registry():
+            raise FusechatError(f"{where}: unknown IFEval instruction id {i!r}")
+    return [{"id": i, "kwargs": {k: v for k, v in (kw or {}).items() if v is not None}} for i, kw in zip(ids, kwargs)]
 
 
 def load_prompt_set(spec: PromptSet) -> list[dict]:
@@ -107,6 +122,8 @@ def load_prompt_set(spec: PromptSet) -> list[dict]:
             return code_function_prompts(n or 100, spec.seed)
         case "sharegpt":
             return sharegpt_prompts(spec.domain, n or 100, spec.seed, spec.options)
+        case "constraints":
+            return constraint_prompts(n or 100, spec.seed, spec.options)
     rows = load_prompt_file(spec.path, spec.domain)
     if not rows:
         raise FusechatError(f"{spec.path}: no prompts in this file")
@@ -129,12 +146,13 @@ def humaneval_entry_points() -> set[str]:
 
 
 def split_instruction(prompts: list[Prompt], sft_fraction: float, seed: int) -> None:
-    """The seeded 40:60 SFT/DPO split of method.md §4 (instruction prompts only)."""
-    ids = sorted(p.id for p in prompts if p.domain == "instruction")
+    """The seeded 40:60 SFT/DPO split of method.md §4, for open instruction prompts. Prompts with
+    verifiable constraints are built like math and code (a pair when one exists, else SFT)."""
+    ids = sorted(p.id for p in prompts if p.domain == "instruction" and not p.constraints)
     random.Random(seed).shuffle(ids)
     sft = set(ids[: round(len(ids) * sft_fraction)])
     for p in prompts:
-        if p.domain == "instruction":
+        if p.domain == "instruction" and not p.constraints:
             p.split = "sft" if p.id in sft else "dpo"
         elif p.domain == "chinese":
             p.split = "sft"
@@ -168,6 +186,7 @@ def collect_prompts(recipe: Recipe) -> tuple[list[Prompt], Counter]:
                 tests=row.get("tests", ""),
                 entry_point=row.get("entry_point", ""),
                 origin=row.get("origin", ""),
+                constraints=row.get("constraints", []),
             )
     prompts = list(seen.values())
     ids = Counter(p.id for p in prompts)

@@ -39,7 +39,7 @@ class PromptSet(Strict):
     """One source of prompts: a built-in pack or a file (JSONL, Parquet or HF dataset folder)."""
 
     domain: Domain
-    pack: Literal["reasoning-gym", "code-functions", "sharegpt"] | None = None
+    pack: Literal["reasoning-gym", "code-functions", "sharegpt", "constraints"] | None = None
     path: str | None = None
     n: int | None = Field(None, gt=0, description="take this many (seeded choice); all when unset")
     task: str | None = Field(None, description="reasoning-gym generator, e.g. basic_arithmetic")
@@ -52,6 +52,8 @@ class PromptSet(Strict):
             raise ValueError("give exactly one of `pack` or `path`")
         if self.pack == "reasoning-gym" and not self.task:
             raise ValueError("the reasoning-gym pack needs `task` (e.g. basic_arithmetic)")
+        if self.pack == "constraints" and self.domain != "instruction":
+            raise ValueError("the constraints pack is instruction prompts: set domain: instruction")
         return self
 
 
@@ -139,6 +141,9 @@ class RewardConfig(Strict):
     batch_size: int = Field(8, gt=0, description="reward-model: sequences per batch (a judge grades one at a time)")
     max_length: int = Field(2048, gt=0)
     domains: list[Domain] = Field(default_factory=lambda: ["instruction", "math", "code"])
+    only_correct: bool = Field(False, description=(
+        "score only responses that passed their check (or have none): a wrong answer can only be rejected, so "
+        "its reward matters only to the gap window. Saves judge time; such pairs go by correctness alone"))
 
     @model_validator(mode="after")
     def _model_needed(self):
@@ -252,6 +257,7 @@ class MathEval(Strict):
     options: dict | None = Field(None, description="default: that set's options")
     n: int = Field(100, gt=0)
     seed: int = 1_000_003
+    max_new_tokens: int | None = Field(None, gt=0, description="default: eval.max_new_tokens (math answers are short)")
 
 
 class EvalConfig(Strict):
@@ -265,6 +271,8 @@ class EvalConfig(Strict):
     batch_size: int = SpeedOnly(32, gt=0, description="sequences per generation batch")
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     extra_models: dict[str, str] = Field(default_factory=dict, description="name -> HF folder, evaluated too")
+    models: list[Literal["base", "sft", "sft+dpo"]] = Field(
+        default_factory=lambda: ["base", "sft", "sft+dpo"], description="which of the run's models to evaluate")
 
 
 class Recipe(Strict):
@@ -294,6 +302,8 @@ class Recipe(Strict):
         for name in (self.build.sources or []) + self.build.exclude_sources + (self.build.tie_break or []):
             if name not in names:
                 raise ValueError(f"build refers to unknown source '{name}' (sources: {names})")
+        if self.eval.mtbench and "base" not in self.eval.models:
+            raise ValueError("eval.mtbench is a win rate against the base target: keep 'base' in eval.models or set eval.mtbench: 0")
         if self.build.tie_break is not None and sorted(self.build.tie_break) != sorted(names):
             raise ValueError(f"build.tie_break must list every source once: {names}")
         return self
@@ -331,31 +341,36 @@ def apply_override(data: dict, assignment: str) -> None:
     if "=" not in assignment:
         raise FusechatError(f"--set {assignment!r}: expected key.sub=value")
     key, raw = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    node = data
-    for i, part in enumerate(parts[:-1]):
-        where = ".".join(parts[: i + 1])
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise FusechatError(f"--set {key}: '{where}' is not an index of a {len(node)}-item list")
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            node = node.setdefault(part, {})
-        else:
-            raise FusechatError(f"--set {key}: '{'.'.join(parts[:i])}' is a {type(node).__name__}, not a mapping")
-    last = parts[-1]
     try:
         value = yaml.safe_load(raw)  # safe: a tag like !!python/object is refused, never constructed
     except yaml.YAMLError as e:
         raise FusechatError(f"--set {key}: the value is not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    set_value(data, key, value, f"--set {key}")
+
+
+def set_value(data: dict, key: str, value, where: str) -> None:
+    """Set the dotted `key` (mapping keys and list indices) of recipe data to `value`."""
+    parts = key.strip().split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        at = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise FusechatError(f"{where}: '{at}' is not an index of a {len(node)}-item list")
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            raise FusechatError(f"{where}: '{'.'.join(parts[:i])}' is a {type(node).__name__}, not a mapping")
+    last = parts[-1]
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
-            raise FusechatError(f"--set {key}: '{last}' is not an index of a {len(node)}-item list")
+            raise FusechatError(f"{where}: '{last}' is not an index of a {len(node)}-item list")
         node[int(last)] = value
     elif isinstance(node, dict):
         node[last] = value
     else:
-        raise FusechatError(f"--set {key}: '{'.'.join(parts[:-1])}' is not a mapping")
+        raise FusechatError(f"{where}: '{'.'.join(parts[:-1])}' is not a mapping")
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
@@ -461,7 +476,8 @@ def eval_judge(recipe: Recipe) -> str | None:
 def eval_settings(recipe: Recipe) -> dict:
     """Eval's own section plus what it borrows: the target, the scorers' limits, the judge, the math task."""
     cfg = recipe.eval
-    out = {"eval": settings(cfg), "target": recipe.target and settings(recipe.target), "mtbench_scoring": "p-yes-grades"}
+    out = {"eval": settings(cfg), "target": recipe.target and settings(recipe.target), "mtbench_scoring": "p-yes-grades",
+           "constraints_checker": "if-verifiable"}
     if cfg.math is not None:
         task, options = math_eval_problem_set(recipe)
         out["math"] = {"task": task, "options": options, "timeout_s": recipe.score.math_timeout_s}

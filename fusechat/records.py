@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DOMAINS = ("instruction", "math", "code", "chinese")
 
@@ -22,8 +22,11 @@ class Prompt:
     answer: str = ""  # gold answer (math)
     tests: str = ""  # Python code asserting on the solution (code)
     entry_point: str = ""  # the function the tests call (code)
-    split: str = "any"  # "sft" / "dpo" for instruction prompts (seeded 40:60), "any" otherwise
+    split: str = "any"  # "sft" / "dpo" for open instruction prompts (seeded 40:60), "any" otherwise
     origin: str = ""  # where the prompt came from: a file path or a built-in pack
+    # instruction: verifiable constraints, IFEval ids and arguments ({"id": ..., "kwargs": {...}});
+    # a prompt with constraints is scored for correctness like math and code (fusechat.constraints)
+    constraints: list = field(default_factory=list)
 
     def messages(self) -> list[dict]:
         return [{"role": "user", "content": self.prompt}]

@@ -202,7 +202,7 @@ class StageRun:
 
     @property
     def dir(self) -> Path:
-        return self.folder.path / self.name
+        return self.folder.stage_dir(self.name)
 
     @property
     def watched(self) -> bool:
@@ -249,16 +249,21 @@ class StageRun:
 class RunFolder:
     """A run's folder: stage manifests, outputs, and running a stage only when it is not current."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, shared: dict[str, "RunFolder"] | None = None):
         self.path = Path(path)
+        # Stages this run reads from another run folder (a study's variants share the reference's
+        # samples and scores, and any stage another variant already made with the same settings).
+        self.shared = dict(shared or {})
         if self.path.exists() and not self.path.is_dir():
             raise FusechatError(f"{self.path}: the run folder is a file; set run_dir to a folder")
 
     def stage_dir(self, stage: str) -> Path:
+        if stage in self.shared:
+            return self.shared[stage].stage_dir(stage)
         return self.path / stage
 
     def manifest(self, stage: str) -> dict | None:
-        path = self.path / stage / "manifest.json"
+        path = self.stage_dir(stage) / "manifest.json"
         if not path.exists():
             return None
         manifest = _json_or_none(path)
@@ -270,13 +275,13 @@ class RunFolder:
     def finished(self, stage: str) -> dict:
         manifest = self.manifest(stage)
         if manifest is None:
-            raise FusechatError(f"{self.path / stage}: stage '{stage}' has not finished; run `fusechat {stage}` first")
+            raise FusechatError(f"{self.stage_dir(stage)}: stage '{stage}' has not finished; run `fusechat {stage}` first")
         return manifest
 
     def records(self, stage: str, name: str) -> list[dict]:
         """The records of a finished stage's output `name`."""
         self.finished(stage)
-        path = self.path / stage / f"{name}.jsonl"
+        path = self.stage_dir(stage) / f"{name}.jsonl"
         if not path.is_file():
             raise FusechatError(f"{path}: missing (deleted?); rerun `fusechat {stage}` to make it again")
         return read_jsonl(path)
@@ -299,15 +304,17 @@ class RunFolder:
         if m["config_hash"] != config_hash(settings) and not same_settings(m.get("config"), settings):
             return False
         for name, size in (m.get("outputs") or {}).items():  # a deleted or truncated output is not current
-            path = self.path / stage / name
+            path = self.stage_dir(stage) / name
             if not path.is_file() or path.stat().st_size != size:
                 return False
-            if name.endswith(".jsonl") and not (self.path / stage / name[: -len(".jsonl")]).is_dir():
+            if name.endswith(".jsonl") and not (self.stage_dir(stage) / name[: -len(".jsonl")]).is_dir():
                 return False
         return True
 
     def run(self, stage: StageDef, recipe, force: bool = False, progress=None) -> dict:
         """Run `stage` unless it is current (or `force`); return its manifest (`skipped: True` when current)."""
+        if stage.name in self.shared:
+            raise RuntimeError(f"stage '{stage.name}' of {self.path} is shared from {self.shared[stage.name].path}")
         run = StageRun(self, stage.name, recipe, stage.settings(recipe), self.input_fingerprint(stage, recipe),
                        stage.reads + stage.uses)
         if run.is_done() and not force:
@@ -332,7 +339,7 @@ class RunFolder:
         import datasets
 
         datasets.disable_progress_bars()  # our own progress bars are enough
-        folder = self.path / stage
+        folder = self.stage_dir(stage)
         (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the stage reads unfinished
         digest, sizes = hashlib.sha256(), {}
         for name, records in (out.datasets | out.logs).items():

@@ -17,7 +17,8 @@ import json
 from collections import defaultdict
 
 from fusechat import FusechatError
-from fusechat.evaluate import constraints, humaneval, mtbench
+from fusechat import constraints
+from fusechat.evaluate import humaneval, mtbench
 from fusechat.evaluate.math import held_out_problems
 from fusechat.evaluate.stats import bootstrap_mean, wilson
 from fusechat.recipe import Recipe, Sampling, Source, eval_judge
@@ -31,9 +32,10 @@ from fusechat.train.common import target_path
 
 
 def models_to_evaluate(run: StageRun) -> dict[str, str]:
-    models = {"base": target_path(run.recipe)}
+    wanted = run.recipe.eval.models
+    models = {"base": target_path(run.recipe)} if "base" in wanted else {}
     for stage, name in (("sft", "sft"), ("dpo", "sft+dpo")):
-        if run.manifest(stage):
+        if name in wanted and run.manifest(stage):
             models[name] = run.model(stage)
     return models | run.recipe.eval.extra_models
 
@@ -49,7 +51,10 @@ def benchmarks(run: StageRun) -> dict[str, list[dict]]:
     if cfg.mtbench:
         out["mtbench"] = mtbench.questions(cfg.mtbench)
     if cfg.constraints:
-        out["constraints"] = constraints.prompts(cfg.constraints, seed=0)
+        # Built from topics no training pack uses (fusechat.constraints): no base prompt is shared.
+        rows = constraints.make_prompts(cfg.constraints, seed=0, split="eval")
+        out["constraints"] = [{"id": f"constraint-{i}", "prompt": r["prompt"], "constraints": r["constraints"]}
+                              for i, r in enumerate(rows)]
     return out
 
 
@@ -59,8 +64,11 @@ def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe)
     source = Source(name="eval", model=path, backend="transformers", dtype=recipe.eval.dtype,
                     batch_size=recipe.eval.batch_size, sampling=greedy)
     backend = open_backend(source)
+    math_cap = recipe.eval.math.max_new_tokens if recipe.eval.math else None
     try:
-        return {bench: [g.text for g in backend.generate([Request([{"role": "user", "content": p["prompt"]}], 0) for p in items], greedy)]
+        return {bench: [g.text for g in backend.generate(
+                    [Request([{"role": "user", "content": p["prompt"]}], 0) for p in items],
+                    greedy.model_copy(update={"max_new_tokens": math_cap}) if bench == "math" and math_cap else greedy)]
                 for bench, items in problems.items()}
     finally:
         backend.close()
@@ -82,7 +90,7 @@ def score_answers(bench: str, items: list[dict], answers: list[str], recipe: Rec
         jobs = [(humaneval.program(a, p), p["tests"]) for a, p in zip(answers, items)]
         return [float(ok) for ok, _ in check_many(jobs, recipe.score.code, recipe.score.workers, extract=False)]
     if bench == "constraints":
-        return [float(constraints.check(a, p["constraint"])) for a, p in zip(answers, items)]
+        return [float(constraints.check(a, p["constraints"], p["prompt"])) for a, p in zip(answers, items)]
     return []  # mtbench is judged against the base, below
 
 
@@ -117,7 +125,7 @@ def evaluate(run: StageRun) -> Outputs:
                     scores = score_answers(bench, bench_items, answers[bench], recipe, math)
                     for i, (p, a) in enumerate(zip(bench_items, answers[bench])):
                         rows.append({"model": name, "benchmark": bench, "id": p["id"], "prompt": p["prompt"], "response": a,
-                                     "gold": p.get("answer") or json.dumps(p.get("constraint") or ""),
+                                     "gold": p.get("answer") or json.dumps(p.get("constraints") or ""),
                                      "score": scores[i] if scores else None})
                 run.write_shard(key, rows)
             items += run.read_shard(key)

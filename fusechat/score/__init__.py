@@ -1,4 +1,5 @@
-"""Stage 3, score: correctness (math against gold, code against tests in the sandbox) and reward.
+"""Stage 3, score: correctness (math against gold, code against tests in the sandbox, instruction
+constraints by their IFEval checkers) and reward.
 
 Input: `run/prompts/prompts`, `run/sample/samples`. Output: `run/score/scored`, the samples with
 `correct`, `reward` and `score_info` added (records.ScoredSample). Resumable by shards of samples.
@@ -8,7 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fusechat import models
+from fusechat import constraints, models
+from fusechat.analysis import reward_bias
 from fusechat.recipe import Recipe, RewardConfig
 from fusechat.records import Prompt, from_dict
 from fusechat.runfolder import Outputs, StageRun
@@ -41,7 +43,7 @@ def score_shard(samples: list[dict], prompts: dict[str, Prompt], recipe: Recipe,
         prompt = prompts[s["prompt_id"]]
         if s["finish_reason"] == "error" or not s["text"].strip():
             s["score_info"] = "empty response" if s["finish_reason"] != "error" else "sampling error"
-            if s["domain"] in ("math", "code"):
+            if s["domain"] in ("math", "code") or prompt.constraints:
                 s["correct"] = False
         elif s["domain"] == "math":
             verdict = math.check(s["text"], prompt.answer)
@@ -49,10 +51,14 @@ def score_shard(samples: list[dict], prompts: dict[str, Prompt], recipe: Recipe,
             s["score_info"] = "unparseable gold answer" if verdict.correct is None else f"answer: {verdict.extracted}"
         elif s["domain"] == "code":
             code_jobs.append(s)
+        elif prompt.constraints:
+            s["correct"] = constraints.check(s["text"], prompt.constraints, prompt.prompt)
+            s["score_info"] = "constraints kept" if s["correct"] else "constraint broken"
     for s, (ok, info) in zip(code_jobs, check_many([(s["text"], prompts[s["prompt_id"]].tests) for s in code_jobs], cfg.code, cfg.workers)):
         s["correct"], s["score_info"] = ok, info
     if reward is not None:
-        todo = [s for s in out if s["domain"] in cfg.reward.domains and s["text"].strip()]
+        todo = [s for s in out if s["domain"] in cfg.reward.domains and s["text"].strip()
+                and not (cfg.reward.only_correct and s["correct"] is False)]
         for s, r in zip(todo, reward.score([(prompts[s["prompt_id"]].prompt, s["text"]) for s in todo])):
             s["reward"] = round(float(r), 6)
     return out
@@ -81,5 +87,6 @@ def score(run: StageRun) -> Outputs:
         "scored": len(scored),
         "correct": dict(Counter(f"{r['domain']}/{r['source']}/{r['correct']}" for r in scored if r["correct"] is not None)),
         "with_reward": sum(r["reward"] is not None for r in scored),
+        "reward_bias": reward_bias(scored, [s.name for s in recipe.sources]),
     }
     return Outputs({"scored": scored}, counts)

@@ -1,0 +1,144 @@
+"""What the data says about the sources and the reward: two tables computed from plain records.
+
+- `source_table` (build manifest, report): per domain and source, how many samples it gave, how
+  often they were correct, their mean reward, and its share of the SFT answers and of the DPO pairs'
+  chosen responses; per domain, the "any source correct" oracle against each source alone.
+- `reward_bias` (score manifest, report): per source, the reward's mean and spread and its
+  correlation with response length; the same correlation across sources; how often the best-rewarded
+  answer of a prompt is also its longest; and the chosen/rejected length ratio of the pairs that
+  same-source and cross-source pairing would make. A reward that mostly measures length, or that
+  favours one source's style, shows here: that is the case for pairing within a source (method.md §4).
+
+Lengths are in characters: token counts differ between the sources' tokenizers.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+
+CORRECTNESS_DOMAINS = ("math", "code")
+
+
+def _mean(xs):
+    return round(statistics.fmean(xs), 4) if xs else None
+
+
+def _corr(xs: list[float], ys: list[float]) -> float | None:
+    """Pearson correlation; None when either side is constant or there are fewer than 3 points."""
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return None
+    return round(statistics.correlation(xs, ys), 4)
+
+
+def has_check(record: dict) -> bool:
+    return record["correct"] is not None
+
+
+def source_table(scored: list[dict], sft: list[dict], dpo: list[dict], sources: list[str]) -> dict:
+    """{"rows": [per domain and source], "oracle": {domain: {"any": rate, source: rate}}}."""
+    rows = []
+    by = defaultdict(list)
+    for s in scored:
+        by[(s["domain"], s["source"])].append(s)
+    sft_by = defaultdict(lambda: defaultdict(int))
+    for r in sft:
+        sft_by[r["domain"]][r["source"]] += 1
+    dpo_by = defaultdict(lambda: defaultdict(int))
+    for r in dpo:
+        dpo_by[r["domain"]][r["source"].split("+")[0]] += 1  # cross-source pairs are "chosen+rejected"
+    domains = sorted({d for d, _ in by})
+    for domain in domains:
+        n_sft, n_dpo = sum(sft_by[domain].values()), sum(dpo_by[domain].values())
+        for source in sources:
+            samples = by.get((domain, source), [])
+            if not samples:
+                continue
+            checked = [s["correct"] for s in samples if has_check(s)]
+            rewards = [s["reward"] for s in samples if s["reward"] is not None]
+            rows.append({
+                "domain": domain, "source": source, "samples": len(samples),
+                "correct_rate": _mean([float(c) for c in checked]),
+                "mean_reward": _mean(rewards),
+                "sft_share": round(sft_by[domain][source] / n_sft, 4) if n_sft else None,
+                "dpo_share": round(dpo_by[domain][source] / n_dpo, 4) if n_dpo else None,
+            })
+    return {"rows": rows, "oracle": oracle(scored, sources)}
+
+
+def oracle(scored: list[dict], sources: list[str]) -> dict:
+    """Per checked domain: the share of prompts some source answered correctly, and each source's own."""
+    solved = defaultdict(lambda: defaultdict(set))  # domain -> source -> prompt ids solved
+    asked = defaultdict(set)
+    for s in scored:
+        if not has_check(s):
+            continue
+        asked[s["domain"]].add(s["prompt_id"])
+        if s["correct"]:
+            solved[s["domain"]][s["source"]].add(s["prompt_id"])
+    out = {}
+    for domain, prompts in sorted(asked.items()):
+        n = len(prompts)
+        row = {"prompts": n, "any": round(len(set().union(*solved[domain].values())) / n, 4)}
+        row |= {source: round(len(solved[domain][source]) / n, 4) for source in sources}
+        out[domain] = row
+    return out
+
+
+def _length_ratio(pairs: list[tuple[dict, dict]]) -> dict:
+    ratios = [len(c["text"]) / max(1, len(r["text"])) for c, r in pairs]
+    return {"pairs": len(ratios), "median_ratio": round(statistics.median(ratios), 4) if ratios else None,
+            "chosen_longer": _mean([float(x > 1) for x in ratios])}
+
+
+def reward_bias(scored: list[dict], sources: list[str]) -> dict:
+    """The reward's relation to length and to the source, from the records that have one."""
+    rewarded = [s for s in scored if s["reward"] is not None and s["text"].strip()]
+    per_source = []
+    for source in sources:
+        mine = [s for s in rewarded if s["source"] == source]
+        if not mine:
+            continue
+        rewards = [s["reward"] for s in mine]
+        per_source.append({
+            "source": source, "n": len(mine), "mean": _mean(rewards),
+            "sd": round(statistics.pstdev(rewards), 4), "mean_length": _mean([len(s["text"]) for s in mine]),
+            "length_corr": _corr([len(s["text"]) for s in mine], rewards),
+        })
+    by_prompt = defaultdict(list)
+    for s in rewarded:
+        by_prompt[s["prompt_id"]].append(s)
+    best_is_longest, chance, same, cross = [], [], [], []
+    for samples in by_prompt.values():
+        key = lambda s: (s["reward"], -sources.index(s["source"]) if s["source"] in sources else 0, -s["sample_index"])  # noqa: E731
+        if len({s["source"] for s in samples}) >= 2:
+            best = max(samples, key=key)
+            best_is_longest.append(float(len(best["text"]) == max(len(s["text"]) for s in samples)))
+            chance.append(1 / len(samples))
+            worst = min(samples, key=key)
+            if best["reward"] > worst["reward"]:
+                cross.append((best, worst))
+        for source in {s["source"] for s in samples}:
+            group = [s for s in samples if s["source"] == source]
+            best, worst = max(group, key=key), min(group, key=key)
+            if best["reward"] > worst["reward"]:
+                same.append((best, worst))
+    return {
+        "rewarded": len(rewarded),
+        "per_source": per_source,
+        "length_corr_all": _corr([len(s["text"]) for s in rewarded], [s["reward"] for s in rewarded]),
+        "best_is_longest": {"prompts": len(best_is_longest), "rate": _mean(best_is_longest), "chance": _mean(chance)},
+        "same_source_pairs": _length_ratio(same),
+        "cross_source_pairs": _length_ratio(cross),
+        # Our judge grades one answer at a time (P(Yes)): there is no answer order to swap, so it has no
+        # position bias to measure. A pairwise judge would report its flip rate here.
+        "position_flip": None,
+    }
+
+
+def fmt(x, digits: int = 2) -> str:
+    """A table cell: '—' for missing values."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)

@@ -1,0 +1,143 @@
+"""`fusechat study STUDY.yaml`: does fusion pay? One base recipe, named variants, paired comparisons.
+
+A study file holds a base recipe (inline or a path), variants (each a set of dotted overrides, as
+`--set`), a reference variant and the claims to test. Sampling and scoring are the expensive part,
+so they run once, in the reference variant's folder, and every variant reads them from there: a
+variant that changes a sampling or scoring setting is refused. Each variant then gets its own build,
+sft, dpo and eval under `study_dir/<variant>/`, except where a stage with the same settings and the
+same inputs was already made by another variant: that stage is shared, not redone (the run folder's
+own currency rule decides). So "SFT only" costs nothing (the reference's SFT model), and two variants
+that build the same data (with two sources, "only A" and "without B") train once.
+
+Every variant is evaluated on the same items, so differences are paired (fusechat.evaluate.stats);
+the study report (fusechat.study_report) holds the table, the plot and a verdict per claim.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from fusechat import FusechatError
+from fusechat import recipe as r
+from fusechat.runfolder import RunFolder, config_hash
+
+SHARED_DATA = ("prompts", "sample", "score")
+FINAL_STAGE = {"sft": "sft", "dpo": "sft+dpo"}  # a variant's final stage -> its model's name in eval
+
+
+class Claim(r.Strict):
+    claim: str
+    better: str = Field(description="the variant that should score higher ('base': the target before training)")
+    worse: str
+    benchmarks: list[str] = Field(min_length=1)
+
+
+class StudyConfig(r.Strict):
+    name: str
+    study_dir: str = "runs/{name}"
+    reference: str = Field(description="the variant every other one is compared with")
+    recipe: dict | str = Field(description="the base recipe: a mapping, a file, or a built-in name")
+    variants: dict[str, dict] = Field(min_length=1)
+    claims: list[Claim] = Field(default_factory=list)
+    resamples: int = Field(2000, gt=99, description="bootstrap resamples for each paired interval")
+
+    _plain_name = field_validator("name")(r.Recipe._plain_name.__func__)
+    _safe_dir = field_validator("study_dir")(r.Recipe._safe_run_dir.__func__)
+
+    @model_validator(mode="after")
+    def _known_names(self):
+        for name, overrides in self.variants.items():
+            r.Recipe._plain_name.__func__(r.Recipe, name)
+            final = (overrides or {}).get("final", "dpo")
+            if final not in FINAL_STAGE:
+                raise ValueError(f"variants.{name}.final: 'sft' or 'dpo', got {final!r}")
+        if self.reference not in self.variants:
+            raise ValueError(f"reference '{self.reference}' is not one of the variants {list(self.variants)}")
+        if (self.variants[self.reference] or {}).get("final", "dpo") != "dpo":
+            raise ValueError("the reference variant must go through dpo (its eval holds the base and SFT models)")
+        for i, c in enumerate(self.claims):
+            for side in (c.better, c.worse):
+                if side != "base" and side not in self.variants:
+                    raise ValueError(f"claims.{i}: unknown variant '{side}' (variants: {list(self.variants)}, or 'base')")
+        return self
+
+    @property
+    def path(self) -> Path:
+        return Path(self.study_dir.format(name=self.name))
+
+
+@dataclass
+class Variant:
+    name: str
+    recipe: r.Recipe
+    final: str  # "sft" or "dpo"
+    folder: RunFolder = field(repr=False)
+
+
+def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, Variant]]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FusechatError(f"{path}: study file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FusechatError(f"{path}: cannot read the study ({e})") from None
+    except yaml.YAMLError as e:
+        raise FusechatError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise FusechatError(f"{path}: a study is a YAML mapping")
+    try:
+        study = StudyConfig.model_validate(data)
+    except ValidationError as e:
+        raise FusechatError(f"{path}: " + "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']}" for err in e.errors())) from None
+    return study, variants(study, path)
+
+
+def base_data(study: StudyConfig, where: Path) -> dict:
+    if isinstance(study.recipe, dict):
+        return copy.deepcopy(study.recipe)
+    candidate = Path(study.recipe)
+    if not candidate.is_absolute() and not candidate.exists():
+        candidate = where.parent / study.recipe
+    if not candidate.exists() and r.builtin_recipe(study.recipe).exists():
+        candidate = r.builtin_recipe(study.recipe)
+    try:
+        return yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}
+    except OSError:
+        raise FusechatError(f"{where}: recipe '{study.recipe}' not found") from None
+
+
+def variants(study: StudyConfig, where: Path) -> dict[str, Variant]:
+    """Every variant's recipe; its folder shares the reference's sampled and scored data."""
+    base = base_data(study, where)
+    out = {}
+    for name, overrides in study.variants.items():
+        data = copy.deepcopy(base)
+        overrides = dict(overrides or {})
+        final = overrides.pop("final", "dpo")
+        for key, value in overrides.items():
+            r.set_value(data, key, value, f"{where}: variants.{name}.{key}")
+        data["name"] = f"{study.name}-{name}"
+        data["run_dir"] = str(study.path / name)
+        if name != study.reference:
+            data.setdefault("eval", {})["models"] = [FINAL_STAGE[final]]
+            data["eval"]["mtbench"] = 0  # a win rate against the base needs the base's answers judged again
+        recipe = r.recipe_from_dict(data, f"{where}: variants.{name}")
+        out[name] = Variant(name, recipe, final, RunFolder(recipe.run_path))
+    reference = out[study.reference]
+    for v in out.values():
+        if v is reference:
+            continue
+        for stage, projection in (("prompts", r.prompts_settings), ("sample", r.sample_settings), ("score", r.score_settings)):
+            if config_hash(projection(v.recipe)) != config_hash(projection(reference.recipe)):
+                raise FusechatError(f"{where}: variant '{v.name}' changes {stage} settings; a study samples and scores "
+                                    f"once (vary only build, sft, dpo and eval)")
+        v.folder.shared = {s: reference.folder for s in SHARED_DATA}
+    return out
