@@ -1,4 +1,4 @@
-"""The `fusechat` command: one subcommand per stage, plus `run` and `models`.
+"""The `fusechat` command: one subcommand per stage, plus `run`, `study`, `doctor` and `models`.
 
 Every subcommand is a thin wrapper over `fusechat.pipeline.run_stage` (the stages are declared in `pipeline.STAGES`).
 Errors a user can fix print one line and exit with code 2.
@@ -214,6 +214,44 @@ def sandbox_line(recipe=None) -> str:
     if recipe is not None and recipe.score.code.allow_unisolated:
         return "NOT ISOLATED (score.code.allow_unisolated: true): code runs with your user's rights"
     return isolation()
+
+
+@app.command("study")
+@user_errors
+def study(study_file: str = typer.Argument(..., help="a study YAML, e.g. recipes/study-cpu.yaml (a built-in name works too)")):
+    """Does fusion pay? Run a base recipe and its variants, then compare them on the same items.
+
+    The study file names a base recipe, variants (dotted overrides, like --set) and the claims to test.
+    Sampling and scoring run once, in the reference variant's folder; each variant gets its own build, sft,
+    dpo and eval under the study folder, and a stage another variant already made with the same settings
+    and inputs is shared, not redone. Rerunning a finished study redoes nothing. The report
+    (STUDY_DIR/report/report.html and .md) holds every score with its interval, each variant's paired
+    difference from the reference (bootstrap 95% interval, McNemar's test), a plot, and a verdict per
+    claim: supported, contradicted, or undecided at this sample size.
+    """
+    from fusechat.recipe import builtin_recipe
+    from fusechat.study import load_study, report_study, run_study
+
+    path = Path(study_file)
+    if not path.exists() and builtin_recipe(study_file).exists():
+        path = builtin_recipe(study_file)
+    config, variants = load_study(path)
+
+    def on_stage(variant: str, stage: str, manifest: dict) -> None:
+        if manifest.get("shared_from"):
+            console.print(f"[dim]{variant}/{stage}: same settings and inputs as {manifest['shared_from']}, shared[/]")
+        elif manifest.get("skipped"):
+            console.print(f"[dim]{variant}/{stage}: up to date, skipped[/]")
+        else:
+            console.print(f"[green]{variant}/{stage}[/] done in {manifest['seconds']:.1f}s", highlight=False)
+
+    reference = variants[config.reference].recipe
+    if runs_code(reference):
+        console.print(f"sandbox: {sandbox_line(reference)}", highlight=False, soft_wrap=True)
+    with progress_bar() as progress:
+        run_study(config, variants, progress=progress, on_stage=on_stage)
+    path, changed = report_study(config, variants)
+    console.print(f"[green]study report[/]: {path.with_suffix('.html')}" + ("" if changed else " (up to date)"))
 
 
 @app.command("doctor")

@@ -141,3 +141,91 @@ def variants(study: StudyConfig, where: Path) -> dict[str, Variant]:
                                     f"once (vary only build, sft, dpo and eval)")
         v.folder.shared = {s: reference.folder for s in SHARED_DATA}
     return out
+
+
+# ---- running -------------------------------------------------------------------------------------
+
+def _owner(folder: RunFolder, stage: str) -> RunFolder:
+    return folder.shared.get(stage, folder)
+
+
+def share_or_run(v: Variant, stage: str, made: list[Variant], progress=None) -> dict:
+    """Run `stage` of `v`, unless another variant already made it with the same settings and inputs."""
+    from fusechat.pipeline import STAGES
+
+    definition = STAGES[stage]
+    settings = definition.settings(v.recipe)
+    fingerprint = v.folder.input_fingerprint(definition, v.recipe)
+    if not v.folder.is_current(stage, settings, fingerprint):
+        for other in made:
+            owner = _owner(other.folder, stage)
+            if owner.is_current(stage, settings, fingerprint):
+                v.folder.shared[stage] = owner
+                return owner.manifest(stage) | {"skipped": True, "shared_from": str(owner.path)}
+    return v.folder.run(definition, v.recipe, progress=progress)
+
+
+def run_study(study: StudyConfig, variants: dict[str, Variant], progress=None, on_stage=None) -> None:
+    """Every variant's stages, the reference first; sampling and scoring happen only there."""
+    from fusechat.pipeline import STAGES
+
+    on_stage = on_stage or (lambda variant, stage, manifest: None)
+    reference = variants[study.reference]
+    for stage in SHARED_DATA + ("build", "sft", "dpo", "eval"):
+        on_stage(reference.name, stage, reference.folder.run(STAGES[stage], reference.recipe, progress=progress))
+    made = [reference]
+    for v in variants.values():
+        if v is reference:
+            continue
+        for stage in ("build", "sft") + (("dpo",) if v.final == "dpo" else ()):
+            on_stage(v.name, stage, share_or_run(v, stage, made, progress))
+        if _owner(v.folder, v.final).path != reference.folder.path:  # else the reference's eval has this model
+            on_stage(v.name, "eval", share_or_run(v, "eval", made, progress))
+        made.append(v)
+
+
+def final_items(study: StudyConfig, variants: dict[str, Variant]) -> dict[str, dict[tuple[str, str], float]]:
+    """Per model of the study ("base" and every variant): {(benchmark, item id): score}."""
+    reference = variants[study.reference]
+    ref_items = reference.folder.records("eval", "items")
+
+    def scores(items, model):
+        return {(i["benchmark"], i["id"]): i["score"] for i in items if i["model"] == model and i["score"] is not None}
+
+    out = {"base": scores(ref_items, "base")}
+    for v in variants.values():
+        model = FINAL_STAGE[v.final]
+        if v is reference or _owner(v.folder, v.final).path == reference.folder.path:
+            out[v.name] = scores(ref_items, model)
+        else:
+            out[v.name] = scores(v.folder.records("eval", "items"), model)
+    return out
+
+
+def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> list[dict]:
+    """Wall time of every stage of every variant, or where a shared stage came from."""
+    rows = []
+    for v in variants.values():
+        row = {"variant": v.name}
+        for stage in SHARED_DATA + ("build", "sft", "dpo", "eval"):
+            owner = _owner(v.folder, stage)
+            m = owner.manifest(stage)
+            if m is None:
+                row[stage] = None
+            elif owner.path != v.folder.path:
+                row[stage] = f"= {owner.path.name}"
+            else:
+                row[stage] = m["seconds"]
+        rows.append(row)
+    return rows
+
+
+def report_study(study: StudyConfig, variants: dict[str, Variant]) -> tuple[Path, bool]:
+    """The study report from the finished variants (after `run_study`, which decides what is shared)."""
+    from fusechat.study_report import study_tables, write_study_report
+
+    tables = study_tables(study, final_items(study, variants))
+    reference = variants[study.reference].folder
+    source = (reference.manifest("build") or {}).get("counts", {}).get("source_table")
+    bias = (reference.manifest("score") or {}).get("counts", {}).get("reward_bias")
+    return write_study_report(study, tables, stage_times(study, variants), source, bias)

@@ -24,3 +24,32 @@ def bootstrap_mean(values: list[float], resamples: int = 2000, seed: int = 0) ->
     n = len(values)
     means = sorted(sum(rng.choice(values) for _ in range(n)) / n for _ in range(resamples))
     return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+def paired_bootstrap(a: list[float], b: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """mean(a) - mean(b) over paired items, with a percentile bootstrap 95% interval.
+
+    Items are resampled jointly (one index draws both scores), so what the two models share (an easy
+    item, a hard one) cancels: the interval is that of the per-item differences."""
+    if len(a) != len(b):
+        raise ValueError(f"paired scores need the same items: {len(a)} vs {len(b)}")
+    n = len(a)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    diffs = [x - y for x, y in zip(a, b)]
+    rng = random.Random(seed)
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    return sum(diffs) / n, means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+
+
+def mcnemar(a: list[float], b: list[float]) -> tuple[int, int, float]:
+    """McNemar's exact test for paired pass/fail scores: (a-only passes, b-only passes, two-sided p).
+
+    Only the discordant items carry information; under "no difference" each is a fair coin."""
+    only_a = sum(1 for x, y in zip(a, b) if x == 1 and y == 0)
+    only_b = sum(1 for x, y in zip(a, b) if x == 0 and y == 1)
+    n = only_a + only_b
+    if n == 0:
+        return 0, 0, 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n
+    return only_a, only_b, min(1.0, 2 * tail)

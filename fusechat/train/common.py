@@ -110,9 +110,15 @@ def fit_to_length(prompt_ids: list[int], completions: list[list[int]], max_lengt
 def completion_ids(tokenizer, prompt: list[dict], completion: list[dict], prompt_ids: list[int]) -> list[int]:
     """The tokens the completion adds to the rendered prompt (the assistant turn and its end markers)."""
     full = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=False)
-    if full[: len(prompt_ids)] != prompt_ids:
+    if full[: len(prompt_ids)] == prompt_ids:
+        return full[len(prompt_ids) :]
+    # The answer's first characters merged with the end of the prompt into one token (BPE across the
+    # boundary): split the rendered text instead, and tokenize the answer's part on its own.
+    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+    if not full_text.startswith(prompt_text):
         raise FusechatError("the chat template renders the prompt differently inside the conversation; cannot split it")
-    return full[len(prompt_ids) :]
+    return tokenizer(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:

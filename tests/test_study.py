@@ -1,0 +1,162 @@
+"""`fusechat study`: paired statistics, the source and reward-bias tables, and a study that shares samples."""
+
+import json
+import math
+
+import pytest
+import yaml
+
+from fusechat.analysis import reward_bias, source_table
+from fusechat.evaluate.stats import mcnemar, paired_bootstrap
+
+
+def test_paired_bootstrap_matches_a_hand_computed_case():
+    # Per-item differences [0, 1]: resampling two items gives means 0, 0.5, 1 with chances 1/4, 1/2, 1/4,
+    # so the 2.5th percentile is 0 and the 97.5th is 1.
+    diff, low, high = paired_bootstrap([1.0, 1.0], [1.0, 0.0], resamples=4000)
+    assert diff == 0.5 and (low, high) == (0.0, 1.0)
+    # Pairing: two models that agree on every item differ by exactly 0, however noisy the items are.
+    a = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0] * 5
+    assert paired_bootstrap(a, a) == (0.0, 0.0, 0.0)
+    # A model that gains on 12 of 40 items and loses on none: the interval excludes zero.
+    better = [1.0] * 12 + [0.0] * 28
+    _, low, high = paired_bootstrap(better, [0.0] * 40)
+    assert 0 < low < 0.3 < high <= 0.5
+    with pytest.raises(ValueError):
+        paired_bootstrap([1.0], [1.0, 0.0])
+
+
+def test_mcnemar_exact_p_value_by_hand():
+    # 8 items only A passes, 2 only B passes: p = 2 * (C(10,0) + C(10,1) + C(10,2)) / 2^10 = 112/1024.
+    a = [1.0] * 8 + [0.0] * 2 + [1.0] * 5 + [0.0] * 5
+    b = [0.0] * 8 + [1.0] * 2 + [1.0] * 5 + [0.0] * 5
+    assert mcnemar(a, b) == (8, 2, pytest.approx(112 / 1024))
+    assert mcnemar(a, a) == (0, 0, 1.0)
+    assert mcnemar([1.0] * 3, [0.0] * 3)[2] == pytest.approx(0.25)  # 2 * (1/8)
+
+
+def rec(pid, source, i, text, reward=None, correct=None, domain="math"):
+    return {"prompt_id": pid, "source": source, "sample_index": i, "text": text, "reward": reward,
+            "correct": correct, "domain": domain}
+
+
+def test_source_table_on_hand_made_records():
+    scored = [rec("p1", "a", 0, "x", correct=True), rec("p1", "a", 1, "x", correct=False), rec("p1", "b", 0, "x", correct=False),
+              rec("p2", "a", 0, "x", correct=False), rec("p2", "b", 0, "x", correct=True),
+              rec("p3", "a", 0, "x", correct=False), rec("p3", "b", 0, "x", correct=False),
+              rec("q1", "a", 0, "x", reward=0.8, domain="instruction"), rec("q1", "b", 0, "x", reward=0.4, domain="instruction")]
+    sft = [{"domain": "math", "source": "b"}]
+    dpo = [{"domain": "math", "source": "a"}, {"domain": "instruction", "source": "b+a"}]
+    table = source_table(scored, sft, dpo, ["a", "b"])
+    rows = {(r["domain"], r["source"]): r for r in table["rows"]}
+    assert rows[("math", "a")] | {} == {"domain": "math", "source": "a", "samples": 4, "correct_rate": 0.25,
+                                        "mean_reward": None, "sft_share": 0.0, "dpo_share": 1.0}
+    assert rows[("math", "b")]["correct_rate"] == round(1 / 3, 4) and rows[("math", "b")]["sft_share"] == 1.0
+    assert rows[("instruction", "a")]["mean_reward"] == 0.8 and rows[("instruction", "b")]["dpo_share"] == 1.0  # chosen is b
+    # p1 solved by a, p2 by b, p3 by nobody: the oracle is 2/3, each source alone 1/3.
+    assert table["oracle"] == {"math": {"prompts": 3, "any": round(2 / 3, 4), "a": round(1 / 3, 4), "b": round(1 / 3, 4)}}
+
+
+def test_reward_bias_on_hand_made_records():
+    # Source a is long and highly rewarded, b short and low: across sources reward tracks length.
+    scored = [rec("p1", "a", 0, "x" * 100, 0.9), rec("p1", "a", 1, "x" * 80, 0.7), rec("p1", "b", 0, "x" * 10, 0.2),
+              rec("p1", "b", 1, "x" * 30, 0.3), rec("p2", "a", 0, "x" * 60, 0.8), rec("p2", "a", 1, "x" * 120, 0.6),
+              rec("p2", "b", 0, "x" * 20, 0.1), rec("p2", "b", 1, "x" * 20, 0.1), rec("p3", "a", 0, "no reward")]
+    bias = reward_bias(scored, ["a", "b"])
+    assert bias["rewarded"] == 8
+    a, b = bias["per_source"]
+    assert (a["source"], a["n"], a["mean"], a["mean_length"]) == ("a", 4, 0.75, 90.0)
+    # b: lengths 10, 30, 20, 20 and rewards .2, .3, .1, .1: cov 1.0 / (sqrt(200) * sqrt(.0275)) = 0.4264
+    assert b["length_corr"] == 0.4264
+    assert bias["length_corr_all"] > 0.7
+    # p1: best (0.9) is the longest; p2: best (0.8, 60 chars) is not (120 chars).
+    assert bias["best_is_longest"] == {"prompts": 2, "rate": 0.5, "chance": 0.25}
+    # same-source pairs: a/p1 100 vs 80, b/p1 30 vs 10, a/p2 60 vs 120 (b/p2 ties: no pair)
+    assert bias["same_source_pairs"]["pairs"] == 3 and bias["same_source_pairs"]["median_ratio"] == 1.25
+    # cross-source pairs: p1 100 vs 10, p2 60 vs 20 (the tie at 0.1 broken by source order, then index)
+    assert bias["cross_source_pairs"] == {"pairs": 2, "median_ratio": 6.5, "chosen_longer": 1.0}
+
+
+def study_file(tmp_path, model_dir, variants=None):
+    recipe = {
+        "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 4},
+                             {"domain": "instruction", "pack": "constraints", "n": 8}]},
+        "sources": [{"name": "t1", "model": str(model_dir), "backend": "transformers", "dtype": "float32",
+                     "samples_per_prompt": {"math": 2, "instruction": 3}, "sampling": {"max_new_tokens": 6}},
+                    {"name": "t2", "model": str(model_dir), "backend": "transformers", "dtype": "float32",
+                     "samples_per_prompt": {"math": 2, "instruction": 3}, "sampling": {"max_new_tokens": 6, "temperature": 1.2}}],
+        "build": {"drop_truncated": False},  # 6-token answers are all cut short
+        "target": {"model": str(model_dir)},
+        "sft": {"epochs": 1, "batch_size": 2, "grad_accum": 1, "learning_rate": 1e-3, "precision": "fp32"},
+        "dpo": {"epochs": 1, "batch_size": 2, "grad_accum": 1, "learning_rate": 1e-3, "precision": "fp32", "eval_fraction": 0},
+        "eval": {"math": {"n": 4}, "humaneval": 0, "mtbench": 0, "constraints": 3, "max_new_tokens": 6, "dtype": "float32"},
+    }
+    study = {
+        "name": "tiny-study", "study_dir": str(tmp_path / "study"), "reference": "fused", "recipe": recipe,
+        "variants": variants or {"fused": {}, "sft-only": {"final": "sft"}, "plain-dpo": {"dpo.loss": "dpo", "dpo.beta": 0.1},
+                                 "only-t2": {"build.sources": ["t2"]}, "without-t1": {"build.exclude_sources": ["t1"]}},
+        "claims": [{"claim": "fusion beats the base", "better": "fused", "worse": "base", "benchmarks": ["math", "constraints"]}],
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def stage_dirs(folder):
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
+
+
+def test_a_study_samples_once_shares_identical_stages_and_reruns_nothing(tmp_path, tiny_model_dir, monkeypatch):
+    from typer.testing import CliRunner
+
+    import fusechat.constraints
+    from fusechat.cli import app
+
+    # A random tiny model keeps no constraint. A stand-in checker: every answer to an even-length prompt
+    # passes (an SFT example), answers to the others by their length's parity (pairs).
+    monkeypatch.setattr(fusechat.constraints, "check",
+                        lambda response, constraints, prompt="": len(prompt) % 2 == 0 or len(response) % 2 == 0)
+
+    path = study_file(tmp_path, tiny_model_dir)
+    result = CliRunner().invoke(app, ["study", str(path)])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "study"
+    assert stage_dirs(root / "fused") == ["build", "dpo", "eval", "prompts", "sample", "score", "sft"]
+    for variant in ("sft-only", "plain-dpo", "only-t2", "without-t1"):  # nobody else samples or scores
+        assert not {"prompts", "sample", "score"} & set(stage_dirs(root / variant))
+    assert stage_dirs(root / "sft-only") == []  # its data, SFT model and scores are the reference's
+    assert stage_dirs(root / "plain-dpo") == ["dpo", "eval"]  # same data and SFT: only DPO redone
+    assert stage_dirs(root / "only-t2") == ["build", "dpo", "eval", "sft"]
+    assert stage_dirs(root / "without-t1") == ["build"]  # with two sources, "without t1" is "only t2"
+    assert "shared" in result.output
+
+    tables = json.loads((root / "report" / "tables.json").read_text())
+    models = {s["model"] for s in tables["scores"]}
+    assert models == {"base", "fused", "sft-only", "plain-dpo", "only-t2", "without-t1"}
+    diffs = {(d["model"], d["benchmark"]): d for d in tables["differences"]}
+    assert diffs[("without-t1", "math")]["diff"] == diffs[("only-t2", "math")]["diff"]
+    assert all(d["n"] == {"math": 4, "constraints": 3}[d["benchmark"]] for d in tables["differences"])
+    assert all(d["ci_low"] <= d["diff"] <= d["ci_high"] for d in tables["differences"])
+    claim = tables["claims"][0]
+    assert claim["verdict"] in ("supported", "contradicted", "partly supported", "mixed", "undecided at this sample size")
+    assert claim["sentence"].startswith("fusion beats the base:")
+    report = (root / "report" / "report.md").read_text()
+    assert "## Claims" in report and "Source contribution" in report and "Reward bias" in report
+    assert (root / "report" / "differences.png").stat().st_size > 0 and "<table>" in (root / "report" / "report.html").read_text()
+
+    sampled_at = json.loads((root / "fused" / "sample" / "manifest.json").read_text())["finished_at"]
+    again = CliRunner().invoke(app, ["study", str(path)])
+    assert again.exit_code == 0, again.output
+    assert " done in " not in again.output and "(up to date)" in again.output
+    assert json.loads((root / "fused" / "sample" / "manifest.json").read_text())["finished_at"] == sampled_at
+
+
+def test_a_variant_that_changes_sampling_is_refused_in_one_line(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from fusechat.cli import app
+
+    path = study_file(tmp_path, tiny_model_dir, {"fused": {}, "hot": {"sources.0.sampling.temperature": 1.5}})
+    result = CliRunner().invoke(app, ["study", str(path)])
+    assert result.exit_code == 2 and "variant 'hot' changes sample settings" in result.output
+    assert not (tmp_path / "study").exists()
