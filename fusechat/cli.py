@@ -85,7 +85,10 @@ def report(name: str, manifest: dict) -> None:
     if name == "report":
         console.print(f"[green]report[/]: {manifest['counts']['html']}")
         return
-    console.print(f"[green]{name}[/] done in {manifest['seconds']:.1f}s: {json.dumps(manifest['counts'], ensure_ascii=False)}", soft_wrap=True)
+    from fusechat.report import short_counts
+
+    console.print(f"[green]{name}[/] done in {manifest['seconds']:.1f}s: {json.dumps(short_counts(manifest['counts']), ensure_ascii=False)}",
+                  soft_wrap=True)
     for source, t in (manifest.get("timings") or {}).items():
         console.print(f"  {source} ({t['backend']}): {t['completion_tokens']} tokens in {t['seconds']}s = {t['tokens_per_s']} tok/s")
     if name == "build":

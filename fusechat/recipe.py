@@ -389,6 +389,8 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise FusechatError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
         raise FusechatError(f"{path}: a recipe is a YAML mapping")
+    if "variants" in data and "recipe" in data:
+        raise FusechatError(f"{path}: is a study; run `fusechat study {path}`")
     for assignment in overrides:
         apply_override(data, assignment)
     return recipe_from_dict(data, str(path))

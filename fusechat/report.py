@@ -1,7 +1,8 @@
 """Stage 8, report: one self-contained HTML page (plots inlined) and a Markdown summary.
 
 Reads whatever stages have finished in the run folder: score distributions per source and
-domain, the DPO pair-gap histogram, which source supplied the SFT examples and pairs, training
+domain, the DPO pair-gap histogram, which source supplied the SFT examples and pairs, each source's
+contribution and the reward's bias (fusechat.analysis), training
 curves (loss, summed and length-normalised margins), and the evaluation table with 95% CIs.
 Output: `run/report/report.html`, `run/report/report.md`, `run/report/*.png`. Like every stage it
 reruns only when a stage it reads has new output.
@@ -17,6 +18,7 @@ import textwrap
 from collections import Counter, defaultdict
 
 from fusechat.runfolder import Outputs, StageRun, write_atomic
+from fusechat.study_report import bias_markdown, markdown_body, source_markdown
 
 REPORTED = ("prompts", "sample", "score", "build", "sft", "dpo", "eval")
 
@@ -133,6 +135,11 @@ def eval_table(results: list[dict]) -> list[str]:
     return lines
 
 
+def short_counts(counts: dict) -> dict:
+    """A stage's counts without the tables that get their own section."""
+    return {k: v for k, v in counts.items() if k not in ("source_table", "reward_bias")}
+
+
 def report(run: StageRun) -> Outputs:
     recipe, out = run.recipe, run.work_dir
     scored, sft, dpo = _read(run, "score", "scored"), _read(run, "build", "sft"), _read(run, "build", "dpo")
@@ -154,7 +161,7 @@ def report(run: StageRun) -> Outputs:
     body.append("<table><tr><th>stage</th><th>seconds</th><th>counts</th></tr>")
     for name, m in stages:
         if m:
-            counts = json.dumps(m["counts"], ensure_ascii=False)
+            counts = json.dumps(short_counts(m["counts"]), ensure_ascii=False)
             md.append(f"| {name} | {m['seconds']} | `{counts}` |")
             body.append(f"<tr><td>{name}</td><td>{m['seconds']}</td><td><code>{html.escape(counts)}</code></td></tr>")
     body.append("</table>")
@@ -165,6 +172,14 @@ def report(run: StageRun) -> Outputs:
             body.append(f"<tr><td>{html.escape(r['label'])}</td><td>{html.escape(r['model'])}</td><td>{r['score']:.3f}</td>"
                         f"<td>[{r['ci_low']:.3f}, {r['ci_high']:.3f}]</td><td>{r['n']}</td></tr>")
         body.append("</table>")
+    analyses = []
+    if (m := run.manifest("build")) and m["counts"].get("source_table"):
+        analyses.append(("## Source contribution\n\n" + source_markdown(m["counts"]["source_table"])))
+    if (m := run.manifest("score")) and m["counts"].get("reward_bias"):
+        analyses.append(("## Reward bias\n\n" + bias_markdown(m["counts"]["reward_bias"])))
+    for text in analyses:
+        md += ["", text]
+        body.append(markdown_body(text))
     files = {}
     for key, (title, fig) in figures.items():
         png = _png(fig)

@@ -197,7 +197,14 @@ def write_study_report(study, tables: dict, times: list[dict], source: dict | No
 
 
 def to_html(markdown_text: str, title: str) -> str:
-    """A small Markdown subset (headings, lists, tables, the image) as one self-contained page."""
+    """A small Markdown subset (headings, lists, tables, the image) as one page beside its plot."""
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+            f"</head><body>{markdown_body(markdown_text)}</body></html>\n")
+
+
+def markdown_body(markdown_text: str) -> str:
+    """HTML for the Markdown we write ourselves: headings, bullet lists, pipe tables, one image."""
     body, in_table = [], False
     for line in markdown_text.splitlines():
         if line.startswith("|"):
@@ -225,5 +232,4 @@ def to_html(markdown_text: str, title: str) -> str:
             body.append(f"<p>{html.escape(line)}</p>")
     if in_table:
         body.append("</table>")
-    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    return "".join(body)

@@ -157,3 +157,18 @@ def test_each_prompt_used_once():
     r = build(prompts, samples)
     used = [e["prompt_id"] for e in r.sft] + [e["prompt_id"] for e in r.dpo]
     assert sorted(used) == sorted(p.id for p in prompts) and len(set(used)) == len(used)
+
+
+def test_instruction_with_constraints_is_built_by_correctness_like_math():
+    kept_vs_broken = Prompt(id="c1", domain="instruction", prompt="Write about tea. Do not use any commas.",
+                            constraints=[{"id": "punctuation:no_comma", "kwargs": {}}])
+    all_kept = Prompt(id="c2", domain="instruction", prompt="q2", constraints=kept_vs_broken.constraints)
+    none_kept = Prompt(id="c3", domain="instruction", prompt="q3", constraints=kept_vs_broken.constraints)
+    samples = [sample("c1", "instruction", "a", 0, 0.9, True), sample("c1", "instruction", "a", 1, None, False),
+               sample("c2", "instruction", "a", 0, 0.4, True), sample("c2", "instruction", "b", 0, 0.7, True),
+               sample("c3", "instruction", "a", 0, None, False)]
+    r = build([kept_vs_broken, all_kept, none_kept], samples)
+    # kept (judged) vs broken (not judged: only_correct) is a pair whatever the window says
+    assert chosen_rejected(r) == ("a0", "a1")
+    assert [(e["prompt_id"], e["messages"][-1]["content"]) for e in r.sft] == [("c2", "b0")]  # judge ranks the kept ones
+    assert r.dropped == {"instruction/constraints_broken": 1}

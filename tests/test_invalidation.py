@@ -70,6 +70,7 @@ TABLE = {
     "score.reward.batch_size": (2, {SC}),  # batched scores agree only to ~1e-5
     "score.reward.max_length": (512, {SC}),
     "score.reward.domains": (["math"], {SC}),
+    "score.reward.only_correct": (True, {SC}),
     "score.math_timeout_s": (3, {SC, E}),  # eval checks math answers the same way
     "score.code.timeout_s": (3, {SC, E}),  # eval runs HumanEval in the same sandbox
     "score.code.memory_mb": (512, {SC, E}),
@@ -105,6 +106,8 @@ TABLE |= {
     "eval.math.options": ({"min_terms": 4}, {E}),
     "eval.math.n": (10, {E}),
     "eval.math.seed": (7, {E}),
+    "eval.math.max_new_tokens": (32, {E}),
+    "eval.models": (["base", "sft+dpo"], {E}),
     "eval.humaneval": (5, {E}),
     "eval.mtbench": (5, {E}),
     "eval.constraints": (5, {E}),

@@ -62,7 +62,7 @@ def test_builtin_recipes_validate():
 def test_every_shipped_recipe_validates_and_mirrors_the_paper():
     from pathlib import Path
 
-    names = sorted(p.stem for p in Path(builtin_recipe("cpu-default")).parent.glob("*.yaml"))
+    names = sorted(p.stem for p in Path(builtin_recipe("cpu-default")).parent.glob("*.yaml") if not p.stem.startswith("study-"))
     assert {"cpu-default", "cpu-full", "paper-llama3.1-8b", "paper-qwen2.5-7b", "paper-gemma2-9b",
             "paper-llama3.2-1b", "paper-llama3.2-3b"} <= set(names)
     recipes = {name: load_recipe(builtin_recipe(name)) for name in names}
@@ -95,3 +95,25 @@ def test_backend_and_batch_default_to_the_fastest_measured_for_the_machine(monke
     assert on_gpu.backend in ("vllm", "transformers") and on_gpu.batch_size == 256
     with pytest.raises(ValueError, match="endpoint"):
         Source(name="a", model="m", backend="openai")
+
+
+def test_shipped_studies_load_and_their_variants_share_the_reference_samples():
+    from pathlib import Path
+
+    from fusechat.study import load_study
+
+    studies = sorted(Path(builtin_recipe("cpu-default")).parent.glob("study-*.yaml"))
+    assert studies
+    for path in studies:
+        study, variants = load_study(path)
+        assert study.reference in variants and len(variants) >= 8
+        for name, v in variants.items():
+            assert v.recipe.run_path.parent == study.path
+            assert name == study.reference or set(v.folder.shared) == {"prompts", "sample", "score"}
+
+
+def test_a_study_file_given_as_a_recipe_says_what_to_run(tmp_path):
+    from fusechat import FusechatError
+
+    with pytest.raises(FusechatError, match="is a study; run `fusechat study"):
+        load_recipe(builtin_recipe("study-cpu"))

@@ -106,3 +106,30 @@ def test_judge_reads_do_not_depend_on_order_or_company(tiny_model_dir):
     assert len({tuple(d.values()) for d in first}) == len(pairs)  # the read-outs differ by conversation
     assert judge.score(pairs) == judge.score(pairs[::-1])[::-1]
     judge.close()
+
+
+def test_constraint_prompts_are_scored_by_their_checker_and_only_kept_ones_are_judged(tmp_path):
+    from fusechat.recipe import recipe_from_dict
+    from fusechat.records import Prompt
+    from fusechat.score import score_shard
+
+    recipe = recipe_from_dict({"prompts": {"sets": [{"domain": "instruction", "pack": "constraints", "n": 1}]},
+                               "sources": [{"name": "a", "model": "m", "backend": "transformers"}],
+                               "score": {"reward": {"kind": "judge", "model": "j", "only_correct": True}}})
+    prompt = Prompt(id="c", domain="instruction", prompt="Write about tea. Do not use any commas.",
+                    constraints=[{"id": "punctuation:no_comma", "kwargs": {}}])
+
+    class Judge:
+        seen = []
+
+        def score(self, pairs):
+            self.seen += [r for _, r in pairs]
+            return [0.5 for _ in pairs]
+
+    def s(text):
+        return {"prompt_id": "c", "domain": "instruction", "source": "a", "sample_index": 0, "seed": 0, "text": text,
+                "prompt_tokens": 1, "completion_tokens": 1, "finish_reason": "stop"}
+
+    out = score_shard([s("Tea is calm and warm."), s("Tea, coffee, water.")], {"c": prompt}, recipe, None, Judge())
+    assert [(o["correct"], o["reward"]) for o in out] == [(True, 0.5), (False, None)]
+    assert Judge.seen == ["Tea is calm and warm."]
