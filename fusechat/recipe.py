@@ -275,6 +275,27 @@ class EvalConfig(Strict):
         default_factory=lambda: ["base", "sft", "sft+dpo"], description="which of the run's models to evaluate")
 
 
+def plain_name(name: str) -> str:
+    """A name that becomes a folder name: one path component, nothing that walks out of `runs/`."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", name) or ".." in name:
+        raise ValueError(f"'{name}': use letters, digits and _ . + - (it names a folder)")
+    return name
+
+
+def safe_folder(run_dir: str) -> str:
+    """A folder template where only a plain `{name}` is substituted: no lookups, no format specs, no '..'."""
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(run_dir) if f is not None]
+    except ValueError as e:
+        raise ValueError(f"'{run_dir}': {e} (only {{name}} is replaced; write {{{{ for a brace)") from None
+    for f, spec, conv in fields:
+        if f != "name" or spec or conv:
+            raise ValueError(f"'{run_dir}': only {{name}} may be replaced, not {{{f}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}")
+    if ".." in Path(run_dir).parts:
+        raise ValueError(f"'{run_dir}': '..' is not allowed in the run folder")
+    return run_dir
+
+
 class Recipe(Strict):
     name: str = "fusechat"
     run_dir: str = Field("runs/{name}", description="'{name}' is replaced by the recipe's name")
@@ -308,28 +329,8 @@ class Recipe(Strict):
             raise ValueError(f"build.tie_break must list every source once: {names}")
         return self
 
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, name: str) -> str:
-        # The name becomes a folder name: one path component, nothing that walks out of `runs/`.
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", name) or ".." in name:
-            raise ValueError(f"'{name}': use letters, digits and _ . + - (it names the run's folder)")
-        return name
-
-    @field_validator("run_dir")
-    @classmethod
-    def _safe_run_dir(cls, run_dir: str) -> str:
-        # Only a plain `{name}` is substituted: no attribute or index lookups, no format specs.
-        try:
-            fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(run_dir) if f is not None]
-        except ValueError as e:
-            raise ValueError(f"'{run_dir}': {e} (only {{name}} is replaced; write {{{{ for a brace)") from None
-        for f, spec, conv in fields:
-            if f != "name" or spec or conv:
-                raise ValueError(f"'{run_dir}': only {{name}} may be replaced, not {{{f}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}")
-        if ".." in Path(run_dir).parts:
-            raise ValueError(f"'{run_dir}': '..' is not allowed in the run folder")
-        return run_dir
+    _plain_name = field_validator("name")(lambda name: plain_name(name))
+    _safe_run_dir = field_validator("run_dir")(lambda run_dir: safe_folder(run_dir))
 
     @property
     def run_path(self) -> Path:

@@ -47,13 +47,13 @@ class StudyConfig(r.Strict):
     claims: list[Claim] = Field(default_factory=list)
     resamples: int = Field(2000, gt=99, description="bootstrap resamples for each paired interval")
 
-    _plain_name = field_validator("name")(r.Recipe._plain_name.__func__)
-    _safe_dir = field_validator("study_dir")(r.Recipe._safe_run_dir.__func__)
+    _plain_name = field_validator("name")(lambda name: r.plain_name(name))
+    _safe_dir = field_validator("study_dir")(lambda folder: r.safe_folder(folder))
 
     @model_validator(mode="after")
     def _known_names(self):
         for name, overrides in self.variants.items():
-            r.Recipe._plain_name.__func__(r.Recipe, name)
+            r.plain_name(name)
             final = (overrides or {}).get("final", "dpo")
             if final not in FINAL_STAGE:
                 raise ValueError(f"variants.{name}.final: 'sft' or 'dpo', got {final!r}")

@@ -160,3 +160,23 @@ def test_a_variant_that_changes_sampling_is_refused_in_one_line(tmp_path, tiny_m
     result = CliRunner().invoke(app, ["study", str(path)])
     assert result.exit_code == 2 and "variant 'hot' changes sample settings" in result.output
     assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"claims": [{"claim": "x", "better": "fused", "worse": "nope", "benchmarks": ["math"]}]}, "claims.0: unknown variant 'nope'"),
+    ({"reference": "missing"}, "reference 'missing' is not one of the variants"),
+    ({"variants": {"fused": {"final": "sft"}}}, "the reference variant must go through dpo"),
+    ({"variants": {"fused": {}, "bad": {"build.nosuch": 1}}}, "variants.bad: build.nosuch: Extra inputs are not permitted"),
+])
+def test_bad_study_files_get_one_line(tmp_path, tiny_model_dir, change, message):
+    from typer.testing import CliRunner
+
+    from fusechat.cli import app
+
+    path = study_file(tmp_path, tiny_model_dir)
+    data = yaml.safe_load(path.read_text()) | change
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["study", str(path)])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    missing = CliRunner().invoke(app, ["study", str(tmp_path / "none.yaml")])
+    assert missing.exit_code == 2 and "study file not found" in missing.output
