@@ -89,7 +89,7 @@ _CLASHES = {frozenset({"change_case:english_lowercase", "change_case:english_cap
 
 
 @cache
-def _registry():
+def registry():
     from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
     from langdetect import DetectorFactory
 
@@ -100,7 +100,7 @@ def _registry():
 
 def describe(constraint: dict) -> str:
     """The instruction's wording, IFEval's own."""
-    checker = _registry()[constraint["id"]](constraint["id"])
+    checker = registry()[constraint["id"]](constraint["id"])
     return checker.build_description(**constraint["kwargs"])
 
 
@@ -125,8 +125,8 @@ def check(response: str, constraints: list[dict], prompt: str = "") -> bool:
     from if_verifiable.common import evaluate_instructions
 
     ids = [c["id"] for c in constraints]
-    unknown = [i for i in ids if i not in _registry()]
+    unknown = [i for i in ids if i not in registry()]
     if unknown:
         raise ValueError(f"unknown IFEval instruction id {unknown[0]!r}")
-    _, scores = evaluate_instructions(response, ids, [c["kwargs"] for c in constraints], prompt, _registry())
+    _, scores = evaluate_instructions(response, ids, [c["kwargs"] for c in constraints], prompt, registry())
     return scores.binary_strict == 1.0

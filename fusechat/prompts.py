@@ -102,13 +102,13 @@ def load_prompt_file(path: str | Path, domain: str) -> list[dict]:
 
 def _ifeval_constraints(row: dict, where: str) -> list[dict]:
     """IFEval's own row format: `instruction_id_list` with one `kwargs` mapping per id."""
-    from fusechat.constraints import _registry
+    from fusechat.constraints import registry
 
     ids, kwargs = row["instruction_id_list"], row.get("kwargs") or [{} for _ in row["instruction_id_list"]]
     if not isinstance(ids, list) or not isinstance(kwargs, list) or len(kwargs) != len(ids):
         raise FusechatError(f"{where}: `instruction_id_list` and `kwargs` must be lists of the same length")
     for i in ids:
-        if i not in _registry():
+        if i not in registry():
             raise FusechatError(f"{where}: unknown IFEval instruction id {i!r}")
     return [{"id": i, "kwargs": {k: v for k, v in (kw or {}).items() if v is not None}} for i, kw in zip(ids, kwargs)]
 

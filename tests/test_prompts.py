@@ -135,3 +135,26 @@ def test_stage_writes_dataset_and_skips_when_unchanged(tmp_path):
     assert run_stage("prompts", changed)["counts"]["prompts"] == 4
     records = RunFolder(r.run_path).records("prompts", "prompts")
     assert len(records) == 4 and RunFolder(r.run_path).manifest("prompts")["output_fingerprint"]
+
+
+def test_ifeval_format_files_become_constraint_prompts(tmp_path):
+    """IFEval's rows (`instruction_id_list`, `kwargs` with nulls for unused arguments) load as checked prompts."""
+    import json
+
+    from fusechat import FusechatError
+    from fusechat.constraints import check
+    from fusechat.prompts import load_prompt_file
+
+    row = {"key": 1, "prompt": "Write a haiku about rain. Do not use any commas.",
+           "instruction_id_list": ["punctuation:no_comma", "length_constraints:number_words"],
+           "kwargs": [{"num_words": None, "relation": None}, {"num_words": 20, "relation": "less than"}]}
+    path = tmp_path / "ifeval.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps({"prompt": "An open question."}) + "\n")
+    constrained, open_ = load_prompt_file(path, "instruction")
+    assert constrained["constraints"] == [{"id": "punctuation:no_comma", "kwargs": {}},
+                                          {"id": "length_constraints:number_words", "kwargs": {"num_words": 20, "relation": "less than"}}]
+    assert "constraints" not in open_
+    assert check("Rain taps the roof", constrained["constraints"]) and not check("Rain, rain", constrained["constraints"])
+    path.write_text(json.dumps(row | {"instruction_id_list": ["nosuch:thing"], "kwargs": [{}]}) + "\n")
+    with pytest.raises(FusechatError, match="ifeval.jsonl:1: unknown IFEval instruction id 'nosuch:thing'"):
+        load_prompt_file(path, "instruction")
