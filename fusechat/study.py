@@ -205,10 +205,13 @@ def final_items(study: StudyConfig, variants: dict[str, Variant]) -> dict[str, d
 def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> list[dict]:
     """Wall time of every stage of every variant, or where a shared stage came from."""
     rows = []
+    reference = variants[study.reference].folder
     for v in variants.values():
         row = {"variant": v.name}
         for stage in SHARED_DATA + ("build", "sft", "dpo", "eval"):
             owner = _owner(v.folder, stage)
+            if stage == "eval" and _owner(v.folder, v.final).path == reference.path:
+                owner = reference  # its final model was evaluated with the reference's
             m = owner.manifest(stage)
             if m is None:
                 row[stage] = None

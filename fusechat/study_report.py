@@ -100,6 +100,7 @@ def plot_differences(tables: dict, reference: str, path: Path) -> None:
             colour = {"supported": "tab:green", "contradicted": "tab:red"}.get(d["verdict"], "tab:gray")
             ax.errorbar(d["diff"], y, xerr=[[d["diff"] - d["ci_low"]], [d["ci_high"] - d["diff"]]], fmt="o", color=colour, capsize=3)
         ax.axvline(0, color="black", lw=0.8)
+        ax.set_xlabel(f"variant − {reference}", fontsize=8)
         ax.set_title(f"{LABELS.get(bench, bench)} (n={max((r['n'] for r in rows.values()), default=0)})", fontsize=9)
         ax.set_yticks(range(len(models)), models, fontsize=8)
     fig.suptitle(f"difference from '{reference}' (paired bootstrap 95% CI)", fontsize=10)
@@ -138,12 +139,16 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
     for d in tables["differences"]:
         mc = f"{d['only_better']}/{d['only_worse']}, p={d['mcnemar_p']:.3g}" if "mcnemar_p" in d else "—"
         rows.append([d["model"], LABELS.get(d["benchmark"], d["benchmark"]), f"{d['diff']:+.3f}",
-                     f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]", f"{d['ci_high'] - d['ci_low']:.3f}", mc, d["n"], d["verdict"]])
+                     f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]", f"{d['ci_high'] - d['ci_low']:.3f}", mc, d["n"],
+                     {"supported": "above 0", "contradicted": "below 0"}.get(d["verdict"], "includes 0")])
     out.append(_md_table(["model", "benchmark", "diff", "95% CI", "CI width", "McNemar (model-only / ref-only wins)", "n",
-                          "above zero?"], rows))
-    out += ["", "## Wall time per stage and variant (seconds; '= X': shared with variant X)", ""]
+                          "interval"], rows))
+    out += ["", "## Wall time per stage and variant (seconds; '= X': made by variant X, not redone)", ""]
     stages = [k for k in times[0] if k != "variant"] if times else []
-    out.append(_md_table(["variant"] + stages, [[t["variant"]] + [fmt(t[s], 1) for s in stages] for t in times]))
+    own = [sum(t[s] for s in stages if isinstance(t[s], (int, float))) for t in times]
+    out.append(_md_table(["variant"] + stages + ["own total"],
+                         [[t["variant"]] + [fmt(t[s], 1) for s in stages] + [fmt(float(o), 1)] for t, o in zip(times, own)]))
+    out += ["", f"The whole study: {sum(own) / 60:.1f} minutes of stage time."]
     if source:
         out += ["", f"## Source contribution (`{ref}` build)", "", source_markdown(source)]
     if bias:
