@@ -240,7 +240,10 @@ def study(study_file: str = typer.Argument(..., help="a study YAML, e.g. recipes
         path = builtin_recipe(study_file)
     config, variants = load_study(path)
 
+    worked = []  # stages that did work since the last report: a rerun that redoes nothing rewrites nothing
+
     def on_stage(variant: str, stage: str, manifest: dict) -> None:
+        worked.append(not manifest.get("skipped"))
         if manifest.get("shared_from"):
             console.print(f"[dim]{variant}/{stage}: same settings and inputs as {manifest['shared_from']}, shared[/]")
         elif manifest.get("skipped"):
@@ -248,11 +251,16 @@ def study(study_file: str = typer.Argument(..., help="a study YAML, e.g. recipes
         else:
             console.print(f"[green]{variant}/{stage}[/] done in {manifest['seconds']:.1f}s", highlight=False)
 
+    def on_variant(done: list[str]) -> None:  # a long study shows its results as they come
+        if any(worked) and len(done) < len(variants):
+            report_study(config, variants, done)
+            worked.clear()
+
     reference = variants[config.reference].recipe
     if runs_code(reference):
         console.print(f"sandbox: {sandbox_line(reference)}", highlight=False, soft_wrap=True)
     with progress_bar() as progress:
-        run_study(config, variants, progress=progress, on_stage=on_stage)
+        run_study(config, variants, progress=progress, on_stage=on_stage, on_variant=on_variant)
     path, changed = report_study(config, variants)
     console.print(f"[green]study report[/]: {path.with_suffix('.html')}" + ("" if changed else " (up to date)"))
 

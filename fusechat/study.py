@@ -165,15 +165,20 @@ def share_or_run(v: Variant, stage: str, made: list[Variant], progress=None) -> 
     return v.folder.run(definition, v.recipe, progress=progress)
 
 
-def run_study(study: StudyConfig, variants: dict[str, Variant], progress=None, on_stage=None) -> None:
-    """Every variant's stages, the reference first; sampling and scoring happen only there."""
+def run_study(study: StudyConfig, variants: dict[str, Variant], progress=None, on_stage=None, on_variant=None) -> None:
+    """Every variant's stages, the reference first; sampling and scoring happen only there.
+
+    `on_variant(finished names)` is called after each variant (the CLI rewrites the report then, so a
+    long study shows its results as they come)."""
     from fusechat.pipeline import STAGES
 
     on_stage = on_stage or (lambda variant, stage, manifest: None)
+    on_variant = on_variant or (lambda done: None)
     reference = variants[study.reference]
     for stage in SHARED_DATA + ("build", "sft", "dpo", "eval"):
         on_stage(reference.name, stage, reference.folder.run(STAGES[stage], reference.recipe, progress=progress))
     made = [reference]
+    on_variant([reference.name])
     for v in variants.values():
         if v is reference:
             continue
@@ -182,10 +187,11 @@ def run_study(study: StudyConfig, variants: dict[str, Variant], progress=None, o
         if _owner(v.folder, v.final).path != reference.folder.path:  # else the reference's eval has this model
             on_stage(v.name, "eval", share_or_run(v, "eval", made, progress))
         made.append(v)
+        on_variant([m.name for m in made])
 
 
 def final_items(study: StudyConfig, variants: dict[str, Variant]) -> dict[str, dict[tuple[str, str], float]]:
-    """Per model of the study ("base" and every variant): {(benchmark, item id): score}."""
+    """Per model of the study ("base" and every variant given): {(benchmark, item id): score}."""
     reference = variants[study.reference]
     ref_items = reference.folder.records("eval", "items")
 
@@ -223,11 +229,14 @@ def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> list[dict]:
     return rows
 
 
-def report_study(study: StudyConfig, variants: dict[str, Variant]) -> tuple[Path, bool]:
-    """The study report from the finished variants (after `run_study`, which decides what is shared)."""
+def report_study(study: StudyConfig, variants: dict[str, Variant], done: list[str] | None = None) -> tuple[Path, bool]:
+    """The study report from the finished variants (`done`, default all; run_study decides what is shared).
+    Claims about a variant not yet finished say so."""
     from fusechat.study_report import study_tables, write_study_report
 
-    tables = study_tables(study, final_items(study, variants))
+    finished = {name: v for name, v in variants.items() if done is None or name in done}
+    tables = study_tables(study, final_items(study, finished))
+    tables["pending"] = [name for name in variants if name not in finished]
     reference = variants[study.reference].folder
     source = (reference.manifest("build") or {}).get("counts", {}).get("source_table")
     bias = (reference.manifest("score") or {}).get("counts", {}).get("reward_bias")

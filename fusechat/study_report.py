@@ -74,6 +74,10 @@ def study_tables(study, items: dict[str, dict]) -> dict:
                 diffs.append({"model": model} | compare(mine, reference, bench, study.resamples))
     claims = []
     for c in study.claims:
+        if c.better not in items or c.worse not in items:
+            claims.append({"claim": c.claim, "better": c.better, "worse": c.worse, "verdict": "not run yet",
+                           "sentence": f"{c.claim}: not run yet.", "rows": []})
+            continue
         rows = [compare(items[c.better], items[c.worse], b, study.resamples) for b in c.benchmarks]
         overall, sentence = claim_sentence(c, rows)
         claims.append({"claim": c.claim, "better": c.better, "worse": c.worse, "verdict": overall,
@@ -123,6 +127,8 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
            f"'base' is the target before training; every other row is a variant's final model. Reference: `{ref}`.", "",
            "## Claims", ""]
     out += [f"- **{c['verdict']}** — {c['sentence']}" for c in tables["claims"]] or ["(no claims listed)"]
+    if tables.get("pending"):
+        out += ["", f"Variants still to run: {', '.join(tables['pending'])} (this report is rewritten after each variant)."]
     out += ["", "## Scores (95% Wilson interval)", ""]
     models = list(dict.fromkeys(s["model"] for s in tables["scores"]))
     by = {(s["model"], s["benchmark"]): s for s in tables["scores"]}
