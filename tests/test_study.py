@@ -180,3 +180,25 @@ def test_bad_study_files_get_one_line(tmp_path, tiny_model_dir, change, message)
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     missing = CliRunner().invoke(app, ["study", str(tmp_path / "none.yaml")])
     assert missing.exit_code == 2 and "study file not found" in missing.output
+
+
+def test_claims_give_verdicts_by_the_interval_and_wait_for_unfinished_variants():
+    from types import SimpleNamespace
+
+    from fusechat.study import Claim
+    from fusechat.study_report import study_tables
+
+    n = 40
+    items = {"base": {("math", str(i)): 0.0 for i in range(n)},
+             "fused": {("math", str(i)): float(i < 12) for i in range(n)},  # +12 items, none lost: supported
+             "worse": {("math", str(i)): float(i < 20) for i in range(n)}}  # fused loses 8 of these: contradicted
+    claims = [Claim(claim="fused beats base", better="fused", worse="base", benchmarks=["math"]),
+              Claim(claim="fused beats worse", better="fused", worse="worse", benchmarks=["math"]),
+              Claim(claim="fused beats later", better="fused", worse="later", benchmarks=["math"])]
+    study = SimpleNamespace(reference="fused", resamples=2000, claims=claims)
+    tables = study_tables(study, items)
+    verdicts = [c["verdict"] for c in tables["claims"]]
+    assert verdicts == ["supported", "contradicted", "not run yet"]
+    row = tables["claims"][0]["rows"][0]
+    assert row["diff"] == 0.3 and (row["only_better"], row["only_worse"]) == (12, 0) and row["mcnemar_p"] < 0.001
+    assert {(d["model"], d["benchmark"]) for d in tables["differences"]} == {("base", "math"), ("worse", "math")}
