@@ -18,9 +18,6 @@ import math
 import statistics
 from collections import defaultdict
 
-CORRECTNESS_DOMAINS = ("math", "code")
-
-
 def _mean(xs):
     return round(statistics.fmean(xs), 4) if xs else None
 

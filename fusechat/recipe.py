@@ -374,22 +374,28 @@ def set_value(data: dict, key: str, value, where: str) -> None:
         raise FusechatError(f"{where}: '{'.'.join(parts[:-1])}' is not a mapping")
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    path = Path(path)
+def read_yaml_mapping(path: Path, what: str = "recipe") -> dict:
+    """A YAML file that must hold a mapping (a recipe, a study); every failure is one line naming the file."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise FusechatError(f"{path}: recipe not found") from None
+        raise FusechatError(f"{path}: {what} not found") from None
     except IsADirectoryError:
-        raise FusechatError(f"{path}: is a folder; a recipe is a YAML file") from None
+        raise FusechatError(f"{path}: is a folder; a {what} is a YAML file") from None
     except OSError as e:
-        raise FusechatError(f"{path}: cannot read the recipe ({e.strerror})") from None
+        raise FusechatError(f"{path}: cannot read the {what} ({e.strerror})") from None
     except UnicodeDecodeError:
-        raise FusechatError(f"{path}: not a text file (a recipe is UTF-8 YAML)") from None
+        raise FusechatError(f"{path}: not a text file (a {what} is UTF-8 YAML)") from None
     except yaml.YAMLError as e:
         raise FusechatError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
-        raise FusechatError(f"{path}: a recipe is a YAML mapping")
+        raise FusechatError(f"{path}: a {what} is a YAML mapping")
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    path = Path(path)
+    data = read_yaml_mapping(path)
     if "variants" in data and "recipe" in data:
         raise FusechatError(f"{path}: is a study; run `fusechat study {path}`")
     for assignment in overrides:

@@ -18,9 +18,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fusechat import FusechatError
@@ -82,16 +80,7 @@ class Variant:
 
 def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, Variant]]:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FusechatError(f"{path}: study file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise FusechatError(f"{path}: cannot read the study ({e})") from None
-    except yaml.YAMLError as e:
-        raise FusechatError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    if not isinstance(data, dict):
-        raise FusechatError(f"{path}: a study is a YAML mapping")
+    data = r.read_yaml_mapping(path, "study file")
     try:
         study = StudyConfig.model_validate(data)
     except ValidationError as e:
@@ -108,10 +97,7 @@ def base_data(study: StudyConfig, where: Path) -> dict:
         candidate = where.parent / study.recipe
     if not candidate.exists() and r.builtin_recipe(study.recipe).exists():
         candidate = r.builtin_recipe(study.recipe)
-    try:
-        return yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}
-    except OSError:
-        raise FusechatError(f"{where}: recipe '{study.recipe}' not found") from None
+    return r.read_yaml_mapping(candidate)
 
 
 def variants(study: StudyConfig, where: Path) -> dict[str, Variant]:
