@@ -25,8 +25,8 @@ STAGES = {
         StageDef("sample", sample, r.sample_settings, reads=("prompts",)),
         StageDef("score", score, r.score_settings, reads=("prompts", "sample")),
         StageDef("build", build, r.build_settings, reads=("prompts", "score")),
-        StageDef("sft", sft, r.sft_settings, reads=("build",), distributed=True),
-        StageDef("dpo", dpo, r.dpo_settings, reads=("build", "sft"), distributed=True),
+        StageDef("sft", sft, r.sft_settings, reads=("build",), only=("build/sft",), distributed=True),
+        StageDef("dpo", dpo, r.dpo_settings, reads=("build", "sft"), only=("build/dpo",), distributed=True),
         StageDef("eval", evaluate, r.eval_settings, uses=("prompts", "sft", "dpo")),
         StageDef("report", report, r.report_settings, uses=REPORTED),
     ]

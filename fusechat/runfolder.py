@@ -153,6 +153,9 @@ class StageDef:
     work: Callable[["StageRun"], Outputs]
     settings: Callable  # recipe -> the part of it the result depends on (fusechat.recipe.*_settings)
     reads: tuple[str, ...] = ()  # stages that must have finished; their outputs are this stage's input
+    # Of the stages read, the only outputs this one depends on ("build/sft"): a change to the read
+    # stage's other outputs (the DPO pairs) then leaves this stage current.
+    only: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()  # stages read when they have finished (eval, report)
     external: Callable | None = None  # recipe -> fingerprint of inputs outside the run folder (prompt files)
     distributed: bool = False  # runs in every process of `accelerate launch`; the main one writes
@@ -291,11 +294,19 @@ class RunFolder:
         return self.finished(stage)["model"]
 
     def input_fingerprint(self, stage: StageDef, recipe) -> str:
-        parts = [self.finished(s)["output_fingerprint"] for s in stage.reads]
+        parts = [self._fingerprint(s, self.finished(s), stage.only) for s in stage.reads]
         parts += [f"{s}={m['output_fingerprint']}" for s in stage.uses if (m := self.manifest(s))]
         if stage.external is not None:
             parts.append(stage.external(recipe))
         return ":".join(parts) or "none"
+
+    @staticmethod
+    def _fingerprint(stage: str, manifest: dict, only: tuple[str, ...]) -> str:
+        names = [o.split("/", 1)[1] for o in only if o.startswith(stage + "/")]
+        per_output = manifest.get("output_fingerprints") or {}
+        if names and all(n in per_output for n in names):
+            return "+".join(f"{stage}/{n}={per_output[n]}" for n in names)
+        return manifest["output_fingerprint"]  # the whole stage (also manifests from before per-output ones)
 
     def is_current(self, stage: str, settings: dict, input_fingerprint: str) -> bool:
         m = self.manifest(stage)
@@ -341,11 +352,12 @@ class RunFolder:
         datasets.disable_progress_bars()  # our own progress bars are enough
         folder = self.stage_dir(stage)
         (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the stage reads unfinished
-        digest, sizes = hashlib.sha256(), {}
+        digest, sizes, per_output = hashlib.sha256(), {}, {}
         for name, records in (out.datasets | out.logs).items():
             text = jsonl_text(records)
             if name in out.datasets:
                 digest.update(name.encode() + b"\0" + text.encode())
+                per_output[name] = hashlib.sha256(text.encode()).hexdigest()[:16]
             write_atomic(folder / f"{name}.jsonl", text)
             sizes[f"{name}.jsonl"] = (folder / f"{name}.jsonl").stat().st_size
             tmp = folder / f".{name}.tmp"
@@ -359,11 +371,14 @@ class RunFolder:
                 if target.is_dir():
                     shutil.rmtree(target)
                 os.replace(made, target)
+            own = hashlib.sha256()
             for path in sorted(target.rglob("*")) if target.is_dir() else [target]:
                 if path.is_file():
                     rel = str(path.relative_to(folder))
                     digest.update(rel.encode() + b"\0" + file_digest(path).encode())
+                    own.update(rel.encode() + b"\0" + file_digest(path).encode())
                     sizes[rel] = path.stat().st_size
+            per_output[name] = own.hexdigest()[:16]
         settings = {} if settings is None else settings
         manifest = {
             "stage": stage,
@@ -371,6 +386,7 @@ class RunFolder:
             "config": settings,
             "input_fingerprint": input_fingerprint,
             "output_fingerprint": digest.hexdigest()[:16],
+            "output_fingerprints": per_output,
             "outputs": sizes,
             "counts": out.counts,
             "seconds": round(time.time() - (started or time.time()), 2),

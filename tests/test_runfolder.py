@@ -100,3 +100,22 @@ def test_a_stage_may_read_only_the_stages_it_declares(tmp_path):
         folder.run(sneaky, recipe=None)
     honest = StageDef("peek", sneaky.work, sneaky.settings, reads=("prompts", "sample"))
     assert folder.run(honest, recipe=None)["counts"] == {"n": 1}
+
+
+def test_sft_depends_on_the_sft_set_only_and_dpo_on_the_pairs_only(tmp_path):
+    from fusechat.pipeline import STAGES as stages
+
+    folder = RunFolder(tmp_path)
+    folder.write("build", Outputs({"sft": [{"a": 1}], "dpo": [{"p": 1}]}))
+    sft = folder.input_fingerprint(stages["sft"], None)
+    folder.write("build", Outputs({"sft": [{"a": 1}], "dpo": [{"p": 2}]}))  # new pairs, same SFT set
+    assert folder.input_fingerprint(stages["sft"], None) == sft
+    folder.write("build", Outputs({"sft": [{"a": 2}], "dpo": [{"p": 2}]}))  # a new SFT set
+    assert folder.input_fingerprint(stages["sft"], None) != sft
+    # DPO reads the pairs (and the SFT model): new pairs change its input, a new SFT set alone does not
+    folder.write("sft", Outputs({"log": [{"x": 1}]}))
+    dpo = folder.input_fingerprint(stages["dpo"], None)
+    folder.write("build", Outputs({"sft": [{"a": 3}], "dpo": [{"p": 2}]}))
+    assert folder.input_fingerprint(stages["dpo"], None) == dpo
+    folder.write("build", Outputs({"sft": [{"a": 3}], "dpo": [{"p": 3}]}))
+    assert folder.input_fingerprint(stages["dpo"], None) != dpo
