@@ -200,12 +200,15 @@ class LoraConfig(Strict):
 
 
 class TrainConfig(Strict):
-    """Hyperparameters shared by SFT and DPO (per device; global batch = batch_size x grad_accum x devices)."""
+    """Hyperparameters shared by SFT and DPO (global batch = batch_size x grad_accum x processes)."""
 
     epochs: float = Field(3, gt=0)
     learning_rate: float = Field(5e-6, gt=0)
-    batch_size: int = Field(8, gt=0)
-    grad_accum: int = Field(16, gt=0)
+    batch_size: int = Field(8, gt=0, description="examples (SFT) or pairs (DPO) per process and forward pass")
+    grad_accum: int = Field(16, gt=0, description="batches per optimizer step; derived when global_batch_size is set")
+    global_batch_size: int | None = Field(None, gt=0, description=(
+        "examples or pairs per optimizer step over all processes (the paper: 128); grad_accum is then "
+        "global_batch_size / (batch_size x processes), and a combination that does not divide is an error"))
     max_length: int = Field(2048, gt=0)
     scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
@@ -220,6 +223,23 @@ class TrainConfig(Strict):
         "about a third more compute (large targets); unset: off")
     length_grouping: bool | None = Field(
         None, description="batches of examples of similar length (less padding; padded SFT batches and DPO); unset: on")
+
+
+    def accumulation(self, processes: int, where: str) -> int:
+        """Gradient accumulation steps for `processes` processes (`where`: the recipe section, for errors)."""
+        if self.global_batch_size is None:
+            return self.grad_accum
+        per_step = self.batch_size * processes
+        accum, rest = divmod(self.global_batch_size, per_step)
+        if rest or not accum:
+            raise FusechatError(
+                f"{where}.global_batch_size {self.global_batch_size} is not a multiple of batch_size "
+                f"{self.batch_size} x {processes} process(es) = {per_step}; change one of them")
+        if "grad_accum" in self.model_fields_set and self.grad_accum != accum:
+            raise FusechatError(
+                f"{where}: grad_accum {self.grad_accum} contradicts global_batch_size {self.global_batch_size} "
+                f"= batch_size {self.batch_size} x {processes} process(es) x {accum}; drop grad_accum")
+        return accum
 
 
 class SFTTrainConfig(TrainConfig):

@@ -70,7 +70,10 @@ def test_every_shipped_recipe_validates_and_mirrors_the_paper():
         assert r.target is not None, name
         if name.startswith("paper-"):
             assert r.build.gap_window == (0.01, 0.1) and len(r.sources) == 4 and r.sft.epochs == 3 and r.dpo.epochs == 1
-            assert r.sft.batch_size * r.sft.grad_accum * 8 == 128 == r.dpo.batch_size * r.dpo.grad_accum * 8
+            for train, where in ((r.sft, "sft"), (r.dpo, "dpo")):  # the paper's 128, on any number of GPUs
+                assert r.sft.global_batch_size == 128
+                for gpus in (1, 2, 4, 8):
+                    assert train.batch_size * train.accumulation(gpus, where) * gpus == 128
             assert r.score.reward.kind == "reward-model" and r.score.reward.trust_remote_code
     paper = {n: (r.dpo.loss, r.dpo.beta, r.dpo.learning_rate, r.sft.learning_rate) for n, r in recipes.items() if n.startswith("paper-")}
     assert paper["paper-llama3.1-8b"] == ("ln-dpo", 10, 8e-7, 5e-6)
@@ -117,3 +120,16 @@ def test_a_study_file_given_as_a_recipe_says_what_to_run(tmp_path):
 
     with pytest.raises(FusechatError, match="is a study; run `fusechat study"):
         load_recipe(builtin_recipe("study-cpu"))
+
+
+def test_global_batch_size_derives_grad_accum_and_refuses_what_does_not_divide():
+    from fusechat.recipe import SFTTrainConfig
+
+    cfg = SFTTrainConfig(batch_size=2, global_batch_size=128)
+    assert cfg.accumulation(8, "sft") == 8 and cfg.accumulation(1, "sft") == 64
+    with pytest.raises(FusechatError, match=r"sft.global_batch_size 128 is not a multiple of batch_size 2 x 3"):
+        cfg.accumulation(3, "sft")
+    with pytest.raises(FusechatError, match="grad_accum 4 contradicts global_batch_size 128"):
+        SFTTrainConfig(batch_size=2, grad_accum=4, global_batch_size=128).accumulation(8, "sft")
+    assert SFTTrainConfig(batch_size=2, grad_accum=8, global_batch_size=128).accumulation(8, "sft") == 8
+    assert SFTTrainConfig(batch_size=2, grad_accum=4).accumulation(8, "sft") == 4  # no global size: as written

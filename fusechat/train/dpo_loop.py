@@ -124,7 +124,8 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     stream = batch_stream(train, cfg, cfg.batch_size * world)
-    total = math.ceil(len(stream) / cfg.grad_accum)
+    grad_accum = cfg.accumulation(world, "dpo")
+    total = math.ceil(len(stream) / grad_accum)
     scheduler = make_scheduler(optimizer, cfg, total)  # stepped by hand: accelerate's wrapper would step it per process
     model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -150,7 +151,7 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
     started, tokens = time.time(), 0
     while step < total:
         stats = dict.fromkeys(METRICS, 0.0)
-        accumulated = stream[step * cfg.grad_accum : (step + 1) * cfg.grad_accum]
+        accumulated = stream[step * grad_accum : (step + 1) * grad_accum]
         forwards = []  # (pairs, weight of their mean loss in the step's loss)
         for indices in accumulated:
             mine, share = step_share(indices, rank, world, cfg.batch_size)

@@ -10,6 +10,7 @@ A killed run resumes from its last checkpoint (every `save_steps` optimizer step
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
+        # `accelerate launch` sets WORLD_SIZE; the trainer's accelerator does not exist yet
+        gradient_accumulation_steps=cfg.accumulation(int(os.environ.get("WORLD_SIZE", "1")), "sft"),
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.scheduler,  # the schedule itself is make_scheduler's (Trainer.create_scheduler below)
         weight_decay=cfg.weight_decay,
