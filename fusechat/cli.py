@@ -199,11 +199,53 @@ def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt):
 
     r = load(recipe, set_)
     console.print(f"recipe [bold]{r.name}[/], run folder {r.run_path}")
+    print_plan(r, *this_machine())  # and refuse, in one line, a model that cannot fit
     if runs_code(r):  # before any sampling: a machine that cannot cage code stops here, in one line
         console.print(f"sandbox: {sandbox_line(r)}", highlight=False, soft_wrap=True)
     with progress_bar() as progress:
         run_all(r, progress=progress, on_stage=report)
     print_eval_table(r)
+
+
+@app.command("plan")
+@user_errors
+def plan(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
+         gpus: Optional[int] = typer.Option(None, "--gpus", help="GPUs to plan for (default: this machine's; 0: CPU)"),
+         gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", help="GB per GPU (default: this machine's, else 80)"),
+         calibrate: bool = typer.Option(False, "--calibrate", help="first measure this machine's speeds (a minute or "
+                                        "two on a CPU; cached) with a few of the recipe's own prompts")):
+    """What RECIPE will cost before it runs: per stage the work (prompts x sources x samples, expected
+    tokens), each model's memory and where it fits (one GPU, vLLM tensor parallel, CPU RAM), an estimated
+    wall time and the disk it needs. Reads model configs only, never weights.
+
+    Speeds come from, in order: this run folder's finished stages, a calibration on this machine
+    (--calibrate), or on GPUs BENCHMARKS.md's H100 figures scaled by model size (labelled an estimate).
+    `fusechat run` prints the same plan first and stops before any work if a model cannot fit."""
+    from fusechat.plan import calibrate as measure
+
+    r = load(recipe, set_)
+    here_gpus, here_gb = this_machine()
+    if calibrate:
+        measure(r, say=lambda line: console.print(line, highlight=False))
+    print_plan(r, here_gpus if gpus is None else gpus, gpu_memory or here_gb, refuse=False)
+
+
+def this_machine() -> tuple[int, float]:
+    """This machine's GPU count and memory per GPU in GB (80 when it has none, for --gpus N)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0, 80.0
+    return torch.cuda.device_count(), torch.cuda.get_device_properties(0).total_memory / 1e9
+
+
+def print_plan(recipe, gpus: int, gpu_gb: float, refuse: bool = True) -> None:
+    from fusechat.plan import make_plan, refuse_what_cannot_fit, render
+
+    made = make_plan(recipe, gpus, gpu_gb)
+    console.print(render(made), highlight=False, soft_wrap=True, markup=False)
+    if refuse:
+        refuse_what_cannot_fit(made)
 
 
 def runs_code(recipe) -> bool:

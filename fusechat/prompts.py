@@ -80,9 +80,35 @@ def _rows(path: Path):
 
 def load_prompt_file(path: str | Path, domain: str) -> list[dict]:
     """Read prompts of one domain from a file; math needs `answer`, code needs `tests`."""
+    return _prompt_items(_rows(Path(path)), domain, str(path))
+
+
+def _dataset_rows(spec: PromptSet):
+    """Yield (where, row) from `datasets.load_dataset` (a hub id or a local folder of data files; a
+    `save_to_disk` folder too), renamed by `columns` and filtered by `where`."""
+    import datasets
+
+    name, split, columns, where = spec.dataset, spec.split or "train", spec.columns or {}, spec.where or {}
+    try:
+        if (Path(name) / "dataset_info.json").is_file() or (Path(name) / "dataset_dict.json").is_file():
+            data = datasets.load_from_disk(name)
+            data = data[split] if isinstance(data, datasets.DatasetDict) else data
+        else:
+            data = datasets.load_dataset(name, spec.subset, split=split)
+    except Exception as e:  # offline, missing, no such split: datasets raises many kinds
+        raise FusechatError(f"dataset {name} (split {split}): cannot load it ({' '.join(str(e).split())[:200]})") from None
+    missing = [c for c in [*columns.values(), *where] if c not in data.column_names]
+    if missing:
+        raise FusechatError(f"dataset {name}: no column '{missing[0]}' (it has: {', '.join(data.column_names)})")
+    for i, row in enumerate(data):
+        if all(row[c] in (v if isinstance(v, list) else [v]) for c, v in where.items()):
+            yield f"dataset {name} ({split}) row {i}", row | {ours: row[theirs] for ours, theirs in columns.items()}
+
+
+def _prompt_items(rows, domain: str, origin: str) -> list[dict]:
     prompts = []
-    for where, row in _rows(Path(path)):
-        item = {"prompt": _user_text(row, where), "origin": str(path)}
+    for where, row in rows:
+        item = {"prompt": _user_text(row, where), "origin": origin}
         if row.get("id") is not None:
             item["id"] = str(row["id"])
         if domain == "math":
@@ -124,9 +150,12 @@ def load_prompt_set(spec: PromptSet) -> list[dict]:
             return sharegpt_prompts(spec.domain, n or 100, spec.seed, spec.options)
         case "constraints":
             return constraint_prompts(n or 100, spec.seed, spec.options)
-    rows = load_prompt_file(spec.path, spec.domain)
+    if spec.dataset:
+        rows = _prompt_items(_dataset_rows(spec), spec.domain, spec.dataset)
+    else:
+        rows = load_prompt_file(spec.path, spec.domain)
     if not rows:
-        raise FusechatError(f"{spec.path}: no prompts in this file")
+        raise FusechatError(f"{spec.path or spec.dataset}: no prompts here (after `where`)")
     if n is not None and n < len(rows):
         rows = random.Random(spec.seed).sample(rows, n)
     return rows
@@ -198,11 +227,12 @@ def collect_prompts(recipe: Recipe) -> tuple[list[Prompt], Counter]:
 
 
 def prompt_files_fingerprint(recipe: Recipe) -> str:
-    """The contents of the recipe's prompt files (the packs are fixed by their settings)."""
+    """The contents of the recipe's prompt files and local dataset folders (the packs are fixed by their
+    settings; a hub dataset by its id, split and filters, which are settings too)."""
     h = hashlib.sha256()
     for spec in recipe.prompts.sets:
-        if spec.path:
-            path = Path(spec.path)
+        if spec.path or spec.dataset and Path(spec.dataset).is_dir():
+            path = Path(spec.path or spec.dataset)
             files = sorted(path.rglob("*")) if path.is_dir() else [path]
             for f in files:
                 if f.is_file():

@@ -36,11 +36,18 @@ def SpeedOnly(default=None, **kwargs):  # noqa: N802 - used like pydantic's Fiel
 
 
 class PromptSet(Strict):
-    """One source of prompts: a built-in pack or a file (JSONL, Parquet or HF dataset folder)."""
+    """One source of prompts: a built-in pack, a file (JSONL, Parquet or HF dataset folder) or a dataset."""
 
     domain: Domain
     pack: Literal["reasoning-gym", "code-functions", "sharegpt", "constraints"] | None = None
     path: str | None = None
+    dataset: str | None = Field(None, description="a hub dataset id or a local folder, read with datasets.load_dataset")
+    subset: str | None = Field(None, description="dataset: its configuration name, if it has several")
+    split: str | None = Field(None, description="dataset: the split to read (default train)")
+    columns: dict[Literal["prompt", "answer", "tests", "entry_point", "id"], str] | None = Field(
+        None, description="dataset: our field -> its column, e.g. {prompt: problem, answer: expected_answer}")
+    where: dict[str, object] | None = Field(None, description=(
+        "dataset: keep rows whose column equals the value (or is one of a list of values)"))
     n: int | None = Field(None, gt=0, description="take this many (seeded choice); all when unset")
     task: str | None = Field(None, description="reasoning-gym generator, e.g. basic_arithmetic")
     options: dict = Field(default_factory=dict, description="pack options, e.g. reasoning-gym difficulty")
@@ -48,8 +55,10 @@ class PromptSet(Strict):
 
     @model_validator(mode="after")
     def _one_origin(self):
-        if (self.pack is None) == (self.path is None):
-            raise ValueError("give exactly one of `pack` or `path`")
+        if sum(x is not None for x in (self.pack, self.path, self.dataset)) != 1:
+            raise ValueError("give exactly one of `pack`, `path` or `dataset`")
+        if self.dataset is None and (self.columns or self.where or self.subset or self.split):
+            raise ValueError("`columns`, `where`, `subset` and `split` go with `dataset`")
         if self.pack == "reasoning-gym" and not self.task:
             raise ValueError("the reasoning-gym pack needs `task` (e.g. basic_arithmetic)")
         if self.pack == "constraints" and self.domain != "instruction":

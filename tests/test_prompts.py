@@ -158,3 +158,31 @@ def test_ifeval_format_files_become_constraint_prompts(tmp_path):
     path.write_text(json.dumps(row | {"instruction_id_list": ["nosuch:thing"], "kwargs": [{}]}) + "\n")
     with pytest.raises(FusechatError, match="ifeval.jsonl:1: unknown IFEval instruction id 'nosuch:thing'"):
         load_prompt_file(path, "instruction")
+
+
+def test_prompts_by_dataset_id_with_a_column_map_filters_and_a_limit(tmp_path):
+    # A folder of data files, read by datasets.load_dataset like a hub id (OpenMathInstruct-2's columns)
+    folder = tmp_path / "openmath"
+    (folder / "data").mkdir(parents=True)
+    rows = [{"problem": f"What is {i} + {i}?", "expected_answer": str(2 * i), "problem_source": src}
+            for i, src in enumerate(["gsm8k", "math", "augmented_math", "math"] * 5)]
+    (folder / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {"domain": "math", "dataset": str(folder), "split": "train", "n": 6,
+            "columns": {"prompt": "problem", "answer": "expected_answer"}, "where": {"problem_source": ["math", "gsm8k"]}}
+    recipe = recipe_from_dict({"name": "t", "prompts": {"sets": [spec]}, "sources": [{"name": "s", "model": "smollm2-135m-instruct"}]})
+    prompts, _ = collect_prompts(recipe)
+    assert len(prompts) == 6
+    by_text = {r["problem"]: r for r in rows}
+    for p in prompts:  # the mapped columns, only the kept sources
+        assert by_text[p.prompt]["expected_answer"] == p.answer and by_text[p.prompt]["problem_source"] != "augmented_math"
+    again, _ = collect_prompts(recipe)
+    assert [p.prompt for p in again] == [p.prompt for p in prompts]  # the seeded choice repeats
+
+    # a column the dataset lacks is one line naming it, and the columns it has
+    bad = recipe_from_dict({"name": "t", "prompts": {"sets": [spec | {"columns": {"prompt": "question"}}]},
+                            "sources": [{"name": "s", "model": "smollm2-135m-instruct"}]})
+    with pytest.raises(FusechatError, match=r"no column 'question' \(it has: problem, expected_answer, problem_source\)"):
+        collect_prompts(bad)
+    with pytest.raises(Exception, match="exactly one of `pack`, `path` or `dataset`"):
+        recipe_from_dict({"name": "t", "prompts": {"sets": [spec | {"path": "x.jsonl"}]},
+                          "sources": [{"name": "s", "model": "smollm2-135m-instruct"}]})
