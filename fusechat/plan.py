@@ -7,7 +7,8 @@ figures, each labelled with where it came from:
 - a finished stage of an earlier run in the same run folder (its measured tokens/s and lengths);
 - `fusechat plan --calibrate`: a short measurement on this machine (a few real prompts per source, a
   few judgments, a few training steps of the target), cached in the fusechat cache folder;
-- on GPUs, BENCHMARKS.md's H100 figures scaled by parameter count (an estimate, no measurement).
+- on GPUs, a roofline: an H100's bf16 rate at the utilisation BENCHMARKS.md assumes for planning (an
+  estimate, labelled so; our own H100 figures are for a 0.5B model, too small to scale from).
 accelerate's `estimate-memory` covers one model's weights and needs the hub; nothing estimates a whole
 fusion pipeline, hence this module.
 """
@@ -29,9 +30,12 @@ GIB = 1024**3
 USABLE = 0.9  # share of a GPU's memory vLLM (and a careful user) gives a model
 PROMPT_TOKENS = 256  # a typical chat prompt, for KV-cache and training lengths when nothing is measured
 DEFAULT_LENGTH_SHARE = 0.5  # expected answer length as a share of max_new_tokens when nothing is measured
-# BENCHMARKS.md, one H100, bf16, Qwen2.5-0.5B architecture (0.494e9 parameters): generated tokens/s
-# (transformers, batch 256), SFT and DPO training tokens/s. Scaled by 0.494e9 / parameters.
-H100 = {"params": 0.494e9, "generate": 2672.0, "sft": 5684.0, "dpo": 13887.0}
+# Planning assumptions for GPUs (BENCHMARKS.md, "Planning figures"): an H100's dense bf16 rate and the
+# share of it each kind of work reaches on models of billions of parameters. A token costs 2 x params
+# FLOPs to generate or score, 6 x params to train on (8 x params for DPO's extra reference pass).
+H100_FLOPS = 989e12
+UTILISATION = {"generate": 0.15, "score": 0.30, "sft": 0.30, "dpo": 0.30}
+FLOPS_PER_PARAM = {"generate": 2, "score": 2, "sft": 6, "dpo": 8}
 
 # The published config.json fields of the paper's models (hidden, layers, heads, kv heads, head dim,
 # intermediate, vocabulary, tied embeddings), for planning without the hub.
@@ -102,6 +106,35 @@ def arch_from_gguf(path: Path) -> Arch:
 
 
 @cache
+def hub_reachable() -> bool:
+    """One quick connection to the hub (its retries take a minute per file when offline)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def hub_config(ref: str) -> dict | None:
+    if not hub_reachable():
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(ref, "config.json")).read_text())
+    except Exception:  # gated, moved, or no config: huggingface_hub raises several kinds
+        return None
+
+
+@cache
 def model_arch(ref: str) -> Arch | None:
     """The model's facts, from the first place that has them; None when none does (planned as unknown)."""
     from fusechat.catalog import CATALOG
@@ -116,20 +149,12 @@ def model_arch(ref: str) -> Arch | None:
             return None
     if (path / "config.json").is_file():
         return arch_from_config(json.loads((path / "config.json").read_text()), f"{path}/config.json")
+    config = hub_config(ref)  # the hub's own file when it can be reached; the snapshot otherwise
+    if config is not None:
+        return arch_from_config(config, f"{ref} config.json (hub)")
     if ref in PAPER_CONFIGS:
-        try:  # the hub's own file when it can be reached; the snapshot otherwise
-            from huggingface_hub import hf_hub_download
-
-            return arch_from_config(json.loads(Path(hf_hub_download(ref, "config.json")).read_text()),
-                                    f"{ref} config.json (hub)")
-        except Exception:  # offline, gated or moved: huggingface_hub raises several kinds
-            return arch_from_fields(*PAPER_CONFIGS[ref], origin=f"{ref} (fusechat's config snapshot)")
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return arch_from_config(json.loads(Path(hf_hub_download(ref, "config.json")).read_text()), f"{ref} (hub)")
-    except Exception:
-        return None
+        return arch_from_fields(*PAPER_CONFIGS[ref], origin=f"{ref} (fusechat's config snapshot)")
+    return None
 
 
 # ---- fit ------------------------------------------------------------------------------------------
@@ -194,6 +219,22 @@ def tensor_parallel_for(arch: Arch, gpus: int, gpu_gb: float, tokens: int) -> in
     return None
 
 
+def tensor_parallel(name: str, model: str, tokens: int) -> int:
+    """The tensor-parallel size for vLLM on this machine's GPUs, or one line saying it cannot fit."""
+    import torch
+
+    arch = model_arch(model)
+    gpus = torch.cuda.device_count()
+    if arch is None or not gpus:
+        return 1
+    gpu_gb = torch.cuda.get_device_properties(0).total_memory / 1e9
+    size = tensor_parallel_for(arch, gpus, gpu_gb, tokens)
+    if size is None:
+        raise FusechatError(f"{name}: {model} ({arch.weight_bytes / GIB:.0f} GiB of weights) does not fit "
+                            f"{gpus} GPU(s) of {gpu_gb:.0f} GB; serve it elsewhere (backend: openai)")
+    return size
+
+
 def training_fit(arch: Arch | None, gpus: int, gpu_gb: float, lora: bool) -> Fit:
     """Full fine-tuning with AdamW keeps ~16 bytes a parameter (weights, gradients, two moments, fp32),
     sharded over the GPUs by FSDP/ZeRO-3; LoRA keeps the bf16 weights and little else. Activations
@@ -247,7 +288,20 @@ def prompt_counts(recipe: Recipe) -> tuple[Counter, Counter, str]:
         return Counter(counts["by_domain"]), Counter(counts["by_split"]), "the run folder's prompts"
     from fusechat.prompts import collect_prompts
 
-    prompts, _ = collect_prompts(recipe)  # packs and files, as the stage reads them (no model involved)
+    try:
+        prompts, _ = collect_prompts(recipe)  # packs, files and datasets, as the stage reads them
+    except FusechatError as e:  # files not here yet (a cluster recipe planned elsewhere): the declared counts
+        if any(spec.n is None for spec in recipe.prompts.sets):
+            raise FusechatError(f"{e}; `fusechat plan` needs the prompts, or `n` on every prompt set") from None
+        by_domain = Counter()
+        for spec in recipe.prompts.sets:
+            by_domain[spec.domain] += spec.n
+        by_split = Counter({f"{d}/{'sft' if d == 'chinese' else 'any'}": n for d, n in by_domain.items()})
+        if by_domain["instruction"]:  # the seeded 40:60 split of open instruction prompts
+            sft = round(by_domain["instruction"] * recipe.prompts.sft_fraction)
+            del by_split["instruction/any"]
+            by_split.update({"instruction/sft": sft, "instruction/dpo": by_domain["instruction"] - sft})
+        return by_domain, by_split, "each set's `n` (its files are not readable here)"
     return (Counter(p.domain for p in prompts), Counter(f"{p.domain}/{p.split}" for p in prompts),
             "the recipe's prompt sets")
 
@@ -301,8 +355,9 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
                 return None, "an endpoint: not estimated"
             if arch is None:
                 return None, "unknown model size"
-            return H100[kind] * H100["params"] / arch.params * (gpus if kind != "generate" else 1), \
-                "H100 figure from BENCHMARKS.md scaled by size (estimate)"
+            # generation runs one model on the GPUs that hold it, replicated over the rest (data parallel)
+            return gpus * H100_FLOPS * UTILISATION[kind] / (FLOPS_PER_PARAM[kind] * arch.params), \
+                "H100 roofline at BENCHMARKS.md's planning utilisation (estimate)"
         entry = cal.get(calibration_key(kind, model, backend, batch))
         if entry:
             return entry["tokens_per_s"], "calibrated on this machine"
@@ -339,8 +394,12 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
             fit = generation_fit(arch, reward.backend, gpus, gpu_gb, 1, 4096)
             basis = "calibrated on this machine" if per else "not calibrated: run `fusechat plan --calibrate`"
         else:
-            rate, basis = speed("generate", reward.model, "transformers", reward.batch_size, arch)
-            per = (PROMPT_TOKENS * 2 / (rate * 10)) if rate else None  # a forward pass: ~10x decoding
+            rate, basis = speed("score", reward.model, "transformers", reward.batch_size, arch)
+            if not gpus and rate:  # calibrated decoding; one forward pass over a sequence runs ~10x faster
+                rate *= 10
+            length = PROMPT_TOKENS + (sum(seen["lengths"].values()) / len(seen["lengths"]) if seen["lengths"]
+                                      else min(s.sampling.max_new_tokens for s in recipe.sources) * DEFAULT_LENGTH_SHARE)
+            per = length / rate if rate else None
             fit = generation_fit(arch, "transformers", gpus, gpu_gb, reward.batch_size, reward.max_length)
         work = f"{'at most ' if reward.only_correct else ''}{judged:,} responses rewarded ({reward.kind})"
         plan.rows.append(Row("score", reward.model, work, 0, per * judged if per else None, basis, fit))
@@ -364,8 +423,10 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
             plan.rows.append(Row(stage, target, f"at most {n:,} {'examples' if per_item == 1 else 'pairs'} "
                                  f"x {cfg.epochs:g} epoch(s)", tokens, tokens / rate if rate else None, basis,
                                  training_fit(arch, gpus, gpu_gb, cfg.lora is not None)))
-            if arch:  # the model and two checkpoints (weights + AdamW moments)
-                disk += arch.params * 2 + 2 * arch.params * (4 + 8)
+            if arch:  # the saved model (bf16)
+                disk += arch.params * 2
+        if arch:  # at the peak, during one training stage: two checkpoints of fp32 weights and AdamW moments
+            disk += 2 * arch.params * 12
 
     # eval
     ev = recipe.eval
@@ -387,6 +448,16 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
                              tokens * models / rate if rate else None, basis,
                              generation_fit(model_arch(target), "transformers", gpus, gpu_gb, ev.batch_size,
                                             PROMPT_TOKENS + ev.max_new_tokens)))
+    judge = recipe.eval.judge or reward.model
+    if target and ev.mtbench and judge:  # the MT-Bench judge grades every model's answers
+        arch = model_arch(judge)
+        judged = ev.mtbench * max(len(ev.models) - 1, 1)
+        entry = cal.get(calibration_key("judge", judge, ev.judge_backend, 1))
+        rate, basis = (None, "") if entry else speed("score", judge, ev.judge_backend, 1, arch)
+        per = entry["seconds_per_item"] if entry else (PROMPT_TOKENS * 4 / rate if rate else None)
+        plan.rows.append(Row("eval", f"judge {judge}", f"{judged:,} MT-Bench answers judged", 0,
+                             per * judged if per else None, "calibrated on this machine" if entry else basis,
+                             generation_fit(arch, ev.judge_backend, gpus, gpu_gb, 1, 4096)))
     plan.disk_gib = disk / GIB
     if any(r.seconds is None for r in plan.rows):
         plan.notes.append("rows without a time have no throughput figure; the total leaves them out")

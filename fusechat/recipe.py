@@ -110,11 +110,14 @@ class Source(Strict):
     model: str = Field(description="catalog name, HF folder, .gguf file or hub id")
     backend: Literal["auto", "transformers", "llamacpp", "openai", "vllm"] = Field(
         "auto", description="auto: the fastest measured for this machine (see default_backend)")
-    endpoint: str | None = Field(None, description="openai: the server's base URL, e.g. http://localhost:8000/v1")
+    endpoint: str | list[str] | None = Field(None, description=(
+        "openai: the server's base URL, e.g. http://localhost:8000/v1, or a list of replicas serving the same "
+        "model (requests are spread over them; a failing one's requests go to the others)"))
     api_key_env: str | None = Field(None, description="openai: environment variable holding the API key")
     request_timeout_s: float | None = SpeedOnly(gt=0, description="openai: seconds before a request is retried (300)")
     max_retries: int | None = SpeedOnly(ge=0, description="openai: retries of a 429/5xx/timeout/dropped request (8)")
-    tensor_parallel_size: int | None = Field(None, gt=0, description="vllm: GPUs one model is split over (1)")
+    tensor_parallel_size: int | None = Field(None, gt=0, description=(
+        "vllm: GPUs one model is split over; unset: the fewest that hold it (from its config.json)"))
     chat_template: str | None = Field(None, description="Jinja template (inline or a file) overriding the model's")
     sampling: Sampling = Field(default_factory=Sampling)
     samples_per_prompt: dict[Domain, int] = Field(default_factory=lambda: dict(DEFAULT_SAMPLES))
@@ -145,7 +148,7 @@ class RewardConfig(Strict):
 
     kind: Literal["reward-model", "judge", "none"] = "none"
     model: str | None = None
-    backend: Literal["transformers", "llamacpp"] = "llamacpp"  # judge only
+    backend: Literal["transformers", "llamacpp", "vllm"] = "llamacpp"  # judge only
     trust_remote_code: bool = False  # reward-model: ArmoRM-style models need it
     batch_size: int = Field(8, gt=0, description="reward-model: sequences per batch (a judge grades one at a time)")
     max_length: int = Field(2048, gt=0)
@@ -295,7 +298,8 @@ class EvalConfig(Strict):
     mtbench: int | None = Field(80, ge=0, description="MT-Bench first-turn questions judged against the base; 0 skips")
     constraints: int | None = Field(44, ge=0, description="writing tasks with one verifiable constraint each; 0 skips")
     judge: str | None = Field(None, description="local judge for MT-Bench; default: score.reward.model")
-    judge_backend: Literal["transformers", "llamacpp"] = "llamacpp"
+    judge_backend: Literal["transformers", "llamacpp", "vllm"] = Field(
+        "llamacpp", description="vllm: a judge too large for one GPU, split over the GPUs that hold it")
     max_new_tokens: int = Field(512, gt=0)
     batch_size: int = SpeedOnly(32, gt=0, description="sequences per generation batch")
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"

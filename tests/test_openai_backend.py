@@ -178,3 +178,70 @@ def test_judge_read_out_through_the_server(server):
     assert len(read) >= 5 and all(lp <= 0 for lp in read.values())
     grades = Judge(backend).score([("What is 2 + 2?", "4"), ("What is 2 + 2?", "4")])
     assert grades[0] == grades[1] and 0 <= grades[0] <= 1
+
+
+def start_replica() -> tuple:
+    """A llama.cpp server with SmolLM2 in its own process (so it can be killed like a node), and its URL."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = f"""
+import sys, time, xllamacpp
+from fusechat.catalog import prepare
+p = xllamacpp.CommonParams()
+p.model.path = str(prepare("smollm2-135m-instruct"))
+p.n_parallel, p.n_ctx, p.port, p.cpuparams.n_threads = 2, 4096, {port}, 1
+p.use_jinja, p.warmup, p.verbosity = True, False, -1
+server = xllamacpp.Server(p)
+print("ready", flush=True)
+time.sleep(3600)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def test_two_replicas_one_killed_mid_stage_every_request_answered_once(tmp_path):
+    import yaml
+
+    from fusechat.pipeline import run_stage
+    from fusechat.recipe import load_recipe
+    from fusechat.runfolder import read_jsonl
+
+    (first, url1), (second, url2) = start_replica(), start_replica()
+    proxies = [FaultyProxy(url, ["ok"], hang_s=0) for url in (url1, url2)]  # they count what each replica saw
+    for proxy in proxies:
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    data = {"name": "replicas", "run_dir": str(tmp_path / "run"), "shard_size": 4,
+            "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 12}]},
+            "sources": [{"name": "served", "model": "smollm2", "backend": "openai", "batch_size": 4,
+                         "endpoint": [p.url for p in proxies], "request_timeout_s": 20, "max_retries": 3,
+                         "samples_per_prompt": {"math": 2}, "sampling": {"max_new_tokens": 24}}]}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    recipe = load_recipe(path)
+    run_stage("prompts", recipe)
+
+    def kill_when_busy():  # SIGKILL the first replica once it has answered a few requests, mid-stage
+        while len(proxies[0].seen) < 4:
+            time.sleep(0.05)
+        first.kill()
+
+    killer = threading.Thread(target=kill_when_busy, daemon=True)
+    killer.start()
+    try:
+        run_stage("sample", recipe)
+    finally:
+        first.kill()
+        second.kill()
+        for proxy in proxies:
+            proxy.shutdown()
+    rows = read_jsonl(recipe.run_path / "sample" / "samples.jsonl")
+    keys = [(r["prompt_id"], r["sample_index"]) for r in rows]
+    assert len(keys) == 24 and len(set(keys)) == 24  # every request once: none lost, none twice
+    assert all(r["finish_reason"] in ("stop", "length") and r["text"] for r in rows)
+    assert 4 <= len(proxies[0].seen) < 24 and len(proxies[1].seen) >= 24 - len(proxies[0].seen)

@@ -115,8 +115,11 @@ def open_backend(source, ctx_per_slot: int = 4096) -> Backend:
         case "vllm":
             from fusechat.sample.vllm import VLLMBackend
 
+            from fusechat.plan import tensor_parallel
+
+            size = source.tensor_parallel_size or tensor_parallel(source.name, source.model, ctx_per_slot)
             return VLLMBackend(models.resolve(source.model).hf_path(), source.chat_template, source.dtype,
-                               source.tensor_parallel_size or 1, ctx_per_slot)
+                               size, ctx_per_slot)
     raise FusechatError(f"source '{source.name}': unknown backend {source.backend!r}")
 
 
