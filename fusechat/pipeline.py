@@ -14,6 +14,7 @@ from fusechat.prompts import prompt_files_fingerprint, prompts
 from fusechat.report import REPORTED, report
 from fusechat.runfolder import RunFolder, StageDef
 from fusechat.sample import sample
+from fusechat.sample.from_dataset import responses_fingerprint
 from fusechat.score import score
 from fusechat.train.dpo import dpo
 from fusechat.train.sft import sft
@@ -22,7 +23,7 @@ STAGES = {
     s.name: s
     for s in [
         StageDef("prompts", prompts, r.prompts_settings, external=prompt_files_fingerprint),
-        StageDef("sample", sample, r.sample_settings, reads=("prompts",)),
+        StageDef("sample", sample, r.sample_settings, reads=("prompts",), external=responses_fingerprint),
         StageDef("score", score, r.score_settings, reads=("prompts", "sample")),
         StageDef("build", build, r.build_settings, reads=("prompts", "score")),
         StageDef("sft", sft, r.sft_settings, reads=("build",), only=("build/sft",), distributed=True),

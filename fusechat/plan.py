@@ -183,6 +183,8 @@ def generation_fit(arch: Arch | None, backend: str, gpus: int, gpu_gb: float, se
     """Where a model that generates (a source, a judge, the eval) fits with `sequences` of `tokens` cached."""
     if backend == "openai":
         return Fit("endpoint", 0.0, True)
+    if backend == "dataset":
+        return Fit("no model: responses from a dataset", 0.0, True)
     if arch is None:
         return Fit("unknown", 0.0, True, "model config not found: fit not checked")
     kv = arch.kv_bytes_per_token() * sequences * tokens
@@ -350,6 +352,8 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
     def speed(kind: str, model: str, backend: str, batch: int, arch: Arch | None, measured_name: str = ""):
         if measured_name and measured_name in seen["tokens_per_s"]:
             return seen["tokens_per_s"][measured_name], "measured in this run folder"
+        if backend == "dataset":
+            return 1e9, "read from a dataset"
         if gpus:
             if backend == "openai":
                 return None, "an endpoint: not estimated"
@@ -366,7 +370,7 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
     # sample
     total_samples = 0
     for source in recipe.sources:
-        arch = model_arch(source.model)
+        arch = None if source.backend == "dataset" else model_arch(source.model)
         samples, tokens = 0, 0.0
         for domain, n in by_domain.items():
             k = n * source.samples_for(domain)

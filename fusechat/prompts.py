@@ -83,18 +83,19 @@ def load_prompt_file(path: str | Path, domain: str) -> list[dict]:
     return _prompt_items(_rows(Path(path)), domain, str(path))
 
 
-def _dataset_rows(spec: PromptSet):
+def dataset_rows(name: str, subset: str | None = None, split: str | None = None, columns: dict | None = None,
+                 where: dict | None = None):
     """Yield (where, row) from `datasets.load_dataset` (a hub id or a local folder of data files; a
-    `save_to_disk` folder too), renamed by `columns` and filtered by `where`."""
+    `save_to_disk` folder too), with our field names added by `columns` and rows kept by `where`."""
     import datasets
 
-    name, split, columns, where = spec.dataset, spec.split or "train", spec.columns or {}, spec.where or {}
+    split, columns, where = split or "train", columns or {}, where or {}
     try:
         if (Path(name) / "dataset_info.json").is_file() or (Path(name) / "dataset_dict.json").is_file():
             data = datasets.load_from_disk(name)
             data = data[split] if isinstance(data, datasets.DatasetDict) else data
         else:
-            data = datasets.load_dataset(name, spec.subset, split=split)
+            data = datasets.load_dataset(name, subset, split=split)
     except Exception as e:  # offline, missing, no such split: datasets raises many kinds
         raise FusechatError(f"dataset {name} (split {split}): cannot load it ({' '.join(str(e).split())[:200]})") from None
     missing = [c for c in [*columns.values(), *where] if c not in data.column_names]
@@ -151,7 +152,8 @@ def load_prompt_set(spec: PromptSet) -> list[dict]:
         case "constraints":
             return constraint_prompts(n or 100, spec.seed, spec.options)
     if spec.dataset:
-        rows = _prompt_items(_dataset_rows(spec), spec.domain, spec.dataset)
+        rows = _prompt_items(dataset_rows(spec.dataset, spec.subset, spec.split, spec.columns, spec.where),
+                             spec.domain, spec.dataset)
     else:
         rows = load_prompt_file(spec.path, spec.domain)
     if not rows:
@@ -229,14 +231,19 @@ def collect_prompts(recipe: Recipe) -> tuple[list[Prompt], Counter]:
 def prompt_files_fingerprint(recipe: Recipe) -> str:
     """The contents of the recipe's prompt files and local dataset folders (the packs are fixed by their
     settings; a hub dataset by its id, split and filters, which are settings too)."""
+    return files_digest([spec.path or spec.dataset for spec in recipe.prompts.sets if spec.path or spec.dataset])
+
+
+def files_digest(paths: list[str]) -> str:
+    """A digest of the bytes of every local file (or file under a folder) named; other names are skipped."""
     h = hashlib.sha256()
-    for spec in recipe.prompts.sets:
-        if spec.path or spec.dataset and Path(spec.dataset).is_dir():
-            path = Path(spec.path or spec.dataset)
-            files = sorted(path.rglob("*")) if path.is_dir() else [path]
-            for f in files:
-                if f.is_file():
-                    h.update(f.read_bytes())
+    for name in paths:
+        path = Path(name)
+        if not path.exists():
+            continue
+        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if f.is_file():
+                h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -100,7 +100,17 @@ def default_batch_size(backend: str) -> int:
     """Measured best: llama.cpp 8 slots on CPU; transformers batch 64 on a CPU, 256 on a GPU."""
     if backend == "transformers":
         return 256 if has_gpu() else 64
-    return {"llamacpp": 8, "openai": 32, "vllm": 256}[backend]
+    return {"llamacpp": 8, "openai": 32, "vllm": 256, "dataset": 64}[backend]
+
+
+class Responses(Strict):
+    """Where a `backend: dataset` source's responses are: a JSONL/Parquet file, a local folder or a hub id."""
+
+    dataset: str
+    subset: str | None = None
+    split: str | None = Field(None, description="default train")
+    columns: dict[Literal["prompt", "response"], str] | None = Field(
+        None, description="our field -> its column, e.g. {prompt: problem, response: generated_solution}")
 
 
 class Source(Strict):
@@ -108,8 +118,10 @@ class Source(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     model: str = Field(description="catalog name, HF folder, .gguf file or hub id")
-    backend: Literal["auto", "transformers", "llamacpp", "openai", "vllm"] = Field(
-        "auto", description="auto: the fastest measured for this machine (see default_backend)")
+    backend: Literal["auto", "transformers", "llamacpp", "openai", "vllm", "dataset"] = Field(
+        "auto", description="auto: the fastest measured for this machine (see default_backend); dataset: the "
+        "responses come from `responses` instead of a model")
+    responses: Responses | None = Field(None, description="dataset: the file or dataset holding the responses")
     endpoint: str | list[str] | None = Field(None, description=(
         "openai: the server's base URL, e.g. http://localhost:8000/v1, or a list of replicas serving the same "
         "model (requests are spread over them; a failing one's requests go to the others)"))
@@ -131,6 +143,8 @@ class Source(Strict):
     def _machine_defaults(self):
         if self.backend == "openai" and not self.endpoint:
             raise ValueError(f"source '{self.name}': backend openai needs endpoint (the server's base URL)")
+        if (self.backend == "dataset") != (self.responses is not None):
+            raise ValueError(f"source '{self.name}': `responses` goes with backend: dataset, and it needs them")
         if self.backend == "auto":
             self.backend = default_backend(self.model)
         if self.batch_size is None:

@@ -296,8 +296,8 @@ class RunFolder:
     def input_fingerprint(self, stage: StageDef, recipe) -> str:
         parts = [self._fingerprint(s, self.finished(s), stage.only) for s in stage.reads]
         parts += [f"{s}={m['output_fingerprint']}" for s in stage.uses if (m := self.manifest(s))]
-        if stage.external is not None:
-            parts.append(stage.external(recipe))
+        if stage.external is not None and (outside := stage.external(recipe)):
+            parts.append(outside)  # empty when there is nothing outside: older run folders stay current
         return ":".join(parts) or "none"
 
     @staticmethod

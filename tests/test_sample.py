@@ -116,3 +116,42 @@ def test_llamacpp_server_port_is_closed_to_other_local_users(tmp_path, tiny_mode
         assert out[0].finish_reason in ("stop", "length")
     finally:
         backend.close()
+
+
+def test_a_source_whose_responses_come_from_a_dataset_is_scored_and_built_like_a_sampled_one(tmp_path):
+    from fusechat.runfolder import read_jsonl
+
+    questions = {f"What is {i} + {i}?": str(2 * i) for i in range(1, 5)}
+    (tmp_path / "math.jsonl").write_text("".join(json.dumps({"prompt": q, "answer": a}) + "\n" for q, a in questions.items()))
+    # OpenMathInstruct-2's column names; two solutions a prompt (right, then wrong), one prompt with only one
+    rows = []
+    for q, a in questions.items():
+        rows.append({"problem": q, "generated_solution": f"The sum is \\boxed{{{a}}}."})
+        if q != "What is 4 + 4?":
+            rows.append({"problem": q, "generated_solution": f"The sum is \\boxed{{{int(a) + 1}}}."})
+    (tmp_path / "solutions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(yaml.safe_dump({
+        "name": "t", "run_dir": str(tmp_path / "run"),
+        "prompts": {"sets": [{"domain": "math", "path": str(tmp_path / "math.jsonl")}]},
+        "sources": [{"name": "llama-405b", "model": "meta-llama/Llama-3.1-405B-Instruct", "backend": "dataset",
+                     "responses": {"dataset": str(tmp_path / "solutions.jsonl"),
+                                   "columns": {"prompt": "problem", "response": "generated_solution"}},
+                     "samples_per_prompt": {"math": 2}}],
+        "build": {"gap_window": None}}))
+    recipe = load_recipe(recipe_file)
+    for stage in ("prompts", "sample", "score", "build"):
+        run_stage(stage, recipe)
+    samples = read_jsonl(recipe.run_path / "sample" / "samples.jsonl")
+    assert len(samples) == 8
+    missing = [s for s in samples if s["finish_reason"] == "error"]
+    assert len(missing) == 1 and "1 response(s) for this prompt" in missing[0]["error"]  # said, not dropped
+    scored = {(s["prompt_id"], s["sample_index"]): s for s in read_jsonl(recipe.run_path / "score" / "scored.jsonl")}
+    assert sorted(s["correct"] for s in scored.values() if s["finish_reason"] != "error") == [False] * 3 + [True] * 4
+    dpo = read_jsonl(recipe.run_path / "build" / "dpo.jsonl")
+    sft = read_jsonl(recipe.run_path / "build" / "sft.jsonl")
+    assert len(dpo) == 3 and len(sft) == 1  # right vs wrong where both exist; the lone right answer is SFT
+    assert all("\\boxed" in row["chosen"][-1]["content"] for row in dpo)
+    # a changed response file reruns sampling (its contents are part of the stage's input)
+    (tmp_path / "solutions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
+    assert not run_stage("sample", recipe).get("skipped")

@@ -112,6 +112,10 @@ def open_backend(source, ctx_per_slot: int = 4096) -> Backend:
 
             return OpenAIBackend(source.endpoint, source.model, source.batch_size, source.api_key_env,
                                  source.request_timeout_s or 300.0, 8 if source.max_retries is None else source.max_retries)
+        case "dataset":
+            from fusechat.sample.from_dataset import DatasetBackend
+
+            return DatasetBackend(source.responses)
         case "vllm":
             from fusechat.sample.vllm import VLLMBackend
 
