@@ -397,11 +397,15 @@ def apply_override(data: dict, assignment: str) -> None:
 
 
 def set_value(data: dict, key: str, value, where: str) -> None:
-    """Set the dotted `key` (mapping keys and list indices) of recipe data to `value`."""
+    """Set the dotted `key` (mapping keys, list indices, `*` for every item of a list) of recipe data to `value`."""
     parts = key.strip().split(".")
     node = data
     for i, part in enumerate(parts[:-1]):
         at = ".".join(parts[: i + 1])
+        if part == "*" and isinstance(node, list):  # sources.*.backend=transformers: every source
+            for j in range(len(node)):
+                set_value(data, ".".join([*parts[:i], str(j), *parts[i + 1 :]]), value, where)
+            return
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 raise FusechatError(f"{where}: '{at}' is not an index of a {len(node)}-item list")

@@ -46,6 +46,9 @@ def test_set_overrides(tmp_path):
     assert r.sources[0].samples_for("math") == 2
     with pytest.raises(FusechatError, match="sources.5"):
         load_recipe(write(tmp_path, BASE), ["sources.5.backend=transformers"])
+    # `*` sets a key of every item: a cluster recipe's vLLM sources onto a CPU backend in one override
+    paper = load_recipe(builtin_recipe("paper-llama3.1-8b"), ["sources.*.backend=transformers"])
+    assert [s.backend for s in paper.sources] == ["transformers"] * 4
 
 
 def test_unknown_source_in_ablation_is_rejected(tmp_path):
