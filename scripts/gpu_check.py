@@ -131,6 +131,46 @@ def check_training(model: str, n: int, batch: int, workdir: Path) -> None:
         say(**row)
 
 
+def check_scale(model: str, n: int, max_new_tokens: int) -> None:
+    """The real-scale paths: the plan's fit of a paper recipe on this node; vLLM (when installed) through
+    fusechat's backend, tensor parallel chosen from the model's size; with several GPUs, the training
+    check again under `accelerate launch` on all of them."""
+    import subprocess
+    import sys
+
+    from fusechat.plan import make_plan
+    from fusechat.recipe import Sampling, Source, builtin_recipe, load_recipe
+
+    gpus = torch.cuda.device_count()
+    gb = torch.cuda.get_device_properties(0).total_memory / 1e9 if gpus else 80.0
+    plan = make_plan(load_recipe(builtin_recipe("paper-llama3.1-8b")), gpus, gb)
+    say(check="plan paper-llama3.1-8b", gpus=gpus, gpu_gb=round(gb), fits=[f"{r.stage} {r.what}: {r.fit.where}"
+        for r in plan.rows if r.fit], problems=plan.problems(), hours=round(plan.seconds / 3600, 1))
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        say(check="vllm", skipped="vllm is not installed here")
+    else:
+        from fusechat.sample.backend import Request, open_backend
+
+        source = Source(name="vllm-check", model=model, backend="vllm",
+                        sampling=Sampling(temperature=0.7, max_new_tokens=max_new_tokens))
+        backend = open_backend(source)
+        started = time.time()
+        out = backend.generate([Request([{"role": "user", "content": p}], i) for i, p in enumerate(prompts(n))],
+                               source.sampling)
+        seconds = time.time() - started
+        backend.close()
+        say(check="vllm sampling", sequences=n, tokens_per_s=round(sum(g.completion_tokens for g in out) / seconds, 1))
+    if gpus > 1:
+        result = subprocess.run(["accelerate", "launch", "--multi_gpu", "--num_processes", str(gpus), __file__,
+                                 "--model", model, "--skip", "sample,scale"], capture_output=True, text=True)
+        say(check=f"training on {gpus} GPUs (accelerate)", returncode=result.returncode,
+            output=result.stdout.strip().splitlines()[-3:] or result.stderr.strip().splitlines()[-3:])
+    else:
+        say(check="multi-GPU training", skipped="one GPU here")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="Qwen/Qwen2.5-Coder-0.5B-Instruct")
@@ -140,7 +180,7 @@ def main():
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--train-examples", type=int, default=256)
     parser.add_argument("--train-batch", type=int, default=16)
-    parser.add_argument("--skip", default="", help="comma list of: sample, train")
+    parser.add_argument("--skip", default="", help="comma list of: sample, train, scale")
     parser.add_argument("--cpu-dry-run", action="store_true", help="run on the CPU (to try the script, not to measure)")
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.cpu_dry_run:
@@ -154,6 +194,8 @@ def main():
         check_sampling(model, [int(b) for b in args.batches.split(",")], args.sequences, args.max_new_tokens)
     if "train" not in args.skip:
         check_training(model, args.train_examples, args.train_batch, workdir)
+    if "scale" not in args.skip:
+        check_scale(model, min(args.sequences, 64), args.max_new_tokens)
 
 
 if __name__ == "__main__":
