@@ -30,6 +30,7 @@ GIB = 1024**3
 USABLE = 0.9  # share of a GPU's memory vLLM (and a careful user) gives a model
 PROMPT_TOKENS = 256  # a typical chat prompt, for KV-cache and training lengths when nothing is measured
 DEFAULT_LENGTH_SHARE = 0.5  # expected answer length as a share of max_new_tokens when nothing is measured
+KEPT_SHARE = 0.5  # with `only_correct`, the share of checked answers assumed correct (and so rewarded)
 # Planning assumptions for GPUs (BENCHMARKS.md, "Planning figures"): an H100's dense bf16 rate and the
 # share of it each kind of work reaches on models of billions of parameters. A token costs 2 x params
 # FLOPs to generate or score, 6 x params to train on (8 x params for DPO's extra reference pass).
@@ -389,7 +390,16 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
 
     # score
     reward = recipe.score.reward
-    judged = sum(by_domain[d] * s.samples_for(d) for s in recipe.sources for d in reward.domains)
+    checked = {d: n for d, n in by_domain.items() if d in ("math", "code")} | {"instruction": by_split["instruction/any"]}
+    judged = 0.0
+    for s in recipe.sources:  # with only_correct, only the checked answers that pass are rewarded
+        for d in reward.domains:
+            share = KEPT_SHARE if reward.only_correct else 1.0
+            judged += ((by_domain[d] - checked.get(d, 0)) + checked.get(d, 0) * share) * s.samples_for(d)
+    judged = round(judged)
+    scored = recipe.run_path / "score" / "manifest.json"
+    if scored.is_file():  # measured
+        judged = json.loads(scored.read_text())["counts"].get("with_reward", judged)
     if reward.kind != "none" and judged:
         arch = model_arch(reward.model)
         if reward.kind == "judge":
@@ -405,26 +415,33 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
                                       else min(s.sampling.max_new_tokens for s in recipe.sources) * DEFAULT_LENGTH_SHARE)
             per = length / rate if rate else None
             fit = generation_fit(arch, "transformers", gpus, gpu_gb, reward.batch_size, reward.max_length)
-        work = f"{'at most ' if reward.only_correct else ''}{judged:,} responses rewarded ({reward.kind})"
+        work = f"{'~' if reward.only_correct else ''}{judged:,} responses rewarded ({reward.kind})"
         plan.rows.append(Row("score", reward.model, work, 0, per * judged if per else None, basis, fit))
     code = sum(by_domain["code"] * s.samples_for("code") for s in recipe.sources)
     if code:
         plan.rows.append(Row("score", "sandbox", f"{code:,} programs run", 0,
                              code * 0.15 / recipe.score.workers, "BENCHMARKS.md: ~0.15 s a sandboxed run"))
 
-    # train: at most one SFT answer per prompt of the SFT side and one pair per prompt of the DPO side
+    # train: one SFT answer or one pair per prompt (method.md §4)
     target = recipe.target.model if recipe.target else None
     if target:
         arch = model_arch(target)
-        sft_n = sum(n for key, n in by_split.items() if not key.endswith("/dpo"))
-        dpo_n = sum(n for key, n in by_split.items() if not key.endswith("/sft"))
+        # a checked prompt ("any") becomes a pair when a source has a right and a wrong answer, else an SFT
+        # example: assumed half and half until a build says
+        either = sum(n for key, n in by_split.items() if key.endswith("/any"))
+        sft_n = sum(n for key, n in by_split.items() if key.endswith("/sft")) + either // 2
+        dpo_n = sum(n for key, n in by_split.items() if key.endswith("/dpo")) + either - either // 2
+        built = recipe.run_path / "build" / "manifest.json"
+        if built.is_file():  # measured: what the build made
+            counts = json.loads(built.read_text())["counts"]
+            sft_n, dpo_n = sum(counts["sft"].values()), sum(counts["dpo"].values())
         length = PROMPT_TOKENS + sum(seen["lengths"].values()) / len(seen["lengths"]) if seen["lengths"] else \
             PROMPT_TOKENS + min(s.sampling.max_new_tokens for s in recipe.sources) * DEFAULT_LENGTH_SHARE
         batch = recipe.sft.batch_size
         for stage, cfg, n, per_item in (("sft", recipe.sft, sft_n, 1), ("dpo", recipe.dpo, dpo_n, 2)):
             tokens = n * per_item * min(length, cfg.max_length) * cfg.epochs
             rate, basis = speed(stage, target, "train", batch, arch)
-            plan.rows.append(Row(stage, target, f"at most {n:,} {'examples' if per_item == 1 else 'pairs'} "
+            plan.rows.append(Row(stage, target, f"~{n:,} {'examples' if per_item == 1 else 'pairs'} "
                                  f"x {cfg.epochs:g} epoch(s)", tokens, tokens / rate if rate else None, basis,
                                  training_fit(arch, gpus, gpu_gb, cfg.lora is not None)))
             if arch:  # the saved model (bf16)
