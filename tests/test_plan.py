@@ -1,0 +1,76 @@
+"""`fusechat plan`: parameter counts from configs, where models fit, the estimate's arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fusechat import FusechatError
+from fusechat.plan import (PAPER_CONFIGS, arch_from_config, arch_from_fields, generation_fit, make_plan,
+                           refuse_what_cannot_fit, render, training_fit)
+from fusechat.recipe import builtin_recipe, load_recipe
+
+
+def test_parameter_count_from_a_config_is_the_models_own(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    arch = arch_from_config(json.loads((tiny_model_dir / "config.json").read_text()), "tiny")
+    assert arch.params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("hub_id, published", [
+    ("meta-llama/Llama-3.1-8B-Instruct", 8.03e9), ("meta-llama/Llama-3.1-70B-Instruct", 70.6e9),
+    ("Qwen/Qwen2.5-72B-Instruct", 72.7e9), ("mistralai/Mistral-Large-Instruct-2407", 122.6e9),
+    ("google/gemma-2-27b-it", 27.2e9), ("meta-llama/Llama-3.2-1B-Instruct", 1.24e9)])
+def test_the_config_snapshot_gives_the_published_sizes(hub_id, published):
+    qwen = hub_id.startswith("Qwen/")
+    arch = arch_from_fields(*PAPER_CONFIGS[hub_id], origin="snapshot", qkv_bias=qwen)
+    assert abs(arch.params - published) / published < 0.01
+
+
+def test_what_fits_where():
+    big = arch_from_fields(*PAPER_CONFIGS["meta-llama/Llama-3.1-70B-Instruct"], origin="snapshot")  # ~131 GiB
+    one = generation_fit(big, "transformers", 1, 80, 16, 2304)
+    assert not one.ok and "vllm" in one.advice or "endpoint" in one.advice
+    eight = generation_fit(big, "vllm", 8, 80, 16, 2304)
+    assert eight.ok and eight.where == "vLLM, tensor parallel 4"  # 2 GPUs hold the weights, not the KV cache too
+    assert not generation_fit(big, "vllm", 1, 80, 16, 2304).ok
+    assert generation_fit(big, "openai", 0, 80, 16, 2304).ok  # served elsewhere: nothing to fit here
+    target = arch_from_fields(*PAPER_CONFIGS["meta-llama/Llama-3.1-8B-Instruct"], origin="snapshot")
+    assert not training_fit(target, 1, 80, lora=False).ok  # ~16 bytes a parameter: 120 GiB
+    assert training_fit(target, 8, 80, lora=False).ok and training_fit(target, 1, 80, lora=True).ok
+
+
+def test_a_paper_recipe_on_one_gpu_is_refused_in_one_line_before_any_work(tmp_path):
+    recipe = load_recipe(builtin_recipe("paper-llama3.1-8b"), [f"run_dir={tmp_path}/run"])
+    plan = make_plan(recipe, gpus=1, gpu_gb=80)
+    with pytest.raises(FusechatError, match=r"^sample mistral-large: weights 228 GiB do not fit 1 GPU") as e:
+        refuse_what_cannot_fit(plan)
+    assert "\n" not in str(e.value)
+    eight = make_plan(recipe, gpus=8, gpu_gb=80)
+    assert not eight.problems() and eight.seconds > 0
+    assert "tensor parallel 4" in render(eight) and "estimate" in render(eight)
+    assert not (tmp_path / "run").exists()  # planning made nothing
+
+
+def test_cpu_estimate_is_the_work_divided_by_the_calibrated_speed(tmp_path, monkeypatch):
+    from fusechat.plan import calibration_key
+
+    monkeypatch.setenv("FUSECHAT_CACHE", str(tmp_path / "cache"))
+    recipe = load_recipe(builtin_recipe("cpu-default"), [f"run_dir={tmp_path}/run"])
+    source = recipe.sources[0]
+    (tmp_path / "cache").mkdir()
+    lengths = {calibration_key("length", source.model, d, source.sampling.max_new_tokens): {"tokens": 50.0}
+               for d in ("math", "code", "instruction")}
+    speed = {calibration_key("generate", source.model, source.backend, source.batch_size): {"tokens_per_s": 25.0}}
+    (tmp_path / "cache" / "calibration.json").write_text(json.dumps(lengths | speed))
+    plan = make_plan(recipe)
+    [row] = [r for r in plan.rows if r.stage == "sample" and r.what == source.name]
+    answers = int(row.work.split()[0].replace(",", ""))
+    assert row.tokens == answers * 50 and row.seconds == pytest.approx(answers * 50 / 25)
+    assert row.basis == "calibrated on this machine"
+    other = [r for r in plan.rows if r.stage == "sample" and r.what != source.name][0]
+    assert other.seconds is None and "--calibrate" in other.basis  # never a made-up CPU figure
