@@ -76,8 +76,8 @@ def prompt_files(folder) -> list[dict]:
         "instruction": [{"prompt": "Give one tip for sleeping well."}, {"prompt": "Name a colour of the sky."},
                         {"prompt": "Say hello politely."}],
         "math": [{"prompt": "What is 2 + 3?", "answer": "5"}, {"prompt": "What is 4 * 2?", "answer": "8"}],
-        "code": [{"prompt": "Write a Python function add(a, b) that returns a + b.", "tests": "assert add(1, 2) == 3",
-                  "entry_point": "add"}],
+        "code": [{"prompt": "Write a Python function sum_two(a, b) that returns a + b.", "tests": "assert sum_two(1, 2) == 3",
+                  "entry_point": "sum_two"}],
         "chinese": [{"prompt": "用一句话介绍你自己。"}],
     }
     sets = []
@@ -93,6 +93,8 @@ def test_paper_recipe_end_to_end_with_tiny_models_of_its_families(name, tmp_path
     paper = load_recipe(builtin_recipe(name))
     overrides = [f"run_dir={tmp_path / 'run'}", f"prompts.sets={json.dumps(prompt_files(tmp_path))}",
                  "sources.*.backend=transformers", "sources.*.sampling.max_new_tokens=12",
+                 # random models never stop early: keep answers cut at 12 tokens, or nothing is left to train on
+                 "build.drop_truncated=false",
                  f"score.reward.model={tiny['reward']}", "score.reward.trust_remote_code=false",
                  f"target.model={tiny[family(paper.target.model)]}",
                  "eval.humaneval=1", "eval.mtbench=1", "eval.constraints=1", "eval.max_new_tokens=12",
