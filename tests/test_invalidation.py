@@ -16,9 +16,11 @@ from fusechat.runfolder import RunFolder, config_hash
 BASE = {
     "name": "inv", "run_dir": "runs/inv",
     "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 5, "options": {"min_terms": 2}},
-                         {"domain": "instruction", "path": "prompts.jsonl"}]},
+                         {"domain": "instruction", "path": "prompts.jsonl"},
+                         {"domain": "math", "dataset": "org/maths", "columns": {"prompt": "problem"}}]},
     "sources": [{"name": "a", "model": "smollm2-135m-instruct", "backend": "llamacpp"},
-                {"name": "b", "model": "qwen2.5-coder-0.5b-instruct", "backend": "llamacpp"}],
+                {"name": "b", "model": "qwen2.5-coder-0.5b-instruct", "backend": "llamacpp"},
+                {"name": "d", "model": "big/model", "backend": "dataset", "responses": {"dataset": "answers.jsonl"}}],
     "score": {"reward": {"kind": "judge", "model": "qwen2.5-coder-1.5b-instruct"}},
     "target": {"model": "smollm2-135m-instruct"},
     "sft": {"lora": {"r": 8}},
@@ -42,6 +44,11 @@ TABLE = {
     "prompts.sets.0.task": ("basic_arithmetic", {P, E}),
     "prompts.sets.0.options": ({"min_terms": 3}, {P, E}),
     "prompts.sets.0.seed": (5, {P}),
+    "prompts.sets.0.dataset@prompts.sets.2.dataset": ("org/other", {P}),
+    "prompts.sets.0.subset@prompts.sets.2.subset": ("main", {P}),
+    "prompts.sets.0.split@prompts.sets.2.split": ("test", {P}),
+    "prompts.sets.0.columns@prompts.sets.2.columns": ({"prompt": "question"}, {P}),
+    "prompts.sets.0.where@prompts.sets.2.where": ({"level": 1}, {P}),
     "prompts.sft_fraction": (0.5, {P}),
     "prompts.split_seed": (1, {P}),
     "prompts.max_prompt_chars": (100, {P}),
@@ -63,6 +70,7 @@ TABLE = {
     "sources.0.batch_size": (3, {SA}),
     "sources.0.threads": (1, NONE),
     "sources.0.dtype": ("float32", {SA}),
+    "sources.0.responses@sources.2.responses": ({"dataset": "other.jsonl"}, {SA}),
     "score.reward.kind": ("reward-model", {SC}),
     "score.reward.model": ("smollm2-135m-instruct", {SC, E}),  # also eval's default MT-Bench judge
     "score.reward.backend": ("transformers", {SC}),
@@ -85,12 +93,13 @@ TABLE = {
     "build.sources": (["a"], {B}),
     "build.exclude_sources": (["b"], {B}),
     "build.drop_truncated": (False, {B}),
-    "build.tie_break": (["b", "a"], {B}),
+    "build.tie_break": (["b", "d", "a"], {B}),
     "target.model": ("qwen2.5-coder-0.5b-instruct", {SFT, E}),
 }
 for stage in ("sft", "dpo"):
     TABLE |= {f"{stage}.{k}": (v, {stage}) for k, v in {
-        "epochs": 2, "learning_rate": 1e-3, "batch_size": 2, "grad_accum": 2, "max_length": 256, "scheduler": "linear",
+        "epochs": 2, "learning_rate": 1e-3, "batch_size": 2, "grad_accum": 2, "global_batch_size": 16,
+        "max_length": 256, "scheduler": "linear",
         "warmup_ratio": 0.2, "weight_decay": 0.1, "precision": "fp32", "save_steps": 5, "seed": 3, "length_grouping": False,
         "lora.r": 4, "lora.alpha": 8, "lora.dropout": 0.1, "lora.target_modules": ["q_proj"]}.items()}
     TABLE |= {f"{stage}.threads": (1, NONE), f"{stage}.activation_checkpointing": (True, NONE)}

@@ -111,10 +111,11 @@ def test_every_sample_arrives_exactly_once_through_injected_faults(server):
     want = OpenAIBackend(server, "smollm2", concurrency=1).generate(requests(12), sampling)
     assert all(g.finish_reason != "error" and g.text for g in want)
 
-    proxy = FaultyProxy(server, ["ok", "500", "hang", "drop-after", "429", "ok"], hang_s=4)
+    # the timeout leaves a busy machine's server time to answer; a hang outlasts it
+    proxy = FaultyProxy(server, ["ok", "500", "hang", "drop-after", "429", "ok"], hang_s=12)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
-        backend = OpenAIBackend(proxy.url, "smollm2", concurrency=4, timeout_s=3, max_retries=4, backoff_s=0.05)
+        backend = OpenAIBackend(proxy.url, "smollm2", concurrency=4, timeout_s=10, max_retries=4, backoff_s=0.05)
         got = backend.generate(requests(12), sampling)
     finally:
         proxy.shutdown()
