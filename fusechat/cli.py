@@ -219,7 +219,7 @@ def plan(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
     wall time and the disk it needs. Reads model configs only, never weights.
 
     Speeds come from, in order: this run folder's finished stages, a calibration on this machine
-    (--calibrate), or on GPUs BENCHMARKS.md's H100 figures scaled by model size (labelled an estimate).
+    (--calibrate), or on GPUs a roofline at the utilisation BENCHMARKS.md assumes (labelled an estimate).
     `fusechat run` prints the same plan first and stops before any work if a model cannot fit."""
     from fusechat.plan import calibrate as measure
 
