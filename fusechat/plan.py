@@ -524,7 +524,12 @@ def refuse_what_cannot_fit(plan: Plan) -> None:
 # ---- calibration (CPU) ------------------------------------------------------------------------------
 
 
-def calibrate(recipe: Recipe, per_domain: int = 2, say=print) -> None:
+def spread(items: list, k: int) -> list:
+    """`k` items evenly spaced over the list (the first few prompts of a set can be its easiest)."""
+    return items if len(items) <= k else [items[i * len(items) // k] for i in range(k)]
+
+
+def calibrate(recipe: Recipe, per_domain: int = 6, say=print) -> None:
     """Measure this machine: each source answering a few of the recipe's own prompts (speed and answer
     length per domain), a few judgments, the target's training and evaluation speed. Cached."""
     from fusechat.prompts import collect_prompts
@@ -536,7 +541,7 @@ def calibrate(recipe: Recipe, per_domain: int = 2, say=print) -> None:
         if source.backend == "openai":
             continue
         chosen = [p for d in sorted({p.domain for p in prompts}) if source.samples_for(d)
-                  for p in [q for q in prompts if q.domain == d][:per_domain]]
+                  for p in spread([q for q in prompts if q.domain == d], per_domain)]
         requests = [Request([{"role": "user", "content": p.prompt}], i) for i, p in enumerate(chosen)]
         requests = (requests * (1 + (source.batch_size or 8) // max(len(requests), 1)))[: max(len(requests), source.batch_size or 8)]
         say(f"calibrating {source.name}: {len(requests)} answers")

@@ -74,3 +74,9 @@ def test_cpu_estimate_is_the_work_divided_by_the_calibrated_speed(tmp_path, monk
     assert row.basis == "calibrated on this machine"
     other = [r for r in plan.rows if r.stage == "sample" and r.what != source.name][0]
     assert other.seconds is None and "--calibrate" in other.basis  # never a made-up CPU figure
+
+
+def test_calibration_prompts_are_spread_over_each_set():
+    from fusechat.plan import spread
+
+    assert spread(list(range(10)), 3) == [0, 3, 6] and spread([1, 2], 6) == [1, 2]
