@@ -45,3 +45,24 @@ def tiny_model_dir(smol_tokenizer_dir, tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def server():
+    """llama.cpp's own HTTP server (opened by xllamacpp) with SmolLM2 from the catalog and four slots."""
+    import socket
+
+    import xllamacpp
+
+    from fusechat.catalog import prepare
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    params = xllamacpp.CommonParams()
+    params.model.path = str(prepare("smollm2-135m-instruct"))
+    params.n_parallel, params.n_ctx, params.port = 4, 8192, port
+    params.use_jinja, params.warmup, params.verbosity = True, False, -1
+    handle = xllamacpp.Server(params)
+    yield f"http://127.0.0.1:{port}/v1"
+    del handle

@@ -20,27 +20,6 @@ from fusechat.sample.openai_api import OpenAIBackend
 pytestmark = pytest.mark.real  # a real llama.cpp server with SmolLM2 from the catalog
 
 
-@pytest.fixture(scope="module")
-def server():
-    """llama.cpp's own HTTP server (opened by xllamacpp) with SmolLM2 and four slots."""
-    import socket
-
-    import xllamacpp
-
-    from fusechat.catalog import prepare
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    params = xllamacpp.CommonParams()
-    params.model.path = str(prepare("smollm2-135m-instruct"))
-    params.n_parallel, params.n_ctx, params.port = 4, 8192, port
-    params.use_jinja, params.warmup, params.verbosity = True, False, -1
-    handle = xllamacpp.Server(params)
-    yield f"http://127.0.0.1:{port}/v1"
-    del handle
-
-
 class FaultyProxy(http.server.ThreadingHTTPServer):
     """Forwards to `upstream`, but the first `faults_per_request` tries of the request with seed s get
     the fault `plan[s % len(plan)]` (so every fault is hit, whatever order the threads run in)."""

@@ -51,26 +51,6 @@ def tiny(smol_tokenizer_dir, tmp_path_factory):
     return folders
 
 
-@pytest.fixture(scope="module")
-def server():
-    import socket
-
-    import xllamacpp
-
-    from fusechat.catalog import prepare
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    params = xllamacpp.CommonParams()
-    params.model.path = str(prepare("smollm2-135m-instruct"))
-    params.n_parallel, params.n_ctx, params.port = 4, 8192, port
-    params.use_jinja, params.warmup, params.verbosity = True, False, -1
-    handle = xllamacpp.Server(params)
-    yield f"http://127.0.0.1:{port}/v1"
-    del handle
-
-
 def prompt_files(folder) -> list[dict]:
     rows = {
         "instruction": [{"prompt": "Give one tip for sleeping well."}, {"prompt": "Name a colour of the sky."},
