@@ -170,6 +170,10 @@ class RewardConfig(Strict):
     only_correct: bool = Field(False, description=(
         "score only responses that passed their check (or have none): a wrong answer can only be rejected, so "
         "its reward matters only to the gap window. Saves judge time; such pairs go by correctness alone"))
+    only_ranked: bool = Field(False, description=(
+        "score only responses whose reward can change what the build picks: finished (not cut at "
+        "max_new_tokens), not failed (implies only_correct), and sharing their prompt with another such "
+        "response (a lone candidate needs no ranking). Halved the judge's work on the CPU study"))
 
     @model_validator(mode="after")
     def _model_needed(self):
@@ -370,6 +374,9 @@ class Recipe(Strict):
         for name in (self.build.sources or []) + self.build.exclude_sources + (self.build.tie_break or []):
             if name not in names:
                 raise ValueError(f"build refers to unknown source '{name}' (sources: {names})")
+        if self.score.reward.only_ranked and not self.build.drop_truncated:
+            raise ValueError("score.reward.only_ranked leaves responses cut at max_new_tokens unscored, but "
+                             "build.drop_truncated: false would use them; change one of the two")
         if self.eval.mtbench and "base" not in self.eval.models:
             raise ValueError("eval.mtbench is a win rate against the base target: keep 'base' in eval.models or set eval.mtbench: 0")
         if self.build.tie_break is not None and sorted(self.build.tie_break) != sorted(names):

@@ -79,6 +79,7 @@ TABLE = {
     "score.reward.max_length": (512, {SC}),
     "score.reward.domains": (["math"], {SC}),
     "score.reward.only_correct": (True, {SC}),
+    "score.reward.only_ranked": (True, {SC}),
     "score.math_timeout_s": (3, {SC, E}),  # eval checks math answers the same way
     "score.code.timeout_s": (3, {SC, E}),  # eval runs HumanEval in the same sandbox
     "score.code.memory_mb": (512, {SC, E}),

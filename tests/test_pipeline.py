@@ -47,19 +47,19 @@ def test_scoring_resumes_from_its_shards(tmp_path, tiny_model_dir, monkeypatch):
 
     monkeypatch.setattr(score, "SHARD_SAMPLES", 4)
     calls = []
-    real = score.score_shard
+    real = score.check_shard
     def flaky(chunk, *args):
         if len(calls) == 2:
             raise KeyboardInterrupt  # killed after two shards
         calls.append(len(chunk))
         return real(chunk, *args)
-    monkeypatch.setattr(score, "score_shard", flaky)
+    monkeypatch.setattr(score, "check_shard", flaky)
     try:
         run_stage("score", recipe, force=True)
     except KeyboardInterrupt:
         pass
-    assert len(list((recipe.run_path / "score" / "shards").glob("scored-*.jsonl"))) == 2
-    monkeypatch.setattr(score, "score_shard", lambda chunk, *a: calls.append(len(chunk)) or real(chunk, *a))
+    assert len(list((recipe.run_path / "score" / "shards").glob("checked-*.jsonl"))) == 2
+    monkeypatch.setattr(score, "check_shard", lambda chunk, *a: calls.append(len(chunk)) or real(chunk, *a))
     calls.clear()
     # the killed rerun left the finished stage as it was; forcing again resumes the rerun's shards
     assert run_stage("score", recipe)["skipped"] and not calls

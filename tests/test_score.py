@@ -108,28 +108,70 @@ def test_judge_reads_do_not_depend_on_order_or_company(tiny_model_dir):
     judge.close()
 
 
-def test_constraint_prompts_are_scored_by_their_checker_and_only_kept_ones_are_judged(tmp_path):
+class FixedJudge:
+    def __init__(self):
+        self.seen = []
+
+    def score(self, pairs):
+        self.seen += [r for _, r in pairs]
+        return [0.5 for _ in pairs]
+
+
+def constraint_sample(text, prompt_id="c", finish_reason="stop"):
+    return {"prompt_id": prompt_id, "domain": "instruction", "source": "a", "sample_index": 0, "seed": 0, "text": text,
+            "prompt_tokens": 1, "completion_tokens": 1, "finish_reason": finish_reason}
+
+
+def score_with(reward: dict, samples: list[dict], prompts: dict) -> tuple[list[dict], list[str]]:
     from fusechat.recipe import recipe_from_dict
-    from fusechat.records import Prompt
-    from fusechat.score import score_shard
+    from fusechat.score import check_shard, reward_shard, wants_reward
 
     recipe = recipe_from_dict({"prompts": {"sets": [{"domain": "instruction", "pack": "constraints", "n": 1}]},
                                "sources": [{"name": "a", "model": "m", "backend": "transformers"}],
-                               "score": {"reward": {"kind": "judge", "model": "j", "only_correct": True}}})
-    prompt = Prompt(id="c", domain="instruction", prompt="Write about tea. Do not use any commas.",
-                    constraints=[{"id": "punctuation:no_comma", "kwargs": {}}])
+                               "score": {"reward": {"kind": "judge", "model": "j", **reward}}})
+    judge = FixedJudge()
+    checked = check_shard(samples, prompts, recipe, None)
+    return reward_shard(checked, wants_reward(checked, recipe.score.reward), prompts, judge), judge.seen
 
-    class Judge:
-        seen = []
 
-        def score(self, pairs):
-            self.seen += [r for _, r in pairs]
-            return [0.5 for _ in pairs]
+def no_comma_prompt(prompt_id="c"):
+    from fusechat.records import Prompt
 
-    def s(text):
-        return {"prompt_id": "c", "domain": "instruction", "source": "a", "sample_index": 0, "seed": 0, "text": text,
-                "prompt_tokens": 1, "completion_tokens": 1, "finish_reason": "stop"}
+    return Prompt(id=prompt_id, domain="instruction", prompt="Write about tea. Do not use any commas.",
+                  constraints=[{"id": "punctuation:no_comma", "kwargs": {}}])
 
-    out = score_shard([s("Tea is calm and warm."), s("Tea, coffee, water.")], {"c": prompt}, recipe, None, Judge())
+
+def test_constraint_prompts_are_scored_by_their_checker_and_only_kept_ones_are_judged():
+    out, seen = score_with({"only_correct": True}, [constraint_sample("Tea is calm and warm."),
+                                                    constraint_sample("Tea, coffee, water.")], {"c": no_comma_prompt()})
     assert [(o["correct"], o["reward"]) for o in out] == [(True, 0.5), (False, None)]
-    assert Judge.seen == ["Tea is calm and warm."]
+    assert seen == ["Tea is calm and warm."]
+
+
+def test_only_ranked_judges_only_responses_the_build_can_rank():
+    prompts = {"one": no_comma_prompt("one"), "two": no_comma_prompt("two")}
+    samples = [
+        constraint_sample("Tea is calm.", "one"),  # the prompt's only finished, kept response: nothing to rank
+        constraint_sample("Tea is warm and", "one", finish_reason="length"),  # cut off: the build drops it
+        constraint_sample("Tea, again.", "one"),  # broken: can only be rejected
+        constraint_sample("Tea is green.", "two"),
+        constraint_sample("Tea is black.", "two"),
+    ]
+    out, seen = score_with({"only_ranked": True}, samples, prompts)
+    assert seen == ["Tea is green.", "Tea is black."]
+    assert [o["reward"] for o in out] == [None, None, None, 0.5, 0.5]
+    assert [o["correct"] for o in out] == [True, True, False, True, True]
+    # without it, every kept response is judged, the cut-off one too
+    _, seen = score_with({"only_correct": True}, samples, prompts)
+    assert seen == ["Tea is calm.", "Tea is warm and", "Tea is green.", "Tea is black."]
+
+
+def test_only_ranked_cannot_pair_with_keeping_truncated_responses():
+    from fusechat import FusechatError
+    from fusechat.recipe import recipe_from_dict
+
+    with pytest.raises(FusechatError, match="only_ranked"):
+        recipe_from_dict({"prompts": {"sets": [{"domain": "instruction", "pack": "constraints", "n": 1}]},
+                          "sources": [{"name": "a", "model": "m", "backend": "transformers"}],
+                          "score": {"reward": {"kind": "judge", "model": "j", "only_ranked": True}},
+                          "build": {"drop_truncated": False}})

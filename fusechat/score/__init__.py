@@ -2,7 +2,9 @@
 constraints by their IFEval checkers) and reward.
 
 Input: `run/prompts/prompts`, `run/sample/samples`. Output: `run/score/scored`, the samples with
-`correct`, `reward` and `score_info` added (records.ScoredSample). Resumable by shards of samples.
+`correct`, `reward` and `score_info` added (records.ScoredSample). Resumable by shards of samples:
+first every sample's correctness, then the rewards (which, with `reward.only_ranked`, go only where
+the build can use them: a judge's time is the stage's cost).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def open_reward(config: RewardConfig):
             return open_judge(config.model, config.backend)
 
 
-def score_shard(samples: list[dict], prompts: dict[str, Prompt], recipe: Recipe, math: MathChecker, reward) -> list[dict]:
+def check_shard(samples: list[dict], prompts: dict[str, Prompt], recipe: Recipe, math: MathChecker) -> list[dict]:
+    """Correctness only: math against gold, code in the sandbox, constraints by their checkers."""
     cfg = recipe.score
     out = [dict(s, correct=None, reward=None, score_info="") for s in samples]
     code_jobs = []
@@ -56,33 +59,64 @@ def score_shard(samples: list[dict], prompts: dict[str, Prompt], recipe: Recipe,
             s["score_info"] = "constraints kept" if s["correct"] else "constraint broken"
     for s, (ok, info) in zip(code_jobs, check_many([(s["text"], prompts[s["prompt_id"]].tests) for s in code_jobs], cfg.code, cfg.workers)):
         s["correct"], s["score_info"] = ok, info
-    if reward is not None:
-        todo = [s for s in out if s["domain"] in cfg.reward.domains and s["text"].strip()
-                and not (cfg.reward.only_correct and s["correct"] is False)]
-        for s, r in zip(todo, reward.score([(prompts[s["prompt_id"]].prompt, s["text"]) for s in todo])):
-            s["reward"] = round(float(r), 6)
+    return out
+
+
+def wants_reward(checked: list[dict], cfg: RewardConfig) -> list[bool]:
+    """Which checked samples get a reward. With `only_ranked`, a reward is only paid for where it can
+    change the build's pick: among a prompt's finished, not-failed responses, when there are two or more."""
+    wanted = [s["domain"] in cfg.domains and bool(s["text"].strip())
+              and not ((cfg.only_correct or cfg.only_ranked) and s["correct"] is False) for s in checked]
+    if not cfg.only_ranked:
+        return wanted
+    wanted = [w and s["finish_reason"] != "length" for w, s in zip(wanted, checked)]
+    candidates = Counter(s["prompt_id"] for w, s in zip(wanted, checked) if w)
+    return [w and candidates[s["prompt_id"]] > 1 for w, s in zip(wanted, checked)]
+
+
+def reward_shard(checked: list[dict], wanted: list[bool], prompts: dict[str, Prompt], reward) -> list[dict]:
+    out = [dict(s) for s in checked]
+    todo = [s for s, w in zip(out, wanted) if w]
+    for s, r in zip(todo, reward.score([(prompts[s["prompt_id"]].prompt, s["text"]) for s in todo]) if todo else []):
+        s["reward"] = round(float(r), 6)
     return out
 
 
 def score(run: StageRun) -> Outputs:
+    """Two passes, each resumable by shards: correctness for every sample, then rewards, which need the
+    whole set's correctness to know which samples are worth a reward (`only_ranked`)."""
     recipe = run.recipe
     prompts = {r["id"]: from_dict(Prompt, r, f"prompt {r.get('id')}") for r in run.read("prompts", "prompts")}
     samples = run.read("sample", "samples")
-    shards = [(f"scored-{i // SHARD_SAMPLES:05d}", samples[i : i + SHARD_SAMPLES]) for i in range(0, len(samples), SHARD_SAMPLES)]
-    todo = [(key, chunk) for key, chunk in shards if not run.has_shard(key)]
-    task = run.progress.add_task("score", total=len(samples), completed=len(samples) - sum(len(c) for _, c in todo))
-    if todo:
-        math, reward = MathChecker(recipe.score.math_timeout_s), open_reward(recipe.score.reward)
-        try:
-            for key, chunk in todo:
-                run.write_shard(key, score_shard(chunk, prompts, recipe, math, reward))
-                run.progress.update(task, advance=len(chunk))
-        finally:
+    starts = range(0, len(samples), SHARD_SAMPLES)
+    task = run.progress.add_task("score", total=2 * len(samples))
+    math = None
+    try:
+        for i in starts:
+            key = f"checked-{i // SHARD_SAMPLES:05d}"
+            if not run.has_shard(key):
+                math = math or MathChecker(recipe.score.math_timeout_s)
+                run.write_shard(key, check_shard(samples[i : i + SHARD_SAMPLES], prompts, recipe, math))
+            run.progress.update(task, advance=len(samples[i : i + SHARD_SAMPLES]))
+    finally:
+        if math is not None:
             math.close()
-            if reward is not None:
-                reward.close()
+    checked = [r for i in starts for r in run.read_shard(f"checked-{i // SHARD_SAMPLES:05d}")]
+    wanted = wants_reward(checked, recipe.score.reward) if recipe.score.reward.kind != "none" else [False] * len(checked)
+    reward = None
+    try:
+        for i in starts:
+            key = f"scored-{i // SHARD_SAMPLES:05d}"
+            if not run.has_shard(key):
+                if reward is None and any(wanted[i : i + SHARD_SAMPLES]):
+                    reward = open_reward(recipe.score.reward)
+                run.write_shard(key, reward_shard(checked[i : i + SHARD_SAMPLES], wanted[i : i + SHARD_SAMPLES], prompts, reward))
+            run.progress.update(task, advance=len(checked[i : i + SHARD_SAMPLES]))
+    finally:
+        if reward is not None:
+            reward.close()
 
-    scored = [r for key, _ in shards for r in run.read_shard(key)]
+    scored = [r for i in starts for r in run.read_shard(f"scored-{i // SHARD_SAMPLES:05d}")]
     counts = {
         "scored": len(scored),
         "correct": dict(Counter(f"{r['domain']}/{r['source']}/{r['correct']}" for r in scored if r["correct"] is not None)),
