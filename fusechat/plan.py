@@ -31,6 +31,10 @@ USABLE = 0.9  # share of a GPU's memory vLLM (and a careful user) gives a model
 PROMPT_TOKENS = 256  # a typical chat prompt, for KV-cache and training lengths when nothing is measured
 DEFAULT_LENGTH_SHARE = 0.5  # expected answer length as a share of max_new_tokens when nothing is measured
 KEPT_SHARE = 0.5  # with `only_correct`, the share of checked answers assumed correct (and so rewarded)
+# A checked prompt ("any") becomes a DPO pair when one source has a right and a wrong answer, an SFT
+# example when only right ones exist, nothing when none is right; until a build says, assumed in these
+# shares (the CPU runs measured 0.24-0.27 SFT, 0.25-0.66 pairs: math pairs easily, constraints less).
+ANY_SPLIT = {"sft": 0.3, "dpo": 0.5}
 # Planning assumptions for GPUs (BENCHMARKS.md, "Planning figures"): an H100's dense bf16 rate and the
 # share of it each kind of work reaches on models of billions of parameters. A token costs 2 x params
 # FLOPs to generate or score, 6 x params to train on (8 x params for DPO's extra reference pass).
@@ -316,16 +320,18 @@ def prompt_counts(recipe: Recipe) -> tuple[Counter, Counter, str]:
 
 def measured(recipe: Recipe) -> dict:
     """Speeds and lengths from the run folder's finished stages, when there are any."""
-    out = {"tokens_per_s": {}, "lengths": {}}
+    out = {"tokens_per_s": {}, "lengths": {}, "prompt_tokens": None}
     sample = recipe.run_path / "sample" / "manifest.json"
     if sample.is_file():
         for name, t in (json.loads(sample.read_text()).get("timings") or {}).items():
             out["tokens_per_s"][name] = t["tokens_per_s"]
-        lengths = {}
+        lengths, prompts = {}, []
         for line in (recipe.run_path / "sample" / "samples.jsonl").open():
             r = json.loads(line)
             lengths.setdefault((r["source"], r["domain"]), []).append(r["completion_tokens"])
+            prompts.append(r["prompt_tokens"])
         out["lengths"] = {k: sum(v) / len(v) for k, v in lengths.items()}
+        out["prompt_tokens"] = sum(prompts) / len(prompts) if prompts else None
     return out
 
 
@@ -354,6 +360,7 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
     plan = Plan(recipe.name, hardware, notes=[f"prompts: {dict(by_domain)} (from {prompt_origin})"])
     seen, cal = measured(recipe), calibrated()
     disk = 0.0
+    prompt_tokens = []  # measured prompt lengths, for the training rows
 
     def speed(kind: str, model: str, backend: str, batch: int, arch: Arch | None, measured_name: str = ""):
         if measured_name and measured_name in seen["tokens_per_s"]:
@@ -380,9 +387,11 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
         samples, tokens = 0, 0.0
         for domain, n in by_domain.items():
             k = n * source.samples_for(domain)
-            length = seen["lengths"].get((source.name, domain)) or \
-                (cal.get(calibration_key("length", source.model, domain, source.sampling.max_new_tokens)) or {}).get(
-                    "tokens") or source.sampling.max_new_tokens * DEFAULT_LENGTH_SHARE
+            entry = cal.get(calibration_key("length", source.model, domain, source.sampling.max_new_tokens)) or {}
+            length = seen["lengths"].get((source.name, domain)) or entry.get("tokens") or \
+                source.sampling.max_new_tokens * DEFAULT_LENGTH_SHARE
+            if k and entry.get("prompt_tokens"):
+                prompt_tokens.append(entry["prompt_tokens"])
             samples, tokens = samples + k, tokens + k * length
         total_samples += samples
         rate, basis = speed("generate", source.model, source.backend, source.batch_size, arch, source.name)
@@ -397,10 +406,13 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
     reward = recipe.score.reward
     checked = {d: n for d, n in by_domain.items() if d in ("math", "code")} | {"instruction": by_split["instruction/any"]}
     judged = 0.0
-    for s in recipe.sources:  # with only_correct, only the checked answers that pass are rewarded
-        for d in reward.domains:
-            share = KEPT_SHARE if reward.only_correct else 1.0
-            judged += ((by_domain[d] - checked.get(d, 0)) + checked.get(d, 0) * share) * s.samples_for(d)
+    for d in reward.domains:  # with only_correct, only the checked answers that pass are rewarded
+        k = sum(s.samples_for(d) for s in recipe.sources)
+        kept = KEPT_SHARE if reward.only_correct or reward.only_ranked else 1.0
+        per_prompt = {"open": k * 1.0, "checked": k * kept}
+        if reward.only_ranked:  # a prompt's lone kept answer is not judged: k p - k p (1 - p)^(k - 1)
+            per_prompt["checked"] -= k * kept * (1 - kept) ** (k - 1)
+        judged += (by_domain[d] - checked.get(d, 0)) * per_prompt["open"] + checked.get(d, 0) * per_prompt["checked"]
     judged = round(judged)
     scored = recipe.run_path / "score" / "manifest.json"
     if scored.is_file():  # measured
@@ -409,7 +421,8 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
         arch = model_arch(reward.model)
         if reward.kind == "judge":
             entry = cal.get(calibration_key("judge", reward.model, reward.backend, 1))
-            per = entry["seconds_per_item"] if entry else None
+            # the load is paid once: spread over the judgments
+            per = entry["seconds_per_item"] + entry.get("load_s", 0) / judged if entry else None
             fit = generation_fit(arch, reward.backend, gpus, gpu_gb, 1, 4096)
             basis = "calibrated on this machine" if per else "not calibrated: run `fusechat plan --calibrate`"
         else:
@@ -420,7 +433,7 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
                                       else min(s.sampling.max_new_tokens for s in recipe.sources) * DEFAULT_LENGTH_SHARE)
             per = length / rate if rate else None
             fit = generation_fit(arch, "transformers", gpus, gpu_gb, reward.batch_size, reward.max_length)
-        work = f"{'~' if reward.only_correct else ''}{judged:,} responses rewarded ({reward.kind})"
+        work = f"{'~' if reward.only_correct or reward.only_ranked else ''}{judged:,} responses rewarded ({reward.kind})"
         plan.rows.append(Row("score", reward.model, work, 0, per * judged if per else None, basis, fit))
     code = sum(by_domain["code"] * s.samples_for("code") for s in recipe.sources)
     if code:
@@ -431,17 +444,20 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
     target = recipe.target.model if recipe.target else None
     if target:
         arch = model_arch(target)
-        # a checked prompt ("any") becomes a pair when a source has a right and a wrong answer, else an SFT
-        # example: assumed half and half until a build says
         either = sum(n for key, n in by_split.items() if key.endswith("/any"))
-        sft_n = sum(n for key, n in by_split.items() if key.endswith("/sft")) + either // 2
-        dpo_n = sum(n for key, n in by_split.items() if key.endswith("/dpo")) + either - either // 2
+        sft_n = sum(n for key, n in by_split.items() if key.endswith("/sft")) + round(either * ANY_SPLIT["sft"])
+        dpo_n = sum(n for key, n in by_split.items() if key.endswith("/dpo")) + round(either * ANY_SPLIT["dpo"])
         built = recipe.run_path / "build" / "manifest.json"
         if built.is_file():  # measured: what the build made
             counts = json.loads(built.read_text())["counts"]
             sft_n, dpo_n = sum(counts["sft"].values()), sum(counts["dpo"].values())
-        length = PROMPT_TOKENS + sum(seen["lengths"].values()) / len(seen["lengths"]) if seen["lengths"] else \
-            PROMPT_TOKENS + min(s.sampling.max_new_tokens for s in recipe.sources) * DEFAULT_LENGTH_SHARE
+        prompt = seen["prompt_tokens"] or (sum(prompt_tokens) / len(prompt_tokens) if prompt_tokens else PROMPT_TOKENS)
+        answer_lengths = list(seen["lengths"].values()) or [
+            (cal.get(calibration_key("length", s.model, d, s.sampling.max_new_tokens)) or {}).get("tokens")
+            for s in recipe.sources for d in by_domain if s.samples_for(d)]
+        answer_lengths = [x for x in answer_lengths if x]
+        length = prompt + (sum(answer_lengths) / len(answer_lengths) if answer_lengths else
+                           min(s.sampling.max_new_tokens for s in recipe.sources) * DEFAULT_LENGTH_SHARE)
         batch = recipe.sft.batch_size
         for stage, cfg, n, per_item in (("sft", recipe.sft, sft_n, 1), ("dpo", recipe.dpo, dpo_n, 2)):
             tokens = n * per_item * min(length, cfg.max_length) * cfg.epochs
@@ -529,21 +545,22 @@ def spread(items: list, k: int) -> list:
     return items if len(items) <= k else [items[i * len(items) // k] for i in range(k)]
 
 
-def calibrate(recipe: Recipe, per_domain: int = 6, say=print) -> None:
-    """Measure this machine: each source answering a few of the recipe's own prompts (speed and answer
-    length per domain), a few judgments, the target's training and evaluation speed. Cached."""
+def calibrate(recipe: Recipe, per_domain: int = 4, say=print) -> None:
+    """Measure this machine: each source answering a few of the recipe's own prompts as the sample stage
+    asks (every prompt its `samples_per_prompt` times, all at once), for speed and answer and prompt
+    lengths per domain; the judge on those real answers; the target's training and evaluation speed. Cached."""
     from fusechat.prompts import collect_prompts
     from fusechat.sample.backend import Request, open_backend
 
     prompts, _ = collect_prompts(recipe)
     cal = calibrated()
+    answers = []  # (prompt, answer) for the judge
     for source in recipe.sources:
-        if source.backend == "openai":
+        if source.backend in ("openai", "dataset"):
             continue
         chosen = [p for d in sorted({p.domain for p in prompts}) if source.samples_for(d)
-                  for p in spread([q for q in prompts if q.domain == d], per_domain)]
+                  for p in spread([q for q in prompts if q.domain == d], per_domain) for _ in range(source.samples_for(d))]
         requests = [Request([{"role": "user", "content": p.prompt}], i) for i, p in enumerate(chosen)]
-        requests = (requests * (1 + (source.batch_size or 8) // max(len(requests), 1)))[: max(len(requests), source.batch_size or 8)]
         say(f"calibrating {source.name}: {len(requests)} answers")
         backend = open_backend(source)
         try:
@@ -555,27 +572,33 @@ def calibrate(recipe: Recipe, per_domain: int = 6, say=print) -> None:
         tokens = sum(g.completion_tokens for g in out)
         cal[calibration_key("generate", source.model, source.backend, source.batch_size)] = {
             "tokens_per_s": round(tokens / seconds, 1), "measured": time.strftime("%Y-%m-%d")}
-        lengths: dict[str, list[int]] = {}
-        for g, p in zip(out, chosen * len(requests)):
-            lengths.setdefault(p.domain, []).append(g.completion_tokens)
+        lengths: dict[str, list[tuple[int, int]]] = {}
+        for g, p in zip(out, chosen):
+            lengths.setdefault(p.domain, []).append((g.completion_tokens, g.prompt_tokens))
+            if p.domain in recipe.score.reward.domains and g.finish_reason == "stop":
+                answers.append((p.prompt, g.text))
         for domain, values in lengths.items():
             cal[calibration_key("length", source.model, domain, source.sampling.max_new_tokens)] = {
-                "tokens": sum(values) / len(values)}
+                "tokens": sum(c for c, _ in values) / len(values), "prompt_tokens": sum(p for _, p in values) / len(values)}
         calibration_file().write_text(json.dumps(cal, indent=1))
     reward = recipe.score.reward
     if reward.kind == "judge":
         from fusechat.score.judge import open_judge
 
-        say(f"calibrating the judge {reward.model}: 4 judgments")
+        sample = spread(answers, 6) or [(p.prompt, "A short answer of a few sentences. " * 8) for p in prompts[:6]]
+        say(f"calibrating the judge {reward.model}: {len(sample)} judgments of the answers above")
+        started = time.time()
         judge = open_judge(reward.model, reward.backend)
         try:
             judge.grade("Warm up.", "Yes.")
+            load = time.time() - started
             started = time.time()
-            judge.score([(p.prompt, "A short answer of a few sentences. " * 8) for p in prompts[:4]])
-            per = (time.time() - started) / 4
+            judge.score(sample)
+            per = (time.time() - started) / len(sample)
         finally:
             judge.close()
-        cal[calibration_key("judge", reward.model, reward.backend, 1)] = {"seconds_per_item": round(per, 2)}
+        cal[calibration_key("judge", reward.model, reward.backend, 1)] = {"seconds_per_item": round(per, 2),
+                                                                          "load_s": round(load, 1)}
         calibration_file().write_text(json.dumps(cal, indent=1))
     if recipe.target:
         calibrate_target(recipe, cal, say)
@@ -586,13 +609,14 @@ def calibrate_target(recipe: Recipe, cal: dict, say) -> None:
     """The target's training speed (SFT steps; DPO does a reference pass more: ~3/4 the rate) and its
     greedy evaluation speed and answer lengths."""
     import torch
+    from transformers import AutoTokenizer
 
-    from fusechat.sample.backend import Request, open_backend
+    from fusechat.evaluate import generate_answers
     from fusechat.train.common import load_model, target_path, use_bf16
 
     path = target_path(recipe)
     cfg = recipe.sft
-    say(f"calibrating the target {recipe.target.model}: 3 training steps, 8 evaluation answers a benchmark")
+    say(f"calibrating the target {recipe.target.model}: 3 training steps, 16 evaluation answers a benchmark")
     model = load_model(path, cfg)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
@@ -612,26 +636,16 @@ def calibrate_target(recipe: Recipe, cal: dict, say) -> None:
     cal[calibration_key("sft", recipe.target.model, "train", cfg.batch_size)] = {"tokens_per_s": round(rate, 1)}
     cal[calibration_key("dpo", recipe.target.model, "train", cfg.batch_size)] = {"tokens_per_s": round(rate * 0.75, 1)}
 
-    from fusechat.recipe import Sampling
-
     ev = recipe.eval
-    problems = {b: items[:8] for b, items in benchmarks_without_run(recipe).items()}
-    source = Source(name="eval", model=path, backend="transformers", dtype=ev.dtype, batch_size=ev.batch_size,
-                    sampling=Sampling(temperature=0, max_new_tokens=ev.max_new_tokens))
-    backend = open_backend(source)
-    tokens, seconds, lengths = 0, 0.0, {}
-    try:
-        for bench, items in problems.items():
-            cap = ev.math.max_new_tokens if bench == "math" and ev.math and ev.math.max_new_tokens else ev.max_new_tokens
-            requests = [Request([{"role": "user", "content": p["prompt"]}], 0) for p in items]
-            started = time.time()
-            out = backend.generate(requests, source.sampling.model_copy(update={"max_new_tokens": cap}))
-            seconds += time.time() - started
-            tokens += sum(g.completion_tokens for g in out)
-            lengths[bench] = sum(g.completion_tokens for g in out) / max(len(out), 1)
-    finally:
-        backend.close()
-    # 8 answers a batch run slower per token than the evaluation's full batches: a conservative figure
+    problems = {b: spread(items, 16) for b, items in benchmarks_without_run(recipe).items()}
+    started = time.time()
+    answers = generate_answers(path, problems, recipe)  # as the stage does it: benchmarks of one length cap together
+    seconds = time.time() - started
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    lengths = {b: sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in texts) / max(len(texts), 1)
+               for b, texts in answers.items()}
+    tokens = sum(lengths[b] * len(problems[b]) for b in problems)
+    # 16 answers a benchmark fill smaller batches than the evaluation's: a conservative speed
     cal[calibration_key("eval", recipe.target.model, "transformers", ev.batch_size)] = {
         "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "lengths": lengths}
 

@@ -89,7 +89,14 @@ def dataset_rows(name: str, subset: str | None = None, split: str | None = None,
     `save_to_disk` folder too), with our field names added by `columns` and rows kept by `where`."""
     import datasets
 
+    from huggingface_hub import constants
+
+    from fusechat import plan
+
     split, columns, where = split or "train", columns or {}, where or {}
+    if not Path(name).exists() and not constants.HF_HUB_OFFLINE and not plan.hub_reachable():
+        # say so at once: load_dataset's retries take minutes to fail
+        raise FusechatError(f"dataset {name}: not a local folder, and the Hugging Face hub is not reachable from here")
     try:
         if (Path(name) / "dataset_info.json").is_file() or (Path(name) / "dataset_dict.json").is_file():
             data = datasets.load_from_disk(name)

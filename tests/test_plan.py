@@ -80,3 +80,34 @@ def test_calibration_prompts_are_spread_over_each_set():
     from fusechat.plan import spread
 
     assert spread(list(range(10)), 3) == [0, 3, 6] and spread([1, 2], 6) == [1, 2]
+
+
+def test_calibration_measures_the_recipe_the_way_its_stages_run_it(tmp_path, monkeypatch, tiny_model_dir):
+    from fusechat.plan import calibrate, calibrated, calibration_key
+    from fusechat.recipe import recipe_from_dict
+
+    monkeypatch.setenv("FUSECHAT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    tiny = str(tiny_model_dir)
+    recipe = recipe_from_dict({
+        "run_dir": str(tmp_path / "run"),
+        "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "basic_arithmetic", "n": 6},
+                             {"domain": "instruction", "pack": "constraints", "n": 4}]},
+        "sources": [{"name": "a", "model": tiny, "backend": "transformers", "batch_size": 4,
+                     "samples_per_prompt": {"math": 2, "instruction": 1}, "sampling": {"max_new_tokens": 6}}],
+        "score": {"reward": {"kind": "judge", "model": tiny, "backend": "transformers", "domains": ["instruction"]}},
+        "target": {"model": tiny},
+        "eval": {"math": {"n": 5, "max_new_tokens": 4}, "constraints": 3, "humaneval": 0, "mtbench": 0,
+                 "max_new_tokens": 6}})
+    said = []
+    calibrate(recipe, per_domain=3, say=said.append)
+    assert "calibrating a: 9 answers" in said  # 3 math prompts x 2 samples + 3 constraint prompts x 1, as sampled
+    cal = calibrated()
+    length = cal[calibration_key("length", tiny, "math", 6)]
+    assert 0 < length["tokens"] <= 6 and length["prompt_tokens"] > 10  # the chat template's tokens count
+    judge = cal[calibration_key("judge", tiny, "transformers", 1)]
+    assert judge["seconds_per_item"] > 0 and judge["load_s"] > 0
+    evaluation = cal[calibration_key("eval", tiny, "transformers", recipe.eval.batch_size)]
+    assert set(evaluation["lengths"]) == {"math", "constraints"} and evaluation["lengths"]["math"] <= 4
+    plan = make_plan(recipe)
+    assert all(r.seconds is not None for r in plan.rows), render(plan)

@@ -186,3 +186,13 @@ def test_prompts_by_dataset_id_with_a_column_map_filters_and_a_limit(tmp_path):
     with pytest.raises(Exception, match="exactly one of `pack`, `path` or `dataset`"):
         recipe_from_dict({"name": "t", "prompts": {"sets": [spec | {"path": "x.jsonl"}]},
                           "sources": [{"name": "s", "model": "smollm2-135m-instruct"}]})
+
+
+def test_a_hub_dataset_with_no_hub_in_reach_is_one_line_at_once(monkeypatch):
+    from fusechat import plan
+
+    monkeypatch.setattr(plan, "hub_reachable", lambda: False)
+    recipe = recipe_from_dict({"name": "t", "sources": [{"name": "s", "model": "smollm2-135m-instruct"}],
+                               "prompts": {"sets": [{"domain": "instruction", "dataset": "openbmb/UltraFeedback"}]}})
+    with pytest.raises(FusechatError, match="openbmb/UltraFeedback: not a local folder, and the Hugging Face hub is not reachable"):
+        collect_prompts(recipe)
