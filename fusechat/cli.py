@@ -191,6 +191,26 @@ def export(model: str = typer.Argument(..., help="a save_pretrained folder (e.g.
     Console().print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)")
 
 
+@app.command("export-data")
+@user_errors
+def export_data(run_dir: str = typer.Argument(..., help="a run folder, e.g. runs/cpu-default (its build/ is read)"),
+                format_: str = typer.Option(..., "--format", help="trl, sharegpt, llama-factory or openrlhf"),
+                out: Optional[str] = typer.Option(None, "--out", help="output folder; default: RUN/export/FORMAT")):
+    """Write a run's SFT set and DPO pairs for another trainer, e.g. `fusechat export-data runs/cpu-default --format llama-factory`.
+
+    trl: messages / prompt-chosen-rejected JSONL. sharegpt: conversations with from/value.
+    llama-factory: the sharegpt files and a dataset_info.json (`dataset_dir: OUT`, `dataset: fusechat_sft` or
+    `fusechat_dpo`). openrlhf: messages for SFT; chosen/rejected whole conversations for DPO
+    (`--chosen_key chosen --rejected_key rejected --apply_chat_template`).
+    """
+    from fusechat.export_data import export_data as write
+
+    run = Path(run_dir)
+    target = Path(out) if out else run / "export" / format_
+    for path in write(run / "build", target, format_):
+        Console().print(f"wrote {path}")
+
+
 @app.command("run")
 @user_errors
 def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt):
