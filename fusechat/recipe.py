@@ -253,6 +253,11 @@ class TrainConfig(Strict):
         "about a third more compute (large targets); unset: off")
     length_grouping: bool | None = Field(
         None, description="batches of examples of similar length (less padding; padded SFT batches and DPO); unset: on")
+    # Where the logs go never changes the model: not hashed (like the speed settings).
+    report_to: list[Literal["tensorboard", "wandb", "trackio", "mlflow", "comet_ml"]] = Field(
+        default_factory=list, json_schema_extra={"speed_only": True}, description=(
+            "experiment trackers for the training curves, as transformers names them; TensorBoard files go "
+            "to run/STAGE/tracking/ (`tensorboard --logdir runs/NAME`). The run's log.jsonl is always written"))
 
 
     def accumulation(self, processes: int, where: str) -> int:

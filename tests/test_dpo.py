@@ -42,7 +42,7 @@ def test_loss_matches_hand_computation(tiny_model_dir, loss, beta):
         logps, lengths = sequence_logps(model, batch, bf16=False)
     got = dpo_loss(logps, batch["ref"], lengths, beta, loss)
 
-    expected, norm_margins, summed_margins = 0.0, [], []
+    expected, norm_margins, summed_margins, rewards, logps_chosen = 0.0, [], [], [], []
     for p, (ref_c, ref_r) in zip(pairs, refs):
         lc, lr = by_hand_logp(model, p.prompt_ids, p.chosen_ids), by_hand_logp(model, p.prompt_ids, p.rejected_ids)
         summed = (lc - ref_c) - (lr - ref_r)
@@ -51,9 +51,17 @@ def test_loss_matches_hand_computation(tiny_model_dir, loss, beta):
         expected += -math.log(1 / (1 + math.exp(-z))) / len(pairs)
         summed_margins.append(summed)
         norm_margins.append(normalised)
+        # TRL's implicit rewards: beta x the log-ratio (LN-DPO: of the length-normalised log-ratio)
+        scale = (1, 1) if loss == "dpo" else (len(p.chosen_ids), len(p.rejected_ids))
+        rewards.append((beta * (lc - ref_c) / scale[0], beta * (lr - ref_r) / scale[1]))
+        logps_chosen.append(lc)
     assert got["loss"].item() == pytest.approx(expected, rel=1e-4)
     assert got["margin_summed"].tolist() == pytest.approx(summed_margins, rel=1e-4)
     assert got["margin_normalised"].tolist() == pytest.approx(norm_margins, rel=1e-4)
+    assert got["rewards/chosen"].tolist() == pytest.approx([c for c, _ in rewards], rel=1e-4)
+    assert got["rewards/rejected"].tolist() == pytest.approx([r for _, r in rewards], rel=1e-4)
+    assert got["rewards/margins"].tolist() == pytest.approx([c - r for c, r in rewards], rel=1e-4)
+    assert got["logps/chosen"].tolist() == pytest.approx(logps_chosen, rel=1e-4)
 
 
 @pytest.mark.parametrize("loss", ["dpo", "ln-dpo"])
@@ -169,3 +177,29 @@ def test_a_pair_whose_prompt_is_longer_than_max_length_fits(tiny_model_dir):
     [pair] = tokenize_pairs(long, load_tokenizer(str(tiny_model_dir)), max_length=64)
     assert len(pair.prompt_ids) + len(pair.chosen_ids) <= 64 and len(pair.prompt_ids) + len(pair.rejected_ids) <= 64
     assert pair.chosen_ids and pair.rejected_ids
+
+
+def scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series in the TensorBoard event files under `folder`, by tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for events in {p.parent for p in folder.rglob("events.out.tfevents.*")}:
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
+
+
+def test_report_to_tensorboard_writes_every_step_under_trl_names(tiny_model_dir, tmp_path):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    cfg = DPOTrainConfig(loss="ln-dpo", beta=5.0, learning_rate=1e-2, batch_size=2, grad_accum=1, epochs=1,
+                         warmup_ratio=0.0, precision="fp32", eval_fraction=0.0, save_steps=100, report_to=["tensorboard"])
+    model = load_model(str(tiny_model_dir), cfg)
+    _, log, _ = train_dpo(model, tokenizer, ROWS, cfg, tmp_path / "work", tracking=tmp_path / "tracking")
+    written = scalars(tmp_path / "tracking")
+    for name in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+                 "logps/chosen", "logps/rejected", "margin_normalised"):
+        assert [step for step, _ in written[name]] == [1, 2, 3], name
+        assert [v for _, v in written[name]] == pytest.approx([e[name] for e in log], abs=1e-5), name

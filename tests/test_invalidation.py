@@ -103,7 +103,8 @@ for stage in ("sft", "dpo"):
         "max_length": 256, "scheduler": "linear",
         "warmup_ratio": 0.2, "weight_decay": 0.1, "precision": "fp32", "save_steps": 5, "seed": 3, "length_grouping": False,
         "lora.r": 4, "lora.alpha": 8, "lora.dropout": 0.1, "lora.target_modules": ["q_proj"]}.items()}
-    TABLE |= {f"{stage}.threads": (1, NONE), f"{stage}.activation_checkpointing": (True, NONE)}
+    TABLE |= {f"{stage}.threads": (1, NONE), f"{stage}.activation_checkpointing": (True, NONE),
+              f"{stage}.report_to": (["tensorboard"], NONE)}
 TABLE |= {
     "sft.padding_free": (False, NONE),
     "sft.torch_compile": (True, NONE),

@@ -140,3 +140,13 @@ def test_an_sft_rerun_with_the_same_weights_keeps_its_fingerprint(tmp_path, tiny
     assert not again.get("skipped")
     assert again["output_fingerprint"] == first["output_fingerprint"]  # the log's wall times are not results
     assert set(again["outputs"]) >= {"log.jsonl", "model/model.safetensors"}
+
+
+def test_report_to_tensorboard_writes_the_loss_curve_beside_the_stage(tmp_path, tiny_model_dir):
+    from test_dpo import scalars
+
+    recipe = sft_recipe(tmp_path, tiny_model_dir, report_to=["tensorboard"])
+    run_stage("sft", recipe)
+    written = scalars(recipe.run_path / "sft" / "tracking")
+    log = [json.loads(line) for line in open(recipe.run_path / "sft" / "log.jsonl")]
+    assert [v for _, v in written["train/loss"]] == pytest.approx([e["loss"] for e in log if "loss" in e], abs=1e-4)

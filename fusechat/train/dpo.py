@@ -27,7 +27,8 @@ def dpo(run: StageRun) -> Outputs:
 
         model = get_peft_model(model, lora)
     folder = run.work_dir / "model"
-    _, log, summary = train_dpo(model, tokenizer, rows, cfg, run.work_dir, run.progress, save_to=folder)
+    _, log, summary = train_dpo(model, tokenizer, rows, cfg, run.work_dir, run.progress, save_to=folder,
+                                tracking=run.dir / "tracking")
     if not run.is_main:
         return Outputs()
     return Outputs(counts=summary | {"loss": cfg.loss, "beta": cfg.beta}, logs={"log": log}, files={"model": folder},

@@ -97,16 +97,22 @@ def batch_stream(train: list[Pair], cfg: DPOTrainConfig, global_batch: int) -> l
 
 
 def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: Path, progress=None,
-              save_to: Path | None = None) -> tuple[object, list[dict], dict]:
+              save_to: Path | None = None, tracking: Path | None = None) -> tuple[object, list[dict], dict]:
     """Train in place under `accelerate` (one process, or DDP/FSDP/DeepSpeed under `accelerate launch`).
 
     Checkpoints are `accelerator.save_state` folders in `workdir` plus `state.json` (step, log, the
     reference log-probs); a rerun with the same `workdir` resumes from the last one. With `save_to`,
-    the main process writes the final model there from the full (gathered) weights.
+    the main process writes the final model there from the full (gathered) weights. `cfg.report_to`'s
+    trackers (accelerate's, under the names transformers uses) get every step's log; TensorBoard's files
+    go to `tracking`.
     """
     from accelerate import Accelerator
 
-    accelerator = Accelerator(cpu=not has_gpu())
+    accelerator = Accelerator(cpu=not has_gpu(), log_with=list(cfg.report_to) or None,
+                              project_dir=str(tracking) if tracking else None)
+    if cfg.report_to:
+        accelerator.init_trackers(f"{workdir.parent.name}-dpo", config={
+            "loss": cfg.loss, "beta": cfg.beta, "learning_rate": cfg.learning_rate, "epochs": cfg.epochs})
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(cfg.seed)
     bf16 = use_bf16(cfg)
@@ -174,10 +180,12 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
         step += 1
         reduced = accelerator.reduce(torch.tensor([stats[n] for n in METRICS], device=accelerator.device), reduction="mean")
         log.append({"step": step, "lr": lr, **{n: round(v, 5) for n, v in zip(METRICS, reduced.tolist())}})
+        accelerator.log({k: v for k, v in log[-1].items() if k != "step"}, step=step)
         progress.update(task, advance=1)
         if step % cfg.save_steps == 0 or step == total:
             accuracy = preference_accuracy(model, held_out, cfg, pad_id, bf16)
             log[-1]["eval_accuracy"] = accuracy
+            accelerator.log({"eval_accuracy": accuracy}, step=step)
             checkpoints = keep_checkpoint(accelerator, step, accuracy, checkpoints, workdir)
             if accelerator.is_main_process:
                 write_atomic(state_file, json.dumps({"step": step, "log": log, "checkpoints": checkpoints,
@@ -191,6 +199,7 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
     summary = {"steps": step, "pairs": len(train), "held_out": len(held_out), "kept_step": best["step"],
                "held_out_accuracy": best["accuracy"], "bf16": bf16, "processes": world,
                "tokens_per_s": round(tokens * world / max(seconds, 1e-9), 1)}
+    accelerator.end_training()
     unwrapped = accelerator.unwrap_model(model)
     if save_to is not None:
         state_dict = accelerator.get_state_dict(model)  # every process joins the gather (FSDP/ZeRO-3)

@@ -17,7 +17,10 @@ import torch.nn.functional as F
 
 from fusechat.train.common import chat_prompt_ids, completion_ids, fit_to_length
 
-METRICS = ("loss", "margin_summed", "margin_normalised", "accuracy")  # what a training step logs, by name
+# What a training step logs, by name: ours, then TRL's DPOTrainer names for the same quantities (its
+# "rewards" are the implicit rewards beta x log-ratio; for LN-DPO, of the length-normalised log-ratio).
+METRICS = ("loss", "margin_summed", "margin_normalised", "accuracy", "rewards/chosen", "rewards/rejected",
+           "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
 
 
 @dataclass
@@ -102,12 +105,20 @@ def dpo_loss(logps: torch.Tensor, ref: torch.Tensor, lengths: torch.Tensor, beta
     summed_margin = ratios[:n] - ratios[n:]
     norm_margin = normalised[:n] - normalised[n:]
     margin = summed_margin if loss == "dpo" else norm_margin
+    rewards = beta * (ratios if loss == "dpo" else normalised).detach()
+    accuracy = (margin > 0).float().detach()
     return {
         "loss": -F.logsigmoid(beta * margin).mean(),
         "margin": margin.detach(),
         "margin_summed": summed_margin.detach(),
         "margin_normalised": norm_margin.detach(),
-        "accuracy": (margin > 0).float().detach(),
+        "accuracy": accuracy,
+        "rewards/chosen": rewards[:n],
+        "rewards/rejected": rewards[n:],
+        "rewards/margins": rewards[:n] - rewards[n:],
+        "rewards/accuracies": accuracy,
+        "logps/chosen": logps[:n].detach(),
+        "logps/rejected": logps[n:].detach(),
     }
 
 

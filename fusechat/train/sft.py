@@ -9,6 +9,7 @@ A killed run resumes from its last checkpoint (every `save_steps` optimizer step
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -94,7 +95,8 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
         save_steps=cfg.save_steps,
         save_total_limit=2,
         logging_steps=1,
-        report_to=[],
+        report_to=list(cfg.report_to),
+        run_name=output_dir.parent.name + "-sft",  # wandb/trackio: the stage's run folder name
         seed=cfg.seed,
         use_cpu=not has_gpu(),
         disable_tqdm=progress is None,
@@ -140,6 +142,20 @@ def whole_run_loss(log_history: list[dict]) -> float:
     return round(sum(losses.values()) / len(losses), 4) if losses else float("nan")
 
 
+@contextlib.contextmanager
+def tracking_dir(folder: Path):
+    """transformers' TensorBoard callback reads its folder from the environment (5.x), not its arguments."""
+    before = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = before
+
+
 def sft(run: StageRun) -> Outputs:
     rows = run.read("build", "sft")
     cfg = run.recipe.sft
@@ -147,7 +163,9 @@ def sft(run: StageRun) -> Outputs:
         raise FusechatError(f"{run.folder.stage_dir('build')}: the SFT set is empty; nothing to train on")
     path = target_path(run.recipe)
     tokenizer = load_tokenizer(path)
-    trainer, result = train_sft(load_model(path, cfg), tokenizer, rows, cfg, run.work_dir, run.progress if run.watched else None)
+    with tracking_dir(run.dir / "tracking"):
+        trainer, result = train_sft(load_model(path, cfg), tokenizer, rows, cfg, run.work_dir,
+                                    run.progress if run.watched else None)
     state_dict = trainer.accelerator.get_state_dict(trainer.model)  # every process joins the gather (FSDP/ZeRO-3)
     if not run.is_main:
         return Outputs()
