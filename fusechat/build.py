@@ -21,7 +21,8 @@ from fusechat import FusechatError
 from fusechat.analysis import source_table
 from fusechat.recipe import BuildConfig
 from fusechat.records import DPOPair, Prompt, SFTExample, from_dict, to_dict
-from fusechat.runfolder import Outputs, StageRun
+from fusechat.cards import dataset_card
+from fusechat.runfolder import Outputs, StageRun, library_versions, write_atomic
 
 EPS = 1e-9  # the window is inclusive: 0.1 - 0.09 must count as 0.01
 
@@ -183,4 +184,7 @@ def build(run: StageRun) -> Outputs:
         "source_table": source_table([r for r in scored if r["source"] in keep], result.sft, result.dpo,
                                      [s for s in order if s in keep]),
     }
-    return Outputs({"sft": result.sft, "dpo": result.dpo}, counts)
+    # The dataset card (README.md) travels with the data: `fusechat publish` pushes the folder as it is.
+    card = run.work_dir / "README.md"
+    write_atomic(card, dataset_card(recipe, counts, (run.manifest("score") or {}).get("counts"), library_versions()))
+    return Outputs({"sft": result.sft, "dpo": result.dpo}, counts, files={"README.md": card})

@@ -211,6 +211,27 @@ def export_data(run_dir: str = typer.Argument(..., help="a run folder, e.g. runs
         Console().print(f"wrote {path}")
 
 
+@app.command("publish")
+@user_errors
+def publish(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
+            repo: str = typer.Option(..., "--repo", help="the model's hub id, e.g. you/smollm2-fused; the data goes to ID-data"),
+            private: bool = typer.Option(False, "--private", help="create the repositories private"),
+            dry_run: bool = typer.Option(False, "--dry-run", help="stage the folders under RUN/publish/ and stop")):
+    """Push the fused model (with its card and eval table) and its SFT/DPO data (with the dataset card) to the hub.
+
+    Needs a login (`hf auth login` or HF_TOKEN). `--dry-run` shows exactly what would be pushed.
+    """
+    from fusechat.publish import push, stage
+
+    cfg = load(recipe, set_)
+    folders = stage(cfg, repo)
+    for kind, folder in folders.items():
+        Console().print(f"{kind}: {folder} ({sum(1 for p in folder.rglob('*') if p.is_file())} files)")
+    if not dry_run:
+        for url in push(folders, repo, private):
+            Console().print(f"pushed {url}")
+
+
 @app.command("run")
 @user_errors
 def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt):

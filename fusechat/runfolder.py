@@ -351,6 +351,7 @@ class RunFolder:
 
         datasets.disable_progress_bars()  # our own progress bars are enough
         folder = self.stage_dir(stage)
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the stage reads unfinished
         digest, sizes, per_output = hashlib.sha256(), {}, {}
         for name, records in (out.datasets | out.logs).items():

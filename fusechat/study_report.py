@@ -113,7 +113,7 @@ def plot_differences(tables: dict, reference: str, path: Path) -> None:
     plt.close(fig)
 
 
-def _md_table(header: list[str], rows: list[list]) -> str:
+def md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -139,7 +139,7 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
             s = by.get((m, b))
             row.append(f"{s['score']:.3f} [{fmt(s['ci_low'], 3)}, {fmt(s['ci_high'], 3)}] (n={s['n']})" if s else "—")
         rows.append(row)
-    out.append(_md_table(["model"] + [LABELS.get(b, b) for b in tables["benchmarks"]], rows))
+    out.append(md_table(["model"] + [LABELS.get(b, b) for b in tables["benchmarks"]], rows))
     out += ["", f"## Differences from `{ref}` (paired)", "", "![differences](differences.png)", ""]
     rows = []
     for d in tables["differences"]:
@@ -147,12 +147,12 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
         rows.append([d["model"], LABELS.get(d["benchmark"], d["benchmark"]), f"{d['diff']:+.3f}",
                      f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]", f"{d['ci_high'] - d['ci_low']:.3f}", mc, d["n"],
                      {"supported": "above 0", "contradicted": "below 0"}.get(d["verdict"], "includes 0")])
-    out.append(_md_table(["model", "benchmark", "diff", "95% CI", "CI width", "McNemar (model-only / ref-only wins)", "n",
+    out.append(md_table(["model", "benchmark", "diff", "95% CI", "CI width", "McNemar (model-only / ref-only wins)", "n",
                           "interval"], rows))
     out += ["", "## Wall time per stage and variant (seconds; '= X': made by variant X, not redone)", ""]
     stages = [k for k in times[0] if k != "variant"] if times else []
     own = [sum(t[s] for s in stages if isinstance(t[s], (int, float))) for t in times]
-    out.append(_md_table(["variant"] + stages + ["own total"],
+    out.append(md_table(["variant"] + stages + ["own total"],
                          [[t["variant"]] + [fmt(t[s], 1) for s in stages] + [fmt(float(o), 1)] for t, o in zip(times, own)]))
     out += ["", f"The whole study: {sum(own) / 60:.1f} minutes of stage time."]
     if source:
@@ -165,12 +165,12 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
 def source_markdown(table: dict) -> str:
     rows = [[r["domain"], r["source"], r["samples"], fmt(r["correct_rate"]), fmt(r["mean_reward"], 3), fmt(r["sft_share"]),
              fmt(r["dpo_share"])] for r in table["rows"]]
-    text = _md_table(["domain", "source", "samples", "correct rate", "mean reward", "share of SFT answers",
+    text = md_table(["domain", "source", "samples", "correct rate", "mean reward", "share of SFT answers",
                       "share of DPO chosen"], rows)
     if table.get("oracle"):
         sources = [k for k in next(iter(table["oracle"].values())) if k not in ("prompts", "any")]
         text += "\n\nPrompts solved by at least one sample (the \"any source\" oracle) vs each source alone:\n\n"
-        text += _md_table(["domain", "prompts", "any source"] + sources,
+        text += md_table(["domain", "prompts", "any source"] + sources,
                           [[d, o["prompts"], fmt(o["any"])] + [fmt(o[s]) for s in sources] for d, o in table["oracle"].items()])
     return text
 
@@ -178,7 +178,7 @@ def source_markdown(table: dict) -> str:
 def bias_markdown(bias: dict) -> str:
     if not bias.get("rewarded"):
         return "No response has a reward in this run."
-    text = _md_table(["source", "rewarded", "mean", "sd", "mean length (chars)", "corr(reward, length)"],
+    text = md_table(["source", "rewarded", "mean", "sd", "mean length (chars)", "corr(reward, length)"],
                      [[s["source"], s["n"], fmt(s["mean"], 3), fmt(s["sd"], 3), fmt(s["mean_length"], 0), fmt(s["length_corr"])]
                       for s in bias["per_source"]])
     b, same, cross = bias["best_is_longest"], bias["same_source_pairs"], bias["cross_source_pairs"]

@@ -37,6 +37,15 @@ def test_stages_run_in_order_and_every_prompt_is_accounted_for(tmp_path, tiny_mo
     assert total == 9  # each prompt: one SFT example, one pair, or one counted drop
     assert all(m.get("skipped") for m in run_all(recipe).values())
 
+    # the data's card, as the hub reads it: configs for both files, the counts the build made
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(recipe.run_path / "build" / "README.md")
+    assert {c["config_name"]: c["data_files"] for c in card.data.configs} == {"sft": "sft.jsonl", "dpo": "dpo.jsonl"}
+    assert "fusechat" in card.data.tags and "| t1 | " in card.text and "| t2 | " in card.text
+    sft_math = counts["sft"].get("math", 0)
+    assert f"| math | {sft_math} | {counts['dpo'].get('math', 0)} |" in card.text
+
 
 def test_scoring_resumes_from_its_shards(tmp_path, tiny_model_dir, monkeypatch):
     import fusechat.score as score

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,6 +67,11 @@ def test_sft_moves_every_trainable_parameter_and_saves_a_loadable_folder(tmp_pat
     assert tokenizer.chat_template and "im_start" in tokenizer.chat_template
     log = [json.loads(line) for line in open(recipe.run_path / "sft" / "log.jsonl")]
     assert len([e for e in log if "loss" in e]) == 4
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(Path(manifest["model"]) / "README.md")
+    assert card.data.base_model == str(tiny_model_dir) and "sft" in card.data.tags
+    assert "| learning rate | 0.01 |" in card.text
 
 
 def test_sft_resumes_from_its_checkpoint(tmp_path, tiny_model_dir, monkeypatch):

@@ -8,7 +8,8 @@ A killed run resumes from its last checkpoint (every `save_steps` optimizer step
 from __future__ import annotations
 
 from fusechat import FusechatError
-from fusechat.runfolder import Outputs, StageRun
+from fusechat.cards import model_card
+from fusechat.runfolder import Outputs, StageRun, write_atomic
 from fusechat.train.common import load_model, load_tokenizer, lora_config
 from fusechat.train.dpo_loop import train_dpo
 
@@ -31,5 +32,6 @@ def dpo(run: StageRun) -> Outputs:
                                 tracking=run.dir / "tracking")
     if not run.is_main:
         return Outputs()
+    write_atomic(folder / "README.md", model_card(run.recipe, "dpo", run.recipe.target.model))
     return Outputs(counts=summary | {"loss": cfg.loss, "beta": cfg.beta}, logs={"log": log}, files={"model": folder},
                    extra={"model": str(run.dir / "model")})

@@ -18,7 +18,8 @@ from pathlib import Path
 from fusechat import FusechatError
 from fusechat.hardware import has_gpu
 from fusechat.recipe import SFTTrainConfig
-from fusechat.runfolder import Outputs, StageRun
+from fusechat.cards import model_card
+from fusechat.runfolder import Outputs, StageRun, write_atomic
 from fusechat.train.common import (LengthGroupedSampler, chat_prompt_ids, completion_ids, fit_to_length, load_model,
                                    load_tokenizer, lora_config, make_scheduler, save_model, target_path, use_bf16)
 
@@ -170,6 +171,7 @@ def sft(run: StageRun) -> Outputs:
     if not run.is_main:
         return Outputs()
     folder = save_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, run.work_dir / "model", state_dict)
+    write_atomic(folder / "README.md", model_card(run.recipe, "sft", run.recipe.target.model))
     log = [entry for entry in trainer.state.log_history if "loss" in entry or "train_loss" in entry]
     counts = {"examples": len(rows), "steps": trainer.state.global_step, "train_loss": whole_run_loss(trainer.state.log_history),
               "bf16": trainer.args.bf16, "lora": cfg.lora is not None, "processes": trainer.accelerator.num_processes}
