@@ -151,8 +151,11 @@ stage_command("report", "Write run/report/report.html (self-contained, with plot
 @app.command("eval")
 @user_errors
 def eval_command(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt, force: bool = ForceOpt,
-                 model: list[str] = typer.Option([], "--model", help="also evaluate NAME=HF_FOLDER (a model trained elsewhere)")):
-    """Evaluate base, SFT and SFT+DPO side by side: held-out math, HumanEval pass@1, MT-Bench win rate (local judge)."""
+                 model: list[str] = typer.Option([], "--model", help="also evaluate NAME=HF_FOLDER (a model trained elsewhere)"),
+                 harness: Optional[str] = typer.Option(None, "--harness", help="lm-evaluation-harness tasks, comma-separated "
+                                                       "(e.g. gsm8k,ifeval): run on every model, scores join the table")):
+    """Evaluate base, SFT and SFT+DPO side by side: held-out math, HumanEval pass@1, MT-Bench win rate (local judge),
+    and any lm-evaluation-harness tasks (`--harness gsm8k,ifeval` or `eval.harness` in the recipe)."""
     from fusechat.pipeline import run_stage
 
     extra = []
@@ -161,6 +164,8 @@ def eval_command(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt, fo
         if not path:
             raise FusechatError(f"--model {item!r}: expected NAME=HF_FOLDER")
         extra.append(f"eval.extra_models.{name}={path}")
+    if harness:
+        extra.append(f"eval.harness={json.dumps([t.strip() for t in harness.split(',') if t.strip()])}")
     r = load(recipe, set_ + extra)
     with progress_bar() as progress:
         manifest = run_stage("eval", r, force=force, progress=progress)

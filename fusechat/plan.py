@@ -500,6 +500,8 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
         plan.rows.append(Row("eval", f"judge {judge}", f"{judged:,} MT-Bench answers judged", 0,
                              per * judged if per else None, "calibrated on this machine" if entry else basis,
                              generation_fit(arch, ev.judge_backend, gpus, gpu_gb, 1, 4096)))
+    if target and ev.harness:
+        plan.notes.append(f"eval.harness: lm-eval runs {', '.join(ev.harness)} on every model; not in the estimate")
     plan.disk_gib = disk / GIB
     if any(r.seconds is None for r in plan.rows):
         plan.notes.append("rows without a time have no throughput figure; the total leaves them out")

@@ -329,6 +329,20 @@ class EvalConfig(Strict):
     extra_models: dict[str, str] = Field(default_factory=dict, description="name -> HF folder, evaluated too")
     models: list[Literal["base", "sft", "sft+dpo"]] = Field(
         default_factory=lambda: ["base", "sft", "sft+dpo"], description="which of the run's models to evaluate")
+    harness: list[str] = Field(default_factory=list, description=(
+        "lm-evaluation-harness task names run on every model (e.g. gsm8k, ifeval, mmlu_pro); their scores "
+        "join the eval table with lm-eval's standard errors"))
+    harness_limit: int | None = Field(None, gt=0, description="lm-eval: at most this many items a task (a quick look)")
+    harness_include: str | None = Field(None, description="lm-eval: a folder of your own task YAMLs (its include_path)")
+    harness_chat_template: bool = Field(True, description="lm-eval: prompts in the model's chat template (instruct models)")
+
+    @field_validator("harness")
+    @classmethod
+    def _sandboxed_code_only(cls, tasks: list[str]) -> list[str]:
+        for task in tasks:  # lm-eval runs these tasks' model-written code in its own process, uncaged
+            if task.split("_")[0] in ("humaneval", "mbpp"):
+                raise ValueError(f"'{task}' runs model-written code outside the sandbox; eval.humaneval is the sandboxed one")
+        return tasks
 
 
 def plain_name(name: str) -> str:
@@ -557,6 +571,10 @@ def eval_settings(recipe: Recipe) -> dict:
         out["sandbox"] = settings(recipe.score.code)
     if cfg.mtbench:
         out["judge"] = eval_judge(recipe)
+    if cfg.harness_include:  # your task files are an input: an edit reruns the evaluation
+        from fusechat.prompts import files_digest
+
+        out["harness_files"] = files_digest([cfg.harness_include])
     return out
 
 

@@ -19,6 +19,7 @@ from collections import defaultdict
 from fusechat import FusechatError
 from fusechat import constraints
 from fusechat.evaluate import humaneval, mtbench
+from fusechat.evaluate.harness import run_harness
 from fusechat.evaluate.math import held_out_problems
 from fusechat.evaluate.stats import bootstrap_mean, wilson
 from fusechat.recipe import Recipe, Sampling, Source, eval_judge
@@ -122,12 +123,12 @@ def evaluate(run: StageRun) -> Outputs:
     models = models_to_evaluate(run)
     problems = benchmarks(run)
     task = run.progress.add_task("eval", total=len(models) * (1 + ("mtbench" in problems)))
-    items, math = [], MathChecker(recipe.score.math_timeout_s)  # its worker starts at the first check
+    items, harness_results, math = [], [], MathChecker(recipe.score.math_timeout_s)  # its worker starts at the first check
     try:
         for name, path in models.items():
             key = shard_key("answers", name)
             if not run.has_shard(key):
-                answers = generate_answers(path, problems, recipe)
+                answers = generate_answers(path, problems, recipe) if problems else {}
                 rows = []
                 for bench, bench_items in problems.items():
                     scores = score_answers(bench, bench_items, answers[bench], recipe, math)
@@ -138,6 +139,16 @@ def evaluate(run: StageRun) -> Outputs:
                 run.write_shard(key, rows)
             items += run.read_shard(key)
             run.progress.update(task, advance=1)
+        for name, path in models.items() if recipe.eval.harness else ():
+            key = shard_key("harness", name)
+            if not run.has_shard(key):  # lm-eval's summaries (with its standard errors) and its per-item scores
+                summary, per_item = run_harness(path, recipe.eval)
+                run.write_shard(key, [dict(r, model=name, kind="summary") for r in summary]
+                                + [dict(r, model=name, kind="item") for r in per_item])
+            rows = run.read_shard(key)
+            items += [{k: v for k, v in r.items() if k != "kind"} for r in rows if r["kind"] == "item"]
+            harness_results += [{k: v for k, v in r.items() if k not in ("kind", "metric", "filter")}
+                                for r in rows if r["kind"] == "summary"]
     finally:
         math.close()
 
@@ -168,6 +179,6 @@ def evaluate(run: StageRun) -> Outputs:
     for r in items:
         if r["score"] is not None:
             by[(r["model"], r["benchmark"])].append(r["score"])
-    results = [summarise(m, b, by[(m, b)], judge_name) for m in models for b in problems if by[(m, b)]]
+    results = [summarise(m, b, by[(m, b)], judge_name) for m in models for b in problems if by[(m, b)]] + harness_results
     counts = {f"{r['model']}/{r['benchmark']}": round(r["score"], 4) for r in results}
     return Outputs({"results": results, "items": items}, counts, extra={"models": models})

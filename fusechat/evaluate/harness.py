@@ -1,0 +1,85 @@
+"""Standard benchmarks through lm-evaluation-harness (`eval.harness: [task, ...]`).
+
+lm-eval is the runner the field compares models with, so its task definitions, prompts, few-shot
+settings and metrics are used as they are; fusechat only calls `lm_eval.simple_evaluate` on each model
+of the run (transformers on CPU, vLLM where it is installed and a GPU is there) and files its numbers
+beside its own: a score, lm-eval's standard error as a 95% interval (score ± 1.96 SE), the sample
+count, and every per-item score (so a study can pair them like its own benchmarks).
+
+Code-execution tasks (humaneval, mbpp) run the model's code outside fusechat's sandbox, so they are
+refused by the recipe check: fusechat's own HumanEval runs in the sandbox (`eval.humaneval`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+from fusechat import FusechatError
+from fusechat.hardware import has_gpu
+from fusechat.recipe import EvalConfig
+
+def run_harness(path: str, cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
+    """lm-eval on one model folder: (one summary row per task and metric, one row per item)."""
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise FusechatError("eval.harness needs lm-evaluation-harness: pip install lm-eval") from None
+    backend = "vllm" if has_gpu() and importlib.util.find_spec("vllm") else "hf"
+    model_args = {"pretrained": path, "dtype": "auto" if cfg.dtype == "auto" else cfg.dtype}
+    if backend == "hf":
+        model_args["device"] = "cuda" if has_gpu() else "cpu"
+    try:
+        out = lm_eval.simple_evaluate(
+            model=backend, model_args=model_args, tasks=list(cfg.harness), batch_size=cfg.batch_size,
+            limit=cfg.harness_limit, task_manager=TaskManager(include_path=cfg.harness_include),
+            apply_chat_template=cfg.harness_chat_template, log_samples=True, bootstrap_iters=1000,
+            random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
+    except (KeyError, ValueError) as e:  # unknown task names and bad task files surface as these
+        raise FusechatError(f"eval.harness: lm-eval refused the tasks {cfg.harness} ({str(e)[:200]})") from None
+    return summaries(out, cfg.harness), items(out, cfg.harness)
+
+
+def _metric_keys(entry: dict) -> list[tuple[str, str]]:
+    """(metric, filter) pairs of a task's result entry, e.g. ("exact_match", "strict-match")."""
+    keys = []
+    for key, value in entry.items():
+        if "," in key and "_stderr" not in key and isinstance(value, (int, float)):
+            metric, filt = key.split(",", 1)
+            keys.append((metric, filt))
+    return keys
+
+
+def summaries(out: dict, tasks: list[str]) -> list[dict]:
+    rows = []
+    for task in tasks:
+        entry = out["results"].get(task)
+        if entry is None:
+            continue
+        n = (out.get("n-samples", {}).get(task) or {}).get("effective")
+        for metric, filt in _metric_keys(entry):
+            score = float(entry[f"{metric},{filt}"])
+            se = entry.get(f"{metric}_stderr,{filt}")
+            se = float(se) if isinstance(se, (int, float)) and math.isfinite(se) else float("nan")
+            rows.append({"benchmark": f"harness:{task}", "metric": metric, "filter": filt, "score": score,
+                         "ci_low": score - 1.96 * se, "ci_high": score + 1.96 * se, "n": n,
+                         "label": f"{task} {metric}" + ("" if filt == "none" else f" ({filt})") + " (lm-eval)"})
+    return rows
+
+
+def items(out: dict, tasks: list[str]) -> list[dict]:
+    """Per-item scores from lm-eval's logged samples: the first metric of each task (its headline)."""
+    rows = []
+    for task in tasks:
+        entry = out["results"].get(task)
+        samples = out.get("samples", {}).get(task) or []
+        if entry is None or not samples:
+            continue
+        metric, _ = _metric_keys(entry)[0]
+        for s in samples:
+            if metric in s and isinstance(s[metric], (int, float)):
+                rows.append({"benchmark": f"harness:{task}", "id": f"{task}-{s['doc_id']}", "prompt": "",
+                             "response": str((s.get("filtered_resps") or [""])[0])[:2000],
+                             "gold": str(s.get("target", "")), "score": float(s[metric])})
+    return rows
