@@ -199,7 +199,8 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
     summary = {"steps": step, "pairs": len(train), "held_out": len(held_out), "kept_step": best["step"],
                "held_out_accuracy": best["accuracy"], "bf16": bf16, "processes": world,
                "tokens_per_s": round(tokens * world / max(seconds, 1e-9), 1)}
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): it also tears down the process group
+        tracker.finish()
     unwrapped = accelerator.unwrap_model(model)
     if save_to is not None:
         state_dict = accelerator.get_state_dict(model)  # every process joins the gather (FSDP/ZeRO-3)
