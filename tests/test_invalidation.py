@@ -128,6 +128,10 @@ TABLE |= {
     "eval.batch_size": (4, NONE),
     "eval.dtype": ("float32", {E}),
     "eval.extra_models": ({"mine": "some/model"}, {E}),
+    "eval.harness": (["gsm8k"], {E}),
+    "eval.harness_limit": (10, {E}),
+    "eval.harness_include": ("my-tasks", {E}),
+    "eval.harness_chat_template": (False, {E}),
 }
 
 ORDER = list(STAGES)
