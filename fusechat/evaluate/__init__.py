@@ -5,7 +5,8 @@ Greedy decoding; every score with a 95% confidence interval:
 - code: HumanEval pass@1, executed in the sandbox;
 - instruction: MT-Bench first-turn win rate against the base target: a local judge grades every
   answer with P(Yes) and a question is won when the candidate's grade beats the base's (ties: 0.5;
-  always labelled "local judge"); constraint accuracy on writing tasks with a verifiable constraint.
+  always labelled "local judge"); constraint accuracy on writing tasks with a verifiable constraint;
+- any lm-evaluation-harness tasks (`eval.harness`, fusechat.evaluate.harness), with lm-eval's errors.
 Input: the target and `run/sft/model`, `run/dpo/model` (whichever exist), plus any `eval.extra_models`.
 Output: `run/eval/results` (one row per model and benchmark) and `run/eval/items` (every answer).
 Resumable: one shard per (model, benchmark) generation and per judged model.
@@ -139,7 +140,9 @@ def evaluate(run: StageRun) -> Outputs:
                 run.write_shard(key, rows)
             items += run.read_shard(key)
             run.progress.update(task, advance=1)
-        for name, path in models.items() if recipe.eval.harness else ():
+        for name, path in models.items():
+            if not recipe.eval.harness:
+                break
             key = shard_key("harness", name)
             if not run.has_shard(key):  # lm-eval's summaries (with its standard errors) and its per-item scores
                 summary, per_item = run_harness(path, recipe.eval)
