@@ -12,6 +12,7 @@ from fusechat.recipe import Recipe
 from fusechat.study_report import md_table, bias_markdown, source_markdown
 
 TAGS = ["fusechat", "model-fusion", "fusechat-3.0"]
+WIN_RATES = ("mtbench", "alpaca_eval", "arena_hard")
 
 
 def _front(data) -> str:
@@ -46,15 +47,23 @@ def dataset_card(recipe: Recipe, counts: dict, score_counts: dict | None, versio
     data = DatasetCardData(tags=TAGS + ["dpo", "sft"], task_categories=["text-generation"], configs=[
         {"config_name": "sft", "data_files": "sft.jsonl"}, {"config_name": "dpo", "data_files": "dpo.jsonl"}])
     domains = sorted(set(counts["sft"]) | set(counts["dpo"]) | {k.split("/")[0] for k in counts["dropped"]})
-    body = [f"# {recipe.name}: SFT and DPO data fused from {len(recipe.sources)} source models", "",
-            f"Made with fusechat {__version__} (FuseChat-3.0's implicit model fusion, arXiv 2503.04222): every prompt "
-            "was answered by each source, the answers were checked and scored, and each prompt became one SFT "
-            "example (`sft`, TRL's `messages`) or one preference pair (`dpo`, TRL's `prompt`/`chosen`/`rejected`).",
-            "", "## Sources", "", sources_table(recipe), "", "## Scoring", "", *scoring_lines(recipe, versions),
-            "", "## Contents", "",
-            md_table(["domain", "SFT examples", "DPO pairs", "prompts dropped"],
-                      [[d, counts["sft"].get(d, 0), counts["dpo"].get(d, 0),
-                        sum(n for k, n in counts["dropped"].items() if k.startswith(d + "/"))] for d in domains])]
+    if recipe.data is not None:  # started at build from sets made elsewhere (fusechat.import_data)
+        sets = ", ".join(f"`{name}`" for name in (recipe.data.sft, recipe.data.dpo) if name)
+        body = [f"# {recipe.name}: SFT and DPO data imported from {sets}", "",
+                f"Re-keyed by fusechat {__version__} into TRL's formats (`sft`: `messages`; `dpo`: `prompt`/`chosen`/"
+                f"`rejected`), split `{recipe.data.split}`" + (f", first {recipe.data.limit} rows of each set" if recipe.data.limit
+                                                                 else "") + ". No sampling or scoring was done here.",
+                "", "## Contents", ""]
+    else:
+        body = [f"# {recipe.name}: SFT and DPO data fused from {len(recipe.sources)} source models", "",
+                f"Made with fusechat {__version__} (FuseChat-3.0's implicit model fusion, arXiv 2503.04222): every prompt "
+                "was answered by each source, the answers were checked and scored, and each prompt became one SFT "
+                "example (`sft`, TRL's `messages`) or one preference pair (`dpo`, TRL's `prompt`/`chosen`/`rejected`).",
+                "", "## Sources", "", sources_table(recipe), "", "## Scoring", "", *scoring_lines(recipe, versions),
+                "", "## Contents", ""]
+    body.append(md_table(["domain", "SFT examples", "DPO pairs", "prompts dropped"],
+                         [[d, counts["sft"].get(d, 0), counts["dpo"].get(d, 0),
+                           sum(n for k, n in counts["dropped"].items() if k.startswith(d + "/"))] for d in domains]))
     if counts["dropped"]:
         body += ["", "Why prompts were dropped:", "",
                  md_table(["domain/reason", "prompts"], [[k, n] for k, n in sorted(counts["dropped"].items())])]
@@ -79,7 +88,7 @@ def model_card(recipe: Recipe, stage: str, base_model: str, results: list[dict] 
     data = ModelCardData(base_model=base_model, library_name="transformers", tags=TAGS + [stage],
                          datasets=[dataset_repo] if dataset_repo else None, model_name=name, eval_results=[
                              EvalResult(task_type="text-generation", dataset_type=f"fusechat/{r['benchmark']}",
-                                        dataset_name=r["label"], metric_type="accuracy" if r["benchmark"] != "mtbench" else "win_rate",
+                                        dataset_name=r["label"], metric_type="win_rate" if r["benchmark"] in WIN_RATES else "accuracy",
                                         metric_value=round(r["score"], 4)) for r in mine] or None)
     cfg = recipe.sft if stage == "sft" else recipe.dpo
     settings = [["epochs", cfg.epochs], ["learning rate", cfg.learning_rate], ["batch (per process)", cfg.batch_size],
@@ -88,7 +97,8 @@ def model_card(recipe: Recipe, stage: str, base_model: str, results: list[dict] 
                 ["LoRA", f"r {cfg.lora.r}" if cfg.lora else "no (full fine-tuning)"]]
     if stage == "dpo":
         settings += [["loss", recipe.dpo.loss], ["beta", recipe.dpo.beta]]
-    sources = ", ".join(f"`{s.model}`" for s in recipe.sources)
+    sources = ", ".join(f"`{s.model}`" for s in recipe.sources) or "the answers in " + ", ".join(
+        f"`{n}`" for n in (recipe.data.sft, recipe.data.dpo) if n)
     body = [f"# {name}", "",
             f"`{base_model}` fused from {sources} with fusechat {__version__} (FuseChat-3.0's implicit model fusion): "
             + ("supervised fine-tuning on the sources' best answers." if stage == "sft" else

@@ -295,7 +295,7 @@ def print_plan(recipe, gpus: int, gpu_gb: float, refuse: bool = True) -> None:
 
 
 def runs_code(recipe) -> bool:
-    return bool(recipe.eval.humaneval) or any(s.domain == "code" for s in recipe.prompts.sets)
+    return bool(recipe.eval.humaneval) or any(s.domain == "code" for s in (recipe.prompts.sets if recipe.prompts else []))
 
 
 def sandbox_line(recipe=None) -> str:

@@ -7,9 +7,11 @@ those alone whether it is current, so a changed setting reruns exactly the stage
 
 from __future__ import annotations
 
+from fusechat import FusechatError
 from fusechat import recipe as r
 from fusechat.build import build
 from fusechat.evaluate import evaluate
+from fusechat.import_data import data_fingerprint, import_build
 from fusechat.prompts import prompt_files_fingerprint, prompts
 from fusechat.report import REPORTED, report
 from fusechat.runfolder import RunFolder, StageDef
@@ -28,24 +30,37 @@ STAGES = {
         StageDef("build", build, r.build_settings, reads=("prompts", "score")),
         StageDef("sft", sft, r.sft_settings, reads=("build",), only=("build/sft",), distributed=True),
         StageDef("dpo", dpo, r.dpo_settings, reads=("build", "sft"), only=("build/dpo",), distributed=True),
-        StageDef("eval", evaluate, r.eval_settings, uses=("prompts", "sft", "dpo")),
+        StageDef("eval", evaluate, r.eval_settings, uses=("prompts", "build", "sft", "dpo")),  # build: imported data's prompts
         StageDef("report", report, r.report_settings, uses=REPORTED),
     ]
 }
 DATA_STAGES = ("prompts", "sample", "score", "build")
+# A recipe with `data:` starts here: its build re-keys SFT/DPO sets made elsewhere (fusechat.import_data).
+IMPORTED_BUILD = StageDef("build", import_build, r.data_settings, external=data_fingerprint)
+
+
+def stage_def(name: str, recipe: r.Recipe) -> StageDef:
+    if recipe.data is not None and name in ("prompts", "sample", "score"):
+        raise FusechatError(f"recipe {recipe.name} starts at build from `data`: it has no {name} stage")
+    return IMPORTED_BUILD if name == "build" and recipe.data is not None else STAGES[name]
+
+
+def stages_of(recipe: r.Recipe) -> list[str]:
+    """The stages this recipe runs, in order: all of them, less the data stages it starts after, less
+    training and evaluation when it has no `target`."""
+    names = [n for n in STAGES if recipe.data is None or n not in ("prompts", "sample", "score")]
+    return [n for n in names if recipe.target is not None or n in DATA_STAGES]
 
 
 def run_stage(name: str, recipe: r.Recipe, force: bool = False, progress=None) -> dict:
     """Run one stage unless it is current (or `force`); its manifest, with `skipped: True` when current."""
-    return RunFolder(recipe.run_path).run(STAGES[name], recipe, force=force, progress=progress)
+    return RunFolder(recipe.run_path).run(stage_def(name, recipe), recipe, force=force, progress=progress)
 
 
 def run_all(recipe: r.Recipe, progress=None, on_stage=None) -> dict[str, dict]:
     """Every stage in order; a recipe without a `target` stops after building the data."""
     manifests = {}
-    for name in STAGES:
-        if recipe.target is None and name not in DATA_STAGES:
-            break
+    for name in stages_of(recipe):
         manifests[name] = run_stage(name, recipe, progress=progress)
         if on_stage:
             on_stage(name, manifests[name])

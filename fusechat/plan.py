@@ -318,6 +318,31 @@ def prompt_counts(recipe: Recipe) -> tuple[Counter, Counter, str]:
             "the recipe's prompt sets")
 
 
+def imported_counts(recipe: Recipe) -> tuple[Counter, Counter, str]:
+    """A `data:` recipe's SFT examples and DPO pairs: the build's when made, else the sets' rows."""
+    from fusechat.import_data import _rows
+
+    cfg, by_split = recipe.data, Counter()
+    built = recipe.run_path / "build" / "manifest.json"
+    if built.is_file():
+        counts = json.loads(built.read_text())["counts"]
+        by_split.update({f"{d}/sft": n for d, n in counts["sft"].items()} | {f"{d}/dpo": n for d, n in counts["dpo"].items()})
+    else:
+        for kind, name in (("sft", cfg.sft), ("dpo", cfg.dpo)):
+            if not name:
+                continue
+            try:
+                by_split[f"instruction/{kind}"] = sum(1 for _ in _rows(name, cfg.split, cfg.limit))
+            except FusechatError as e:  # a hub set planned offline: its declared limit, if any
+                if cfg.limit is None:
+                    raise FusechatError(f"{e}; `fusechat plan` needs the data, or `data.limit`") from None
+                by_split[f"instruction/{kind}"] = cfg.limit
+    by_domain = Counter()
+    for key, n in by_split.items():
+        by_domain[key.split("/")[0]] += n
+    return by_domain, by_split, "the data sets (no sampling: the recipe starts at build)"
+
+
 def measured(recipe: Recipe) -> dict:
     """Speeds and lengths from the run folder's finished stages, when there are any."""
     out = {"tokens_per_s": {}, "lengths": {}, "prompt_tokens": None}
@@ -355,7 +380,7 @@ def calibrated() -> dict:
 
 
 def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
-    by_domain, by_split, prompt_origin = prompt_counts(recipe)
+    by_domain, by_split, prompt_origin = imported_counts(recipe) if recipe.data else prompt_counts(recipe)
     hardware = f"{gpus} GPU(s) of {gpu_gb:g} GB" if gpus else f"this CPU ({ram_gib():.0f} GiB RAM)"
     plan = Plan(recipe.name, hardware, notes=[f"prompts: {dict(by_domain)} (from {prompt_origin})"])
     seen, cal = measured(recipe), calibrated()
@@ -410,8 +435,14 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
         k = sum(s.samples_for(d) for s in recipe.sources)
         kept = KEPT_SHARE if reward.only_correct or reward.only_ranked else 1.0
         per_prompt = {"open": k * 1.0, "checked": k * kept}
-        if reward.only_ranked:  # a prompt's lone kept answer is not judged: k p - k p (1 - p)^(k - 1)
-            per_prompt["checked"] -= k * kept * (1 - kept) ** (k - 1)
+        if reward.only_ranked:
+            # answers cut at max_new_tokens are never judged (calibrated share that finish), and a prompt's
+            # lone judgeable answer is not either: k p - k p (1 - p)^(k - 1), p the judgeable share
+            finished = [f for s in recipe.sources if s.samples_for(d) for f in [(cal.get(calibration_key(
+                "length", s.model, d, s.sampling.max_new_tokens)) or {}).get("finished")] if f is not None]
+            finished = sum(finished) / len(finished) if finished else 1.0
+            for kind, p in (("open", finished), ("checked", finished * kept)):
+                per_prompt[kind] = k * p - k * p * (1 - p) ** (k - 1)
         judged += (by_domain[d] - checked.get(d, 0)) * per_prompt["open"] + checked.get(d, 0) * per_prompt["checked"]
     judged = round(judged)
     scored = recipe.run_path / "score" / "manifest.json"
@@ -430,7 +461,7 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
             if not gpus and rate:  # calibrated decoding; one forward pass over a sequence runs ~10x faster
                 rate *= 10
             length = PROMPT_TOKENS + (sum(seen["lengths"].values()) / len(seen["lengths"]) if seen["lengths"]
-                                      else min(s.sampling.max_new_tokens for s in recipe.sources) * DEFAULT_LENGTH_SHARE)
+                                      else min((s.sampling.max_new_tokens for s in recipe.sources), default=1024) * DEFAULT_LENGTH_SHARE)
             per = length / rate if rate else None
             fit = generation_fit(arch, "transformers", gpus, gpu_gb, reward.batch_size, reward.max_length)
         work = f"{'~' if reward.only_correct or reward.only_ranked else ''}{judged:,} responses rewarded ({reward.kind})"
@@ -457,7 +488,7 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
             for s in recipe.sources for d in by_domain if s.samples_for(d)]
         answer_lengths = [x for x in answer_lengths if x]
         length = prompt + (sum(answer_lengths) / len(answer_lengths) if answer_lengths else
-                           min(s.sampling.max_new_tokens for s in recipe.sources) * DEFAULT_LENGTH_SHARE)
+                           min((s.sampling.max_new_tokens for s in recipe.sources), default=1024) * DEFAULT_LENGTH_SHARE)
         batch = recipe.sft.batch_size
         for stage, cfg, n, per_item in (("sft", recipe.sft, sft_n, 1), ("dpo", recipe.dpo, dpo_n, 2)):
             tokens = n * per_item * min(length, cfg.max_length) * cfg.epochs
@@ -502,6 +533,9 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0) -> Plan:
                              generation_fit(arch, ev.judge_backend, gpus, gpu_gb, 1, 4096)))
     if target and ev.harness:
         plan.notes.append(f"eval.harness: lm-eval runs {', '.join(ev.harness)} on every model; not in the estimate")
+    if target and ev.judged:
+        plan.notes.append(f"eval.judged: every model answers {', '.join(s.format for s in ev.judged)} (AlpacaEval has 805 "
+                          f"questions, Arena-Hard 500){', judged both ways' if ev.pairwise_judge else ''}; not in the estimate")
     plan.disk_gib = disk / GIB
     if any(r.seconds is None for r in plan.rows):
         plan.notes.append("rows without a time have no throughput figure; the total leaves them out")
@@ -554,7 +588,7 @@ def calibrate(recipe: Recipe, per_domain: int = 4, say=print) -> None:
     from fusechat.prompts import collect_prompts
     from fusechat.sample.backend import Request, open_backend
 
-    prompts, _ = collect_prompts(recipe)
+    prompts, _ = collect_prompts(recipe) if recipe.prompts else ([], {})  # a `data:` recipe: the target only
     cal = calibrated()
     answers = []  # (prompt, answer) for the judge
     for source in recipe.sources:
@@ -574,17 +608,18 @@ def calibrate(recipe: Recipe, per_domain: int = 4, say=print) -> None:
         tokens = sum(g.completion_tokens for g in out)
         cal[calibration_key("generate", source.model, source.backend, source.batch_size)] = {
             "tokens_per_s": round(tokens / seconds, 1), "measured": time.strftime("%Y-%m-%d")}
-        lengths: dict[str, list[tuple[int, int]]] = {}
+        lengths: dict[str, list[tuple[int, int, bool]]] = {}
         for g, p in zip(out, chosen):
-            lengths.setdefault(p.domain, []).append((g.completion_tokens, g.prompt_tokens))
+            lengths.setdefault(p.domain, []).append((g.completion_tokens, g.prompt_tokens, g.finish_reason == "stop"))
             if p.domain in recipe.score.reward.domains and g.finish_reason == "stop":
                 answers.append((p.prompt, g.text))
         for domain, values in lengths.items():
             cal[calibration_key("length", source.model, domain, source.sampling.max_new_tokens)] = {
-                "tokens": sum(c for c, _ in values) / len(values), "prompt_tokens": sum(p for _, p in values) / len(values)}
+                "tokens": sum(c for c, _, _ in values) / len(values), "prompt_tokens": sum(p for _, p, _ in values) / len(values),
+                "finished": sum(f for _, _, f in values) / len(values)}
         calibration_file().write_text(json.dumps(cal, indent=1))
     reward = recipe.score.reward
-    if reward.kind == "judge":
+    if reward.kind == "judge" and recipe.prompts:
         from fusechat.score.judge import open_judge
 
         sample = spread(answers, 6) or [(p.prompt, "A short answer of a few sentences. " * 8) for p in prompts[:6]]
@@ -608,7 +643,8 @@ def calibrate(recipe: Recipe, per_domain: int = 4, say=print) -> None:
 
 
 def calibrate_target(recipe: Recipe, cal: dict, say) -> None:
-    """The target's training speed (SFT steps; DPO does a reference pass more: ~3/4 the rate) and its
+    """The target's training speed (SFT steps; DPO at the same rate: its reference pass is precomputed and
+    only completions get logits, so on the default run it trained at 142 tokens/s to SFT's 123) and its
     greedy evaluation speed and answer lengths."""
     import torch
     from transformers import AutoTokenizer
@@ -636,7 +672,7 @@ def calibrate_target(recipe: Recipe, cal: dict, say) -> None:
     rate = cfg.batch_size * length / min(times[1:])  # the first step warms up
     del model, optimizer
     cal[calibration_key("sft", recipe.target.model, "train", cfg.batch_size)] = {"tokens_per_s": round(rate, 1)}
-    cal[calibration_key("dpo", recipe.target.model, "train", cfg.batch_size)] = {"tokens_per_s": round(rate * 0.75, 1)}
+    cal[calibration_key("dpo", recipe.target.model, "train", cfg.batch_size)] = {"tokens_per_s": round(rate, 1)}
 
     ev = recipe.eval
     problems = {b: spread(items, 16) for b, items in benchmarks_without_run(recipe).items()}

@@ -85,8 +85,8 @@ def load_prompt_file(path: str | Path, domain: str) -> list[dict]:
 
 def dataset_rows(name: str, subset: str | None = None, split: str | None = None, columns: dict | None = None,
                  where: dict | None = None):
-    """Yield (where, row) from `datasets.load_dataset` (a hub id or a local folder of data files; a
-    `save_to_disk` folder too), with our field names added by `columns` and rows kept by `where`."""
+    """Yield (where, row) from `datasets.load_dataset` (a hub id, a local folder of data files or one
+    file, a `save_to_disk` folder too), with our field names added by `columns` and rows kept by `where`."""
     import datasets
 
     from huggingface_hub import constants
@@ -98,7 +98,11 @@ def dataset_rows(name: str, subset: str | None = None, split: str | None = None,
         # say so at once: load_dataset's retries take minutes to fail
         raise FusechatError(f"dataset {name}: not a local folder, and the Hugging Face hub is not reachable from here")
     try:
-        if (Path(name) / "dataset_info.json").is_file() or (Path(name) / "dataset_dict.json").is_file():
+        if Path(name).is_file() or Path(name).suffix in (".json", ".jsonl", ".parquet", ".csv"):
+            # one data file, local or remote (hf://datasets/...): the builder its suffix names
+            builder = {".parquet": "parquet", ".csv": "csv"}.get(Path(name).suffix, "json")
+            data = datasets.load_dataset(builder, data_files=name, split="train")
+        elif (Path(name) / "dataset_info.json").is_file() or (Path(name) / "dataset_dict.json").is_file():
             data = datasets.load_from_disk(name)
             data = data[split] if isinstance(data, datasets.DatasetDict) else data
         else:

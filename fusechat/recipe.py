@@ -315,6 +315,26 @@ class MathEval(Strict):
     max_new_tokens: int | None = Field(None, gt=0, description="default: eval.max_new_tokens (math answers are short)")
 
 
+class JudgedSet(Strict):
+    """AlpacaEval 2 or Arena-Hard questions; every model's answers are written in that tool's format."""
+
+    format: Literal["alpaca_eval", "arena_hard"]
+    questions: str = Field(description=(
+        "AlpacaEval's alpaca_eval.json or Arena-Hard's question.jsonl (v0.1 or v2): a file (local or "
+        "hf://datasets/...), a folder or a dataset id"))
+    split: str = Field("train", description="the split, for a dataset id")
+    n: int | None = Field(None, gt=0, description="the first n questions only (a quick look)")
+
+
+class PairwiseJudge(Strict):
+    """An OpenAI-compatible endpoint that judges each model against the baseline (fusechat.evaluate.judged)."""
+
+    endpoint: str | list[str] = Field(description="the server's base URL (or replicas), e.g. http://localhost:8000/v1")
+    model: str = Field(description="the judge's model name at that endpoint; it labels every judged score")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    concurrency: int = SpeedOnly(8, gt=0, description="requests in flight")
+
+
 class EvalConfig(Strict):
     math: MathEval | None = Field(default_factory=MathEval)
     humaneval: int | None = Field(164, ge=0, description="HumanEval problems (pass@1); 0 skips")
@@ -335,6 +355,19 @@ class EvalConfig(Strict):
     harness_limit: int | None = Field(None, gt=0, description="lm-eval: at most this many items a task (a quick look)")
     harness_include: str | None = Field(None, description="lm-eval: a folder of your own task YAMLs (its include_path)")
     harness_chat_template: bool = Field(True, description="lm-eval: prompts in the model's chat template (instruct models)")
+    judged: list[JudgedSet] = Field(default_factory=list, description=(
+        "AlpacaEval 2 / Arena-Hard questions: answers written in the official tools' formats (run/eval/alpaca_eval, "
+        "run/eval/arena_hard), and judged against the baseline when pairwise_judge is set"))
+    pairwise_judge: PairwiseJudge | None = None
+    judged_baseline: str = Field("base", description="the model every other is judged against")
+
+    @field_validator("judged")
+    @classmethod
+    def _one_set_per_format(cls, sets: list[JudgedSet]) -> list[JudgedSet]:
+        formats = [s.format for s in sets]
+        if len(set(formats)) != len(formats):
+            raise ValueError(f"one question set per format, got {formats}")
+        return sets
 
     @field_validator("harness")
     @classmethod
@@ -366,13 +399,32 @@ def safe_folder(run_dir: str) -> str:
     return run_dir
 
 
+class DataImport(Strict):
+    """Start at build from SFT/DPO sets made elsewhere (fusechat.import_data): no prompts, sampling or scoring."""
+
+    sft: str | None = Field(None, description="SFT set: a hub id (FuseAI/FuseChat-3.0-SFT-Data), a local folder or file")
+    dpo: str | None = Field(None, description="DPO set: a hub id (FuseAI/FuseChat-3.0-DPO-Data), a local folder or file")
+    split: str = "train"
+    limit: int | None = Field(None, gt=0, description="the first rows of each set only")
+    domain_column: str | None = Field(None, description="a column naming each row's domain (else: instruction)")
+    domains: dict[str, Domain] = Field(default_factory=dict, description="that column's values -> our domains")
+
+    @model_validator(mode="after")
+    def _some_data(self):
+        if not self.sft and not self.dpo:
+            raise ValueError("data needs `sft`, `dpo` or both")
+        return self
+
+
 class Recipe(Strict):
     name: str = "fusechat"
     run_dir: str = Field("runs/{name}", description="'{name}' is replaced by the recipe's name")
     seed: int = Field(0, description="base of every sample's seed")
     shard_size: int = Field(16, gt=0, description="prompts per resumable unit of sampling (a kill loses at most one)")
-    prompts: PromptsConfig
-    sources: list[Source] = Field(min_length=1)
+    prompts: PromptsConfig | None = None
+    sources: list[Source] = Field(default_factory=list)
+    data: DataImport | None = Field(None, description=(
+        "start at build from SFT/DPO sets made elsewhere (FuseChat-3.0's released data); no prompts or sources then"))
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
     target: TargetConfig | None = None
@@ -382,12 +434,18 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _unique_sources(self):
+        if self.data is not None and (self.prompts is not None or self.sources):
+            raise ValueError("a recipe with `data` starts at build: it has no `prompts` or `sources`")
+        if self.data is None and self.prompts is None:
+            raise ValueError("prompts: required (or `data`, to start at build from SFT/DPO sets)")
+        if self.data is None and not self.sources:
+            raise ValueError("sources: list at least one source model")
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"source names must be unique, got {names}")
         math_eval = self.eval.math
         if math_eval is not None:
-            train_seeds = {p.seed for p in self.prompts.sets if p.pack == "reasoning-gym"}
+            train_seeds = {p.seed for p in self.prompts.sets if p.pack == "reasoning-gym"} if self.prompts else set()
             if math_eval.seed in train_seeds:
                 raise ValueError(f"eval.math.seed {math_eval.seed} is also a training prompt seed; held-out means unseen")
         for name in (self.build.sources or []) + self.build.exclude_sources + (self.build.tie_break or []):
@@ -398,6 +456,10 @@ class Recipe(Strict):
                              "build.drop_truncated: false would use them; change one of the two")
         if self.eval.mtbench and "base" not in self.eval.models:
             raise ValueError("eval.mtbench is a win rate against the base target: keep 'base' in eval.models or set eval.mtbench: 0")
+        if self.eval.judged and self.eval.pairwise_judge and self.eval.judged_baseline not in [
+                *self.eval.models, *self.eval.extra_models]:
+            raise ValueError(f"eval.judged_baseline '{self.eval.judged_baseline}' is not a model this run evaluates "
+                             f"(eval.models, eval.extra_models)")
         if self.build.tie_break is not None and sorted(self.build.tie_break) != sorted(names):
             raise ValueError(f"build.tie_break must list every source once: {names}")
         return self
@@ -537,6 +599,10 @@ def build_settings(recipe: Recipe) -> dict:
     return settings(recipe.build) | {"source_order": recipe.build.tie_break or [s.name for s in recipe.sources]}
 
 
+def data_settings(recipe: Recipe) -> dict:
+    return {"data": settings(recipe.data)}
+
+
 def sft_settings(recipe: Recipe) -> dict:
     return {"target": recipe.target and settings(recipe.target), "sft": settings(recipe.sft)}
 
@@ -548,7 +614,7 @@ def dpo_settings(recipe: Recipe) -> dict:
 def math_eval_problem_set(recipe: Recipe) -> tuple[str | None, dict]:
     """The held-out math task and options: eval.math's, else those of the first reasoning-gym prompt set."""
     cfg = recipe.eval.math
-    first = next((s for s in recipe.prompts.sets if s.pack == "reasoning-gym"), None)
+    first = next((s for s in recipe.prompts.sets if s.pack == "reasoning-gym"), None) if recipe.prompts else None
     task = cfg.task or (first.task if first else None)
     options = cfg.options if cfg.options is not None else (first.options if first and first.task == task else {})
     return task, options
@@ -571,10 +637,12 @@ def eval_settings(recipe: Recipe) -> dict:
         out["sandbox"] = settings(recipe.score.code)
     if cfg.mtbench:
         out["judge"] = eval_judge(recipe)
-    if cfg.harness_include:  # your task files are an input: an edit reruns the evaluation
-        from fusechat.prompts import files_digest
+    from fusechat.prompts import files_digest
 
+    if cfg.harness_include:  # your task files are an input: an edit reruns the evaluation
         out["harness_files"] = files_digest([cfg.harness_include])
+    if cfg.judged:  # so are local question files
+        out["judged_files"] = files_digest([s.questions for s in cfg.judged])
     return out
 
 

@@ -115,7 +115,7 @@ def plot_eval(results: list[dict]):
         ax.bar([r["model"] for r in rows], scores, yerr=errors, capsize=6, color=colours)
         ax.set_ylim(0, 1)
         ax.set_title(textwrap.fill(rows[0]["label"], 40), fontsize=9)
-        if bench == "mtbench":
+        if bench in ("mtbench", "alpaca_eval", "arena_hard"):  # win rates: 0.5 is a tie
             ax.axhline(0.5, color="black", lw=0.8, ls="--")
     fig.tight_layout()
     return fig

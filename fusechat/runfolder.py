@@ -318,7 +318,8 @@ class RunFolder:
             path = self.stage_dir(stage) / name
             if not path.is_file() or path.stat().st_size != size:
                 return False
-            if name.endswith(".jsonl") and not (self.stage_dir(stage) / name[: -len(".jsonl")]).is_dir():
+            # a dataset's JSONL has its Arrow copy beside it (files a stage makes, in folders, have none)
+            if name.endswith(".jsonl") and "/" not in name and not (self.stage_dir(stage) / name[: -len(".jsonl")]).is_dir():
                 return False
         return True
 

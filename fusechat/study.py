@@ -115,6 +115,7 @@ def variants(study: StudyConfig, where: Path) -> dict[str, Variant]:
         if name != study.reference:
             data.setdefault("eval", {})["models"] = [FINAL_STAGE[final]]
             data["eval"]["mtbench"] = 0  # a win rate against the base needs the base's answers judged again
+            data["eval"]["pairwise_judge"] = None  # likewise (their AlpacaEval / Arena-Hard answers are still written)
         recipe = r.recipe_from_dict(data, f"{where}: variants.{name}")
         out[name] = Variant(name, recipe, final, RunFolder(recipe.run_path))
     reference = out[study.reference]

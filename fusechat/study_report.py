@@ -18,7 +18,7 @@ from fusechat.evaluate.stats import mcnemar, paired_bootstrap, wilson
 from fusechat.runfolder import write_atomic
 
 LABELS = {"math": "held-out math", "constraints": "constraint accuracy", "humaneval": "HumanEval pass@1",
-          "mtbench": "MT-Bench win rate"}
+          "mtbench": "MT-Bench win rate", "alpaca_eval": "AlpacaEval 2 win rate", "arena_hard": "Arena-Hard win rate"}
 
 
 def compare(better: dict, worse: dict, benchmark: str, resamples: int = 2000) -> dict:

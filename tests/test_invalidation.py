@@ -132,7 +132,13 @@ TABLE |= {
     "eval.harness_limit": (10, {E}),
     "eval.harness_include": ("my-tasks", {E}),
     "eval.harness_chat_template": (False, {E}),
+    "eval.judged": ([{"format": "alpaca_eval", "questions": "alpaca_eval.json"}], {E}),
+    "eval.pairwise_judge": ({"endpoint": "http://localhost:1/v1", "model": "judge"}, {E}),
+    "eval.judged_baseline": ("sft", {E}),
 }
+# `data` replaces prompts and sources (a recipe has one or the other): its build stage and what a change
+# to it reruns are tested in tests/test_import_data.py.
+NOT_HERE = {"data"}
 
 ORDER = list(STAGES)
 
@@ -172,7 +178,7 @@ def changed(field: str, value) -> tuple[set, set]:
 def test_the_table_covers_every_field():
     fields = set(leaves(recipe_from_dict(copy.deepcopy(BASE))))
     listed = {f.split("@")[0] for f in TABLE}
-    assert fields - listed == set(), "fields with no row in TABLE"
+    assert fields - listed - NOT_HERE == set(), "fields with no row in TABLE"
     assert listed - fields == set(), "rows for fields that do not exist"
 
 

@@ -79,6 +79,7 @@ def test_paper_recipe_end_to_end_with_tiny_models_of_its_families(name, tmp_path
                  f"target.model={tiny[family(paper.target.model)]}",
                  "eval.humaneval=1", "eval.mtbench=1", "eval.constraints=1", "eval.max_new_tokens=12",
                  "eval.harness=[]",  # lm-eval's tasks come from the hub (tests/test_harness.py runs a local one)
+                 "eval.judged=[]",  # AlpacaEval / Arena-Hard questions too (tests/test_judged.py reads local ones)
                  f"eval.judge={tiny['qwen2']}", "eval.judge_backend=transformers"]
     overrides += [f"sources.{i}.model={tiny[family(s.model)]}" for i, s in enumerate(paper.sources)]
     # the last source is served: a llama.cpp server on loopback, reached through the OpenAI API

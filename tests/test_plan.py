@@ -76,6 +76,23 @@ def test_cpu_estimate_is_the_work_divided_by_the_calibrated_speed(tmp_path, monk
     assert other.seconds is None and "--calibrate" in other.basis  # never a made-up CPU figure
 
 
+def test_judged_count_leaves_out_cut_answers_and_lone_kept_ones(tmp_path, monkeypatch):
+    from fusechat.plan import KEPT_SHARE, calibration_key
+
+    monkeypatch.setenv("FUSECHAT_CACHE", str(tmp_path / "cache"))
+    recipe = load_recipe(builtin_recipe("cpu-default"), [f"run_dir={tmp_path}/run"])
+    (tmp_path / "cache").mkdir()
+    finished = {calibration_key("length", s.model, "instruction", s.sampling.max_new_tokens): {"tokens": 100.0, "finished": 0.5}
+                for s in recipe.sources}
+    (tmp_path / "cache" / "calibration.json").write_text(json.dumps(finished))
+    [row] = [r for r in make_plan(recipe).rows if r.stage == "score" and r.what == recipe.score.reward.model]
+    # 10 open prompts, 30 with a constraint; 4 answers each; half finish; of the checked ones KEPT_SHARE pass.
+    # A prompt's answers are judged when two or more can be: k p - k p (1 - p)^(k - 1) a prompt.
+    k, p_open, p_checked = 4, 0.5, 0.5 * KEPT_SHARE
+    expected = 10 * (k * p_open - k * p_open * (1 - p_open) ** 3) + 30 * (k * p_checked - k * p_checked * (1 - p_checked) ** 3)
+    assert row.work.startswith(f"~{round(expected)} responses rewarded")
+
+
 def test_calibration_prompts_are_spread_over_each_set():
     from fusechat.plan import spread
 
@@ -105,6 +122,7 @@ def test_calibration_measures_the_recipe_the_way_its_stages_run_it(tmp_path, mon
     cal = calibrated()
     length = cal[calibration_key("length", tiny, "math", 6)]
     assert 0 < length["tokens"] <= 6 and length["prompt_tokens"] > 10  # the chat template's tokens count
+    assert 0 <= length["finished"] <= 1  # the share not cut at max_new_tokens (only those are judged)
     judge = cal[calibration_key("judge", tiny, "transformers", 1)]
     assert judge["seconds_per_item"] > 0 and judge["load_s"] > 0
     evaluation = cal[calibration_key("eval", tiny, "transformers", recipe.eval.batch_size)]

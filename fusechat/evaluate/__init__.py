@@ -19,7 +19,7 @@ from collections import defaultdict
 
 from fusechat import FusechatError
 from fusechat import constraints
-from fusechat.evaluate import humaneval, mtbench
+from fusechat.evaluate import humaneval, judged, mtbench
 from fusechat.evaluate.harness import run_harness
 from fusechat.evaluate.math import held_out_problems
 from fusechat.evaluate.stats import bootstrap_mean, wilson
@@ -47,6 +47,9 @@ def benchmarks(run: StageRun) -> dict[str, list[dict]]:
     out = {}
     if cfg.math is not None:
         seen = {r["prompt"] for r in run.read("prompts", "prompts")} if run.manifest("prompts") else set()
+        if run.recipe.data is not None and run.manifest("build"):  # imported sets: their user turns are training text
+            seen |= {m["content"] for r in run.read("build", "sft") for m in r["messages"] if m["role"] == "user"}
+            seen |= {m["content"] for r in run.read("build", "dpo") for m in r["prompt"] if m["role"] == "user"}
         out["math"] = held_out_problems(run.recipe, seen)
     if cfg.humaneval:
         out["humaneval"] = humaneval.problems(cfg.humaneval)
@@ -57,6 +60,8 @@ def benchmarks(run: StageRun) -> dict[str, list[dict]]:
         rows = constraints.make_prompts(cfg.constraints, seed=0, split="eval")
         out["constraints"] = [{"id": f"constraint-{i}", "prompt": r["prompt"], "constraints": r["constraints"]}
                               for i, r in enumerate(rows)]
+    for spec in cfg.judged:
+        out[spec.format] = judged.questions(spec)
     return out
 
 
@@ -101,7 +106,10 @@ def score_answers(bench: str, items: list[dict], answers: list[str], recipe: Rec
         return [float(ok) for ok, _ in check_many(jobs, recipe.score.code, recipe.score.workers, extract=False)]
     if bench == "constraints":
         return [float(constraints.check(a, p["constraints"], p["prompt"])) for a, p in zip(answers, items)]
-    return []  # mtbench is judged against the base, below
+    return []  # mtbench and the judged sets are judged against the base, below
+
+
+PAIRWISE = ("mtbench", "alpaca_eval", "arena_hard")  # scores in [0, 1] per question, not pass/fail
 
 
 def shard_key(kind: str, model: str) -> str:
@@ -112,10 +120,12 @@ def shard_key(kind: str, model: str) -> str:
 def summarise(model: str, bench: str, scores: list[float], judge: str = "") -> dict:
     n = len(scores)
     mean = sum(scores) / n if n else float("nan")
-    low, high = bootstrap_mean(scores) if bench == "mtbench" else wilson(sum(scores), n)
+    low, high = bootstrap_mean(scores) if bench in PAIRWISE else wilson(sum(scores), n)
     label = {"math": "held-out math accuracy", "humaneval": "HumanEval pass@1",
              "mtbench": f"MT-Bench win rate vs base (local judge: {judge}, P(Yes) grades)",
-             "constraints": "verifiable-constraint accuracy"}[bench]
+             "constraints": "verifiable-constraint accuracy",
+             "alpaca_eval": f"AlpacaEval 2 questions: win rate vs the run's baseline (judge: {judge}, both orders)",
+             "arena_hard": f"Arena-Hard questions: win rate vs the run's baseline (judge: {judge}, both orders)"}[bench]
     return {"model": model, "benchmark": bench, "score": mean, "ci_low": low, "ci_high": high, "n": n, "label": label}
 
 
@@ -178,10 +188,55 @@ def evaluate(run: StageRun) -> Outputs:
             if r["benchmark"] == "mtbench" and r["model"] != "base":
                 r["score"] = mtbench.win(grades[r["model"]][r["id"]], grades["base"][r["id"]])
 
+    files = write_official_answers(run, models, items)
+    judge_label, extra = {}, {"models": models}
+    if recipe.eval.pairwise_judge and recipe.eval.judged:
+        judge_label = {spec.format: recipe.eval.pairwise_judge.model for spec in recipe.eval.judged}
+        extra["both_orders_agree"] = judge_pairwise(run, models, items)  # the judge's consistency, per model/set
     by = defaultdict(list)
     for r in items:
         if r["score"] is not None:
             by[(r["model"], r["benchmark"])].append(r["score"])
-    results = [summarise(m, b, by[(m, b)], judge_name) for m in models for b in problems if by[(m, b)]] + harness_results
+    results = [summarise(m, b, by[(m, b)], judge_label.get(b, judge_name)) for m in models for b in problems if by[(m, b)]]
+    results += harness_results
     counts = {f"{r['model']}/{r['benchmark']}": round(r["score"], 4) for r in results}
-    return Outputs({"results": results, "items": items}, counts, extra={"models": models})
+    return Outputs({"results": results, "items": items}, counts, files=files, extra=extra)
+
+
+def write_official_answers(run: StageRun, models: dict[str, str], items: list[dict]) -> dict:
+    """AlpacaEval / Arena-Hard answers in the official tools' files (fusechat.evaluate.judged)."""
+    folders = {}
+    for spec in run.recipe.eval.judged:
+        for name in models:
+            rows = [r for r in items if r["model"] == name and r["benchmark"] == spec.format]
+            judged.write_official(run.work_dir, spec.format, name, rows)
+        folders[spec.format] = run.work_dir / spec.format
+    return folders
+
+
+def judge_pairwise(run: StageRun, models: dict[str, str], items: list[dict]) -> dict:
+    """Every model but the baseline judged against it, both orders (fusechat.evaluate.judged); the
+    items get their scores; returned: "model/set" -> the share of questions on which both orders agree."""
+    cfg = run.recipe.eval
+    baseline, client, agreement = cfg.judged_baseline, None, {}
+    benches = [spec.format for spec in cfg.judged]
+    theirs = {(r["benchmark"], r["id"]): r["response"] for r in items if r["model"] == baseline and r["benchmark"] in benches}
+    for name in models:
+        if name == baseline:
+            continue
+        mine = [r for r in items if r["model"] == name and r["benchmark"] in benches]
+        key = shard_key("pairwise", name)
+        if not run.has_shard(key):
+            client = client or judged.PairwiseJudgeClient(cfg.pairwise_judge)
+            verdicts = client.verdicts([(r["prompt"], r["response"], theirs[(r["benchmark"], r["id"])]) for r in mine])
+            run.write_shard(key, [{"benchmark": r["benchmark"], "id": r["id"], "candidate_first": v[0], "baseline_first": v[1]}
+                                  for r, v in zip(mine, verdicts)])
+        got = {(v["benchmark"], v["id"]): v for v in run.read_shard(key)}
+        for r in mine:
+            r["score"] = judged.item_score(got[(r["benchmark"], r["id"])]["candidate_first"],
+                                           got[(r["benchmark"], r["id"])]["baseline_first"])
+        for bench in benches:
+            flags = [judged.agrees(v["candidate_first"], v["baseline_first"]) for v in got.values() if v["benchmark"] == bench]
+            if flags:
+                agreement[f"{name}/{bench}"] = round(sum(flags) / len(flags), 4)
+    return agreement

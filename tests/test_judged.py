@@ -1,0 +1,116 @@
+"""AlpacaEval 2 / Arena-Hard: answers in the official tools' formats and the pairwise judged comparison
+through an OpenAI-compatible judge (llama.cpp's own server here), both orders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from fusechat import FusechatError
+from fusechat.evaluate import judged
+from fusechat.pipeline import run_stage
+from fusechat.recipe import JudgedSet, PairwiseJudge, load_recipe, recipe_from_dict
+from fusechat.runfolder import RunFolder
+
+ALPACA = [{"instruction": "Name a primary colour.", "dataset": "helpful_base", "output": "red", "generator": "gpt4"},
+          {"instruction": "Say hello in French.", "dataset": "oasst", "output": "bonjour", "generator": "gpt4"}]
+ARENA_V01 = [{"question_id": "q1", "category": "arena-hard-v0.1", "cluster": "c", "turns": [{"content": "What is 2 + 2?"}]},
+             {"question_id": "q2", "category": "arena-hard-v0.1", "cluster": "c", "turns": [{"content": "Spell 'cat'."}]}]
+ARENA_V2 = [{"uid": "u1", "category": "hard_prompt", "subcategory": "math", "prompt": "What is 3 + 3?"}]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_swapping_the_answers_cancels_a_judge_that_always_picks_a():
+    assert judged.item_score(1.0, 1.0) == 0.5  # "A" whatever is shown: no preference left
+    assert judged.item_score(0.9, 0.1) == pytest.approx(0.9)  # prefers the candidate in both places
+    assert judged.item_score(0.2, 0.8) == pytest.approx(0.2)
+    assert judged.item_score(None, None) == 0.5  # no verdict in either order: a tie
+    assert judged.agrees(0.9, 0.1) and not judged.agrees(1.0, 1.0) and not judged.agrees(None, 0.1)
+    assert judged.p_first({"A": -0.1, " B": -2.3, "The": -0.5}) == pytest.approx(0.9 / (0.9 + 0.1), abs=0.01)
+    assert judged.p_first({"Sure": 0.0}) is None
+
+
+def test_questions_of_each_format_and_a_bad_row_named(tmp_path):
+    alpaca = tmp_path / "alpaca_eval.json"
+    alpaca.write_text(json.dumps(ALPACA))
+    rows = judged.questions(JudgedSet(format="alpaca_eval", questions=str(alpaca)))
+    assert [r["prompt"] for r in rows] == [a["instruction"] for a in ALPACA] and rows[1]["dataset"] == "oasst"
+    v01 = judged.questions(JudgedSet(format="arena_hard", questions=write_jsonl(tmp_path / "q.jsonl", ARENA_V01), n=1))
+    assert v01 == [{"id": "q1", "prompt": "What is 2 + 2?", "category": "arena-hard-v0.1", "version": "v0.1"}]
+    v2 = judged.questions(JudgedSet(format="arena_hard", questions=write_jsonl(tmp_path / "q2.jsonl", ARENA_V2)))
+    assert v2[0]["id"] == "u1" and v2[0]["version"] == "v2"
+    with pytest.raises(FusechatError, match=r"q3.jsonl.*row 0.*question_id"):
+        judged.questions(JudgedSet(format="arena_hard", questions=write_jsonl(tmp_path / "q3.jsonl", [{"text": "x"}])))
+
+
+def test_answer_files_are_what_the_official_tools_read(tmp_path):
+    rows = [{"id": "q1", "prompt": "What is 2 + 2?", "response": "4", "version": "v0.1"}]
+    path = judged.write_official(tmp_path, "arena_hard", "sft+dpo", rows)
+    assert path == tmp_path / "arena_hard" / "model_answer" / "sft+dpo.jsonl"
+    [record] = [json.loads(line) for line in path.read_text().splitlines()]
+    assert record["question_id"] == "q1" and record["model_id"] == "sft+dpo"
+    assert record["choices"] == [{"index": 0, "turns": [{"content": "4"}]}] and {"answer_id", "tstamp"} <= set(record)
+    v2 = judged.write_official(tmp_path / "v2", "arena_hard", "m", [dict(rows[0], version="v2")])
+    record = json.loads(v2.read_text())
+    assert record["uid"] == "q1" and record["messages"][-1] == {"role": "assistant", "content": {"answer": "4"}}
+    alpaca = judged.write_official(tmp_path, "alpaca_eval", "m", [{"id": "a", "prompt": "Hi", "response": "Hello", "dataset": "d"}])
+    assert json.loads(alpaca.read_text()) == [{"instruction": "Hi", "output": "Hello", "generator": "m", "dataset": "d"}]
+
+
+def test_the_judged_baseline_must_be_evaluated():
+    with pytest.raises(FusechatError, match="judged_baseline"):
+        recipe_from_dict({"prompts": {"sets": [{"domain": "instruction", "pack": "sharegpt", "n": 1}]},
+                          "sources": [{"name": "s", "model": "m"}],
+                          "eval": {"models": ["sft+dpo"], "mtbench": 0, "judged": [{"format": "alpaca_eval", "questions": "q.json"}],
+                                   "pairwise_judge": {"endpoint": "http://localhost:1/v1", "model": "j"}}})
+
+
+@pytest.mark.real
+def test_a_real_judge_prefers_the_right_answer_in_both_orders(server):
+    client = judged.PairwiseJudgeClient(PairwiseJudge(endpoint=server, model="smollm2-135m", concurrency=2))
+    [(candidate_first, baseline_first)] = client.verdicts(
+        [("What is the capital of France?", "The capital of France is Paris.", "The capital of France is Berlin.")])
+    assert candidate_first is not None and baseline_first is not None  # the judge answers with a letter
+    assert judged.item_score(candidate_first, baseline_first) > 0.5
+
+
+@pytest.mark.real
+def test_judged_sets_through_the_eval_stage(tmp_path, tiny_model_dir, server):
+    """The tiny model answers both sets as `base` and as `copy` (the same weights): the files are written
+    for both, and since the two answers to every question are the same text, a judge that sees them in
+    both orders must give exactly 0.5, whatever its own bias."""
+    alpaca = tmp_path / "alpaca_eval.json"
+    alpaca.write_text(json.dumps(ALPACA))
+    arena = write_jsonl(tmp_path / "question.jsonl", ARENA_V01)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "t", "run_dir": str(tmp_path / "run"), "target": {"model": str(tiny_model_dir)},
+        "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 1}]},
+        "sources": [{"name": "s", "model": str(tiny_model_dir)}],
+        "eval": {"math": None, "humaneval": 0, "mtbench": 0, "constraints": 0, "models": ["base"], "dtype": "float32",
+                 "max_new_tokens": 8, "extra_models": {"copy": str(tiny_model_dir)},
+                 "judged": [{"format": "alpaca_eval", "questions": str(alpaca)}, {"format": "arena_hard", "questions": arena}],
+                 "pairwise_judge": {"endpoint": server, "model": "smollm2-135m-judge", "concurrency": 2}}}))
+    recipe = load_recipe(path)
+    run_stage("eval", recipe)
+    folder = RunFolder(recipe.run_path)
+    stage = folder.stage_dir("eval")
+    for model in ("base", "copy"):
+        outputs = json.loads((stage / "alpaca_eval" / f"{model}.json").read_text())
+        assert [o["instruction"] for o in outputs] == [a["instruction"] for a in ALPACA] and outputs[0]["generator"] == model
+        answers = [json.loads(x) for x in (stage / "arena_hard" / "model_answer" / f"{model}.jsonl").read_text().splitlines()]
+        assert [a["question_id"] for a in answers] == ["q1", "q2"]
+    results = {r["benchmark"]: r for r in folder.records("eval", "results")}
+    assert set(results) == {"alpaca_eval", "arena_hard"}  # the baseline itself is not judged
+    for bench, n in (("alpaca_eval", 2), ("arena_hard", 2)):
+        r = results[bench]
+        # (llama.cpp's log-probabilities move in the third digit with how requests share a batch)
+        assert r["model"] == "copy" and r["n"] == n and r["score"] == pytest.approx(0.5, abs=0.02)
+        assert "smollm2-135m-judge" in r["label"] and "both orders" in r["label"]
+    assert run_stage("eval", recipe)["skipped"]
