@@ -30,19 +30,23 @@ STAGES = {
         StageDef("build", build, r.build_settings, reads=("prompts", "score")),
         StageDef("sft", sft, r.sft_settings, reads=("build",), only=("build/sft",), distributed=True),
         StageDef("dpo", dpo, r.dpo_settings, reads=("build", "sft"), only=("build/dpo",), distributed=True),
-        StageDef("eval", evaluate, r.eval_settings, uses=("prompts", "build", "sft", "dpo")),  # build: imported data's prompts
+        StageDef("eval", evaluate, r.eval_settings, uses=("prompts", "sft", "dpo")),
         StageDef("report", report, r.report_settings, uses=REPORTED),
     ]
 }
 DATA_STAGES = ("prompts", "sample", "score", "build")
 # A recipe with `data:` starts here: its build re-keys SFT/DPO sets made elsewhere (fusechat.import_data).
 IMPORTED_BUILD = StageDef("build", import_build, r.data_settings, external=data_fingerprint)
+# ... and its eval keeps the imported sets' prompts out of the held-out math (it has no prompts stage).
+IMPORTED_EVAL = StageDef("eval", evaluate, r.eval_settings, uses=("prompts", "build", "sft", "dpo"))
 
 
 def stage_def(name: str, recipe: r.Recipe) -> StageDef:
     if recipe.data is not None and name in ("prompts", "sample", "score"):
         raise FusechatError(f"recipe {recipe.name} starts at build from `data`: it has no {name} stage")
-    return IMPORTED_BUILD if name == "build" and recipe.data is not None else STAGES[name]
+    if recipe.data is not None and name in ("build", "eval"):
+        return IMPORTED_BUILD if name == "build" else IMPORTED_EVAL
+    return STAGES[name]
 
 
 def stages_of(recipe: r.Recipe) -> list[str]:
