@@ -58,6 +58,9 @@ class TransformersBackend(Backend):
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         torch.manual_seed(seed)
         greedy = sampling.temperature == 0
+        if greedy and sampling.repetition_penalty == 1.0:
+            rows = self._greedy(enc, sampling.max_new_tokens)
+            return self._generations(rows, enc["attention_mask"].sum(dim=1).tolist(), seed)
         out = self.model.generate(
             **enc,
             do_sample=not greedy,
@@ -68,8 +71,46 @@ class TransformersBackend(Backend):
             max_new_tokens=sampling.max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
-        prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
+        return self._generations(out[:, enc["input_ids"].shape[1] :].tolist(), enc["attention_mask"].sum(dim=1).tolist(), seed)
+
+    def _greedy(self, enc, max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding that drops a row from the batch once it has stopped.
+
+        `generate` keeps computing every row until the longest one ends: in a batch of 128 math answers
+        one that rambles to the cap makes the other 127 pay for all its steps. Here finished rows leave
+        the batch and the KV cache (`DynamicCache.batch_select_indices`), so a step costs what the rows
+        still writing cost. Same tokens as `generate(do_sample=False)` up to floating-point ties
+        (tests/test_backends.py); sampling keeps `generate`."""
+        from transformers import DynamicCache
+
+        mask = enc["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions,
+                            cache=cache, use_cache=True).logits[:, -1]
+        alive = list(range(mask.shape[0]))  # batch row -> request row
+        rows: list[list[int]] = [[] for _ in alive]
+        last = positions[:, -1]
+        for step in range(max_new_tokens):
+            tokens = logits.argmax(-1)
+            keep = []
+            for i, (row, token) in enumerate(zip(alive, tokens.tolist())):
+                rows[row].append(token)
+                if token not in self.stop_ids:
+                    keep.append(i)
+            if not keep or step == max_new_tokens - 1:
+                break
+            if len(keep) < len(alive):
+                index = torch.tensor(keep, device=mask.device)
+                cache.batch_select_indices(index)
+                alive, tokens, mask, last = [alive[i] for i in keep], tokens[index], mask[index], last[index]
+            mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
+            last = last + 1
+            logits = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=last[:, None],
+                                cache=cache, use_cache=True).logits[:, -1]
+        return rows
+
+    def _generations(self, new_tokens: list[list[int]], prompt_lengths: list[int], seed: int) -> list[Generation]:
         generations = []
         for row, prompt_tokens in zip(new_tokens, prompt_lengths):
             stop = next((i for i, t in enumerate(row) if t in self.stop_ids), None)

@@ -1,0 +1,62 @@
+"""The transformers backend's greedy decoder drops finished rows from the batch; it must write the
+same tokens as `generate(do_sample=False)`."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from fusechat.recipe import Sampling
+from fusechat.sample.backend import Request
+from fusechat.sample.hf import TransformersBackend
+
+PROMPTS = ["Hi", "What is the capital of France? Answer in one word.", "Count to five.",
+           "Write a haiku about the sea, then explain it line by line.", "2+2=", "Name three colours."]
+
+
+def reference(backend: TransformersBackend, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
+    """`generate`'s greedy tokens per prompt, cut at the first stop token (kept), as the decoder returns them."""
+    from fusechat.sample.backend import render_chat
+
+    texts = [render_chat(backend.tokenizer, [{"role": "user", "content": p}], backend.path) for p in prompts]
+    enc = backend.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    out = backend.model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, top_k=None,
+                                 eos_token_id=sorted(backend.stop_ids), pad_token_id=backend.tokenizer.pad_token_id)
+    rows = []
+    for row in out[:, enc["input_ids"].shape[1]:].tolist():
+        stop = next((i for i, t in enumerate(row) if t in backend.stop_ids), None)
+        rows.append(row if stop is None else row[: stop + 1])
+    return rows, enc
+
+
+def test_pruned_greedy_matches_generate_when_rows_stop_at_different_steps(tiny_model_dir):
+    backend = TransformersBackend(str(tiny_model_dir), dtype="float32", batch_size=8)
+    backend.stop_ids = set()
+    free, _ = reference(backend, PROMPTS, 24)
+    # A random model never says EOS: make a token it does write (at different steps in different rows) the stop.
+    counts = Counter(t for row in free for t in set(row[1:20]))
+    stop = next(t for t, _ in counts.most_common() if len({row.index(t) for row in free if t in row}) > 1)
+    backend.stop_ids = {stop}
+    expected, enc = reference(backend, PROMPTS, 24)
+    lengths = [len(r) for r in expected]
+    assert len(set(lengths)) > 2 and max(lengths) == 24  # rows really leave the batch at different steps
+    with torch.inference_mode():
+        assert backend._greedy(enc, 24) == expected
+
+
+@pytest.mark.real
+def test_pruned_greedy_on_smollm2_gives_generates_answers():
+    from fusechat.models import resolve
+
+    backend = TransformersBackend(resolve("smollm2-135m-instruct").hf_path(), dtype="float32", batch_size=8)
+    expected, enc = reference(backend, PROMPTS, 40)
+    assert any(r[-1] in backend.stop_ids for r in expected) and any(len(r) == 40 for r in expected)
+    with torch.inference_mode():
+        assert backend._greedy(enc, 40) == expected
+    # and through the public interface: text cut at the stop, finish reasons
+    out = backend.generate([Request([{"role": "user", "content": p}], 0) for p in PROMPTS],
+                           Sampling(temperature=0, max_new_tokens=40))
+    assert [g.finish_reason == "stop" for g in out] == [r[-1] in backend.stop_ids for r in expected]
+
