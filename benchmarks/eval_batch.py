@@ -2,11 +2,14 @@
 
     python benchmarks/eval_batch.py                                   # SmolLM2-135M-Instruct, batch 32 and 128
     python benchmarks/eval_batch.py --model runs/study-cpu/fused/dpo/model --batch-sizes 32 64 128
+    python benchmarks/eval_batch.py --model runs/study-cpu/only-qwen-coder-0.5b/dpo/model --batch-sizes 128 --decoders pruned generate
 
-For each batch size: seconds to generate each benchmark's answers (300 held-out math problems capped at
-160 tokens, 200 constraint prompts at 256, as recipes/study-cpu.yaml) and the score, so a speed setting
-that changed the answers would show. Greedy decoding in bf16 over padded batches is not bit-identical
-across batch sizes: a point or so of difference in a score is that, not a bug.
+For each batch size: seconds to generate each benchmark's answers (the held-out math problems capped at
+160 tokens and the constraint prompts at 256, as many as recipes/study-cpu.yaml evaluates) and the score,
+so a speed setting that changed the answers would show. `--decoders`: the backend's greedy decoder that
+drops finished rows from the batch (`pruned`, the default) against transformers' `generate`. Greedy
+decoding in bf16 over padded batches is not bit-identical across batch sizes: a point or so of
+difference in a score is that, not a bug.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from fusechat import constraints, models
 from fusechat.evaluate import generate_answers, score_answers
 from fusechat.evaluate.math import held_out_problems
 from fusechat.recipe import builtin_recipe
+from fusechat.sample.hf import TransformersBackend
 from fusechat.score.math import MathChecker
 from fusechat.study import load_study
 
@@ -26,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="an HF folder (default: the study's target)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--decoders", nargs="+", choices=["pruned", "generate"], default=["pruned"])
     args = parser.parse_args()
     _, variants = load_study(builtin_recipe("study-cpu"))
     recipe = variants["fused"].recipe
@@ -33,17 +38,18 @@ def main() -> None:
     problems = {"math": held_out_problems(recipe, set()),
                 "constraints": [{"id": f"c{i}", "prompt": r["prompt"], "constraints": r["constraints"]}
                                 for i, r in enumerate(constraints.make_prompts(recipe.eval.constraints, seed=0, split="eval"))]}
-    print("| batch | benchmark | items | seconds | score |\n|---|---|---|---|---|")
+    print("| decoder | batch | benchmark | items | seconds | score |\n|---|---|---|---|---|---|")
     checker = MathChecker(10)
     try:
-        for batch in args.batch_sizes:
+        for decoder, batch in [(d, b) for d in args.decoders for b in args.batch_sizes]:
+            TransformersBackend.prune_finished = decoder == "pruned"
             recipe.eval.batch_size = batch
             for bench, items in problems.items():
                 started = time.perf_counter()
                 answers = generate_answers(path, {bench: items}, recipe)[bench]
                 seconds = time.perf_counter() - started
                 scores = score_answers(bench, items, answers, recipe, checker)
-                print(f"| {batch} | {bench} | {len(items)} | {seconds:.0f} | {sum(scores) / len(scores):.3f} |", flush=True)
+                print(f"| {decoder} | {batch} | {bench} | {len(items)} | {seconds:.0f} | {sum(scores) / len(scores):.3f} |", flush=True)
     finally:
         checker.close()
 

@@ -17,6 +17,8 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
 
 
 class TransformersBackend(Backend):
+    prune_finished = True  # greedy rows leave the batch when they stop (`_greedy`); False: plain `generate`
+
     def __init__(self, path: str, chat_template: str | None = None, dtype: str = "auto",
                  batch_size: int = 32, threads: int | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -58,7 +60,7 @@ class TransformersBackend(Backend):
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         torch.manual_seed(seed)
         greedy = sampling.temperature == 0
-        if greedy and sampling.repetition_penalty == 1.0:
+        if greedy and sampling.repetition_penalty == 1.0 and self.prune_finished:
             rows = self._greedy(enc, sampling.max_new_tokens)
             return self._generations(rows, enc["attention_mask"].sum(dim=1).tolist(), seed)
         out = self.model.generate(
