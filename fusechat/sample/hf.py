@@ -82,7 +82,7 @@ class TransformersBackend(Backend):
         one that rambles to the cap makes the other 127 pay for all its steps. Here finished rows leave
         the batch and the KV cache (`DynamicCache.batch_select_indices`), so a step costs what the rows
         still writing cost. Same tokens as `generate(do_sample=False)` up to floating-point ties
-        (tests/test_backends.py); sampling keeps `generate`."""
+        (tests/test_hf_greedy.py); sampling keeps `generate`."""
         from transformers import DynamicCache
 
         mask = enc["attention_mask"]
