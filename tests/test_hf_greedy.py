@@ -9,17 +9,16 @@ import pytest
 import torch
 
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Request
+from fusechat.sample.backend import Request, render_chat
 from fusechat.sample.hf import TransformersBackend
 
 PROMPTS = ["Hi", "What is the capital of France? Answer in one word.", "Count to five.",
            "Write a haiku about the sea, then explain it line by line.", "2+2=", "Name three colours."]
 
 
-def reference(backend: TransformersBackend, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
-    """`generate`'s greedy tokens per prompt, cut at the first stop token (kept), as the decoder returns them."""
-    from fusechat.sample.backend import render_chat
-
+def reference(backend: TransformersBackend, prompts: list[str], max_new_tokens: int) -> tuple[list[list[int]], dict]:
+    """`generate`'s greedy tokens per prompt, cut at the first stop token (kept), as the decoder returns
+    them; and the padded batch it was given."""
     texts = [render_chat(backend.tokenizer, [{"role": "user", "content": p}], backend.path) for p in prompts]
     enc = backend.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     out = backend.model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, top_k=None,

@@ -60,9 +60,9 @@ class TransformersBackend(Backend):
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         torch.manual_seed(seed)
         greedy = sampling.temperature == 0
+        prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
         if greedy and sampling.repetition_penalty == 1.0 and self.prune_finished:
-            rows = self._greedy(enc, sampling.max_new_tokens)
-            return self._generations(rows, enc["attention_mask"].sum(dim=1).tolist(), seed)
+            return self._generations(self._greedy(enc, sampling.max_new_tokens), prompt_lengths, seed)
         out = self.model.generate(
             **enc,
             do_sample=not greedy,
@@ -73,7 +73,7 @@ class TransformersBackend(Backend):
             max_new_tokens=sampling.max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        return self._generations(out[:, enc["input_ids"].shape[1] :].tolist(), enc["attention_mask"].sum(dim=1).tolist(), seed)
+        return self._generations(out[:, enc["input_ids"].shape[1] :].tolist(), prompt_lengths, seed)
 
     def _greedy(self, enc, max_new_tokens: int) -> list[list[int]]:
         """Greedy decoding that drops a row from the batch once it has stopped.
