@@ -1,5 +1,5 @@
-"""The transformers backend's greedy decoder drops finished rows from the batch; it must write the
-same tokens as `generate(do_sample=False)`."""
+"""The transformers backend's decoder drops finished rows from the batch; greedy, it must write the same
+tokens as `generate(do_sample=False)`; sampled, it must draw from the top-p nucleus."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from fusechat.recipe import Sampling
 from fusechat.sample.backend import Request, render_chat
-from fusechat.sample.hf import TransformersBackend
+from fusechat.sample.hf import TransformersBackend, pick_tokens
 
 PROMPTS = ["Hi", "What is the capital of France? Answer in one word.", "Count to five.",
            "Write a haiku about the sea, then explain it line by line.", "2+2=", "Name three colours."]
@@ -42,7 +42,7 @@ def test_pruned_greedy_matches_generate_when_rows_stop_at_different_steps(tiny_m
     lengths = [len(r) for r in expected]
     assert len(set(lengths)) > 2 and max(lengths) == 24  # rows really leave the batch at different steps
     with torch.inference_mode():
-        assert backend._greedy(enc, 24) == expected
+        assert backend._decode(enc, Sampling(temperature=0, max_new_tokens=24)) == expected
 
 
 @pytest.mark.real
@@ -53,9 +53,42 @@ def test_pruned_greedy_on_smollm2_gives_generates_answers():
     expected, enc = reference(backend, PROMPTS, 40)
     assert any(r[-1] in backend.stop_ids for r in expected) and any(len(r) == 40 for r in expected)
     with torch.inference_mode():
-        assert backend._greedy(enc, 40) == expected
+        assert backend._decode(enc, Sampling(temperature=0, max_new_tokens=40)) == expected
     # and through the public interface: text cut at the stop, finish reasons
     out = backend.generate([Request([{"role": "user", "content": p}], 0) for p in PROMPTS],
                            Sampling(temperature=0, max_new_tokens=40))
     assert [g.finish_reason == "stop" for g in out] == [r[-1] in backend.stop_ids for r in expected]
 
+
+
+def test_repetition_penalty_matches_generates(tiny_model_dir):
+    backend = TransformersBackend(str(tiny_model_dir), dtype="float32", batch_size=8)
+    backend.stop_ids = set()
+    text = render_chat(backend.tokenizer, [{"role": "user", "content": PROMPTS[3]}], backend.path)
+    enc = backend.tokenizer([text], return_tensors="pt", add_special_tokens=False)  # one row: no padding
+    plain = backend.model.generate(**enc, do_sample=False, max_new_tokens=24, top_k=None)
+    out = backend.model.generate(**enc, do_sample=False, max_new_tokens=24, top_k=None, repetition_penalty=0.2)
+    expected = out[0, enc["input_ids"].shape[1]:].tolist()
+    assert expected != plain[0, enc["input_ids"].shape[1]:].tolist()  # the penalty (< 1: seen tokens favoured, so a random model feels it) changes this answer
+    with torch.inference_mode():
+        assert backend._decode(enc, Sampling(temperature=0, repetition_penalty=0.2, max_new_tokens=24)) == [expected]
+
+
+def test_top_p_draws_only_from_the_nucleus_in_proportion():
+    torch.manual_seed(0)
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log().expand(20000, 4)
+    drawn = pick_tokens(logits, Sampling(temperature=1.0, top_p=0.7))
+    counts = torch.bincount(drawn, minlength=4).tolist()
+    assert counts[2] == counts[3] == 0  # 0.5 < 0.7 needs the second token; the third is outside
+    assert abs(counts[0] / 20000 - 0.5 / 0.8) < 0.02
+    # temperature 0 is argmax; top_p 1 keeps every token
+    assert pick_tokens(logits[:3], Sampling(temperature=0)).tolist() == [0, 0, 0]
+    assert torch.bincount(pick_tokens(logits, Sampling(temperature=1.0, top_p=1.0)), minlength=4)[3] > 0
+
+
+def test_a_nucleus_wider_than_the_top_k_shortcut_is_still_exact():
+    torch.manual_seed(0)
+    logits = torch.zeros(4000, 5000)  # flat: the 0.9 nucleus holds 4,500 tokens, more than the 1,024 looked at first
+    drawn = pick_tokens(logits, Sampling(temperature=1.0, top_p=0.9))
+    assert drawn.max() >= 2000 and len(set(drawn.tolist())) > 1500
