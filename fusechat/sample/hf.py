@@ -1,4 +1,10 @@
-"""transformers backend: batched `generate`, bf16 where the CPU or GPU has bf16 units."""
+"""transformers backend: batched decoding that drops each answer from the batch as it ends, bf16 where the
+CPU or GPU has bf16 units.
+
+Our own decoding loop rather than `generate`: a static batch in `generate` computes every row until the
+longest ends, and its top-p sorts the whole vocabulary every step (0.2 s for 128 rows of a 49k vocabulary
+on 2 cores); here a step costs only the rows still writing and the nucleus comes from a top-k. Measured on
+the study's writing tasks: 245 tokens/s for SmolLM2-135M against `generate`'s 121 (BENCHMARKS.md)."""
 
 from __future__ import annotations
 
