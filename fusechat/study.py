@@ -43,6 +43,9 @@ class StudyConfig(r.Strict):
     recipe: dict | str = Field(description="the base recipe: a mapping, a file, or a built-in name")
     variants: dict[str, dict] = Field(min_length=1)
     claims: list[Claim] = Field(default_factory=list)
+    replicates: list[str] = Field(default_factory=list, description=(
+        "variants that repeat the reference with another training seed: their largest difference from it is "
+        "the training noise, and a claim whose difference is no larger is reported as within it"))
     resamples: int = Field(2000, gt=99, description="bootstrap resamples for each paired interval")
 
     _plain_name = field_validator("name")(lambda name: r.plain_name(name))
@@ -59,6 +62,9 @@ class StudyConfig(r.Strict):
             raise ValueError(f"reference '{self.reference}' is not one of the variants {list(self.variants)}")
         if (self.variants[self.reference] or {}).get("final", "dpo") != "dpo":
             raise ValueError("the reference variant must go through dpo (its eval holds the base and SFT models)")
+        for name in self.replicates:
+            if name not in self.variants or name == self.reference:
+                raise ValueError(f"replicates: '{name}' is not a variant other than the reference")
         for i, c in enumerate(self.claims):
             for side in (c.better, c.worse):
                 if side != "base" and side not in self.variants:

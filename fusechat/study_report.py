@@ -41,6 +41,23 @@ def verdict(low: float, high: float) -> str:
     return "undecided"
 
 
+def seed_noise(items: dict[str, dict], reference: str, replicates: list[str], benchmark: str, resamples: int) -> float | None:
+    """The largest |difference| between the reference and a rerun of it with another training seed: a
+    difference no larger could be the seed alone, whatever its interval over items says."""
+    diffs = [abs(compare(items[r], items[reference], benchmark, resamples)["diff"]) for r in replicates if r in items]
+    return max(diffs) if diffs else None
+
+
+def within_noise(row: dict, noise: float | None) -> dict:
+    """The row with the seed noise attached; a decided verdict inside the noise becomes 'within seed noise'."""
+    if noise is None:
+        return row
+    row = row | {"seed_noise": noise}
+    if row["verdict"] in ("supported", "contradicted") and abs(row["diff"]) <= noise:
+        row["verdict"] = "within seed noise"
+    return row
+
+
 def claim_sentence(claim, rows: list[dict]) -> tuple[str, str]:
     """(overall verdict, one sentence) for a claim from its per-benchmark rows."""
     verdicts = {r["verdict"] for r in rows}
@@ -50,10 +67,13 @@ def claim_sentence(claim, rows: list[dict]) -> tuple[str, str]:
         overall = "contradicted" if "supported" not in verdicts else "mixed"
     elif "supported" in verdicts:
         overall = "partly supported"
+    elif "within seed noise" in verdicts:
+        overall = "undecided: within seed noise"
     else:
         overall = "undecided at this sample size"
     parts = [f"{r['verdict']} on {LABELS.get(r['benchmark'], r['benchmark'])} ({r['diff']:+.3f} [{r['ci_low']:+.3f}, "
-             f"{r['ci_high']:+.3f}], n={r['n']})" for r in rows]
+             f"{r['ci_high']:+.3f}], n={r['n']}" + (f", seed noise {r['seed_noise']:.3f}" if "seed_noise" in r else "")
+             + ")" for r in rows]
     return overall, f"{claim.claim}: {overall} — " + "; ".join(parts) + "."
 
 
@@ -72,17 +92,21 @@ def study_tables(study, items: dict[str, dict]) -> dict:
             scores.append({"model": model, "benchmark": bench, "score": mean, "ci_low": low, "ci_high": high, "n": n})
             if model != study.reference:
                 diffs.append({"model": model} | compare(mine, reference, bench, study.resamples))
+    replicates = getattr(study, "replicates", [])
+    noise = {b: seed_noise(items, study.reference, replicates, b, study.resamples) for b in benchmarks}
     claims = []
     for c in study.claims:
         if c.better not in items or c.worse not in items:
             claims.append({"claim": c.claim, "better": c.better, "worse": c.worse, "verdict": "not run yet",
                            "sentence": f"{c.claim}: not run yet.", "rows": []})
             continue
-        rows = [compare(items[c.better], items[c.worse], b, study.resamples) for b in c.benchmarks]
+        rows = [within_noise(compare(items[c.better], items[c.worse], b, study.resamples), noise.get(b))
+                for b in c.benchmarks]
         overall, sentence = claim_sentence(c, rows)
         claims.append({"claim": c.claim, "better": c.better, "worse": c.worse, "verdict": overall,
                        "sentence": sentence, "rows": rows})
-    return {"benchmarks": benchmarks, "scores": scores, "differences": diffs, "claims": claims}
+    return {"benchmarks": benchmarks, "scores": scores, "differences": diffs, "claims": claims,
+            "seed_noise": {b: v for b, v in noise.items() if v is not None}}
 
 
 def plot_differences(tables: dict, reference: str, path: Path) -> None:
@@ -127,6 +151,11 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
            f"'base' is the target before training; every other row is a variant's final model. Reference: `{ref}`.", "",
            "## Claims", ""]
     out += [f"- **{c['verdict']}** — {c['sentence']}" for c in tables["claims"]] or ["(no claims listed)"]
+    if tables.get("seed_noise"):
+        spread = "; ".join(f"{LABELS.get(b, b)} {v:.3f}" for b, v in tables["seed_noise"].items())
+        out += ["", f"Training noise ({', '.join(study.replicates)}: `{ref}` again with another training seed): the "
+                f"largest difference between them is {spread}. The intervals cover which items were drawn, not how "
+                "training went; a difference no larger than this is reported as *within seed noise*."]
     if tables.get("pending"):
         out += ["", f"Variants still to run: {', '.join(tables['pending'])} (this report is rewritten after each variant)."]
     out += ["", "## Scores (95% Wilson interval)", ""]

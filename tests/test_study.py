@@ -165,6 +165,7 @@ def test_a_variant_that_changes_sampling_is_refused_in_one_line(tmp_path, tiny_m
 @pytest.mark.parametrize("change, message", [
     ({"claims": [{"claim": "x", "better": "fused", "worse": "nope", "benchmarks": ["math"]}]}, "claims.0: unknown variant 'nope'"),
     ({"reference": "missing"}, "reference 'missing' is not one of the variants"),
+    ({"replicates": ["nope"]}, "replicates: 'nope' is not a variant other than the reference"),
     ({"variants": {"fused": {"final": "sft"}}}, "the reference variant must go through dpo"),
     ({"variants": {"fused": {}, "bad": {"build.nosuch": 1}}}, "variants.bad: build.nosuch: Extra inputs are not permitted"),
 ])
@@ -202,3 +203,30 @@ def test_claims_give_verdicts_by_the_interval_and_wait_for_unfinished_variants()
     row = tables["claims"][0]["rows"][0]
     assert row["diff"] == 0.3 and (row["only_better"], row["only_worse"]) == (12, 0) and row["mcnemar_p"] < 0.001
     assert {(d["model"], d["benchmark"]) for d in tables["differences"]} == {("base", "math"), ("worse", "math")}
+
+
+def test_a_difference_no_larger_than_the_seed_replicates_is_within_seed_noise():
+    from types import SimpleNamespace
+
+    from fusechat.study import Claim
+    from fusechat.study_report import markdown, study_tables
+
+    n = 200
+    items = {"base": {("math", str(i)): 0.0 for i in range(n)},
+             "fused": {("math", str(i)): float(i < 20) for i in range(n)},    # +0.10 over base, none lost
+             "again": {("math", str(i)): float(i < 44) for i in range(n)},    # fused, another seed: +0.12
+             "big": {("math", str(i)): float(i < 80) for i in range(n)}}      # +0.40 over base
+    claims = [Claim(claim="fused beats base", better="fused", worse="base", benchmarks=["math"]),
+              Claim(claim="big beats base", better="big", worse="base", benchmarks=["math"])]
+    study = SimpleNamespace(name="s", reference="fused", resamples=2000, claims=claims, replicates=["again"])
+    tables = study_tables(study, items)
+    assert tables["seed_noise"] == {"math": pytest.approx(0.12)}
+    within, beyond = tables["claims"]
+    # +0.10 has an interval well above zero, yet the seed alone moved fused by 0.12
+    assert within["rows"][0]["ci_low"] > 0 and within["rows"][0]["verdict"] == "within seed noise"
+    assert within["verdict"] == "undecided: within seed noise" and "seed noise 0.120" in within["sentence"]
+    assert beyond["verdict"] == "supported"
+    assert "Training noise (again" in markdown(study, tables, [], None, None)
+    # without replicates the same +0.10 is decided by its interval alone
+    plain = study_tables(SimpleNamespace(reference="fused", resamples=2000, claims=claims), items)
+    assert plain["claims"][0]["verdict"] == "supported" and "seed_noise" not in plain["claims"][0]["rows"][0]
