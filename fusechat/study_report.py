@@ -41,13 +41,6 @@ def verdict(low: float, high: float) -> str:
     return "undecided"
 
 
-def seed_noise(items: dict[str, dict], reference: str, replicates: list[str], benchmark: str, resamples: int) -> float | None:
-    """The largest |difference| between the reference and a rerun of it with another training seed: a
-    difference no larger could be the seed alone, whatever its interval over items says."""
-    diffs = [abs(compare(items[r], items[reference], benchmark, resamples)["diff"]) for r in replicates if r in items]
-    return max(diffs) if diffs else None
-
-
 def within_noise(row: dict, noise: float | None) -> dict:
     """The row with the seed noise attached; a decided verdict inside the noise becomes 'within seed noise'."""
     if noise is None:
@@ -92,8 +85,12 @@ def study_tables(study, items: dict[str, dict]) -> dict:
             scores.append({"model": model, "benchmark": bench, "score": mean, "ci_low": low, "ci_high": high, "n": n})
             if model != study.reference:
                 diffs.append({"model": model} | compare(mine, reference, bench, study.resamples))
-    replicates = getattr(study, "replicates", [])
-    noise = {b: seed_noise(items, study.reference, replicates, b, study.resamples) for b in benchmarks}
+    # Seed noise: the largest |difference| between the reference and a rerun of it with another training
+    # seed (already among the differences above); a difference no larger could be the seed alone.
+    noise: dict[str, float] = {}
+    for d in diffs:
+        if d["model"] in getattr(study, "replicates", []):
+            noise[d["benchmark"]] = max(noise.get(d["benchmark"], 0.0), abs(d["diff"]))
     claims = []
     for c in study.claims:
         if c.better not in items or c.worse not in items:
@@ -106,7 +103,7 @@ def study_tables(study, items: dict[str, dict]) -> dict:
         claims.append({"claim": c.claim, "better": c.better, "worse": c.worse, "verdict": overall,
                        "sentence": sentence, "rows": rows})
     return {"benchmarks": benchmarks, "scores": scores, "differences": diffs, "claims": claims,
-            "seed_noise": {b: v for b, v in noise.items() if v is not None}}
+            "seed_noise": noise}
 
 
 def plot_differences(tables: dict, reference: str, path: Path) -> None:
