@@ -43,9 +43,6 @@ class StudyConfig(r.Strict):
     recipe: dict | str = Field(description="the base recipe: a mapping, a file, or a built-in name")
     variants: dict[str, dict] = Field(min_length=1)
     claims: list[Claim] = Field(default_factory=list)
-    replicates: list[str] = Field(default_factory=list, description=(
-        "variants that repeat the reference with another training seed: their largest difference from it is "
-        "the training noise, and a claim whose difference is no larger is reported as within it"))
     resamples: int = Field(2000, gt=99, description="bootstrap resamples for each paired interval")
 
     _plain_name = field_validator("name")(lambda name: r.plain_name(name))
@@ -58,13 +55,20 @@ class StudyConfig(r.Strict):
             final = (overrides or {}).get("final", "dpo")
             if final not in FINAL_STAGE:
                 raise ValueError(f"variants.{name}.final: 'sft' or 'dpo', got {final!r}")
+            seeds = (overrides or {}).get("seeds")
+            if seeds is not None:
+                if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+                        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+                    raise ValueError(f"variants.{name}.seeds: a list of distinct training seeds (0, 1, ...), got {seeds!r}")
+                if {"sft.seed", "dpo.seed"} & set(overrides):
+                    raise ValueError(f"variants.{name}: `seeds` sets sft.seed and dpo.seed; give one or the other")
+                for s in seeds[1:]:
+                    if seed_run(name, s) in self.variants:
+                        raise ValueError(f"variants.{name}.seeds: '{seed_run(name, s)}' is also a variant's name")
         if self.reference not in self.variants:
             raise ValueError(f"reference '{self.reference}' is not one of the variants {list(self.variants)}")
         if (self.variants[self.reference] or {}).get("final", "dpo") != "dpo":
             raise ValueError("the reference variant must go through dpo (its eval holds the base and SFT models)")
-        for name in self.replicates:
-            if name not in self.variants or name == self.reference:
-                raise ValueError(f"replicates: '{name}' is not a variant other than the reference")
         for i, c in enumerate(self.claims):
             for side in (c.better, c.worse):
                 if side != "base" and side not in self.variants:
@@ -76,12 +80,18 @@ class StudyConfig(r.Strict):
         return Path(self.study_dir.format(name=self.name))
 
 
+def seed_run(variant: str, seed: int) -> str:
+    """The run (and folder) of `variant` trained with its second, third... seed."""
+    return f"{variant}-seed-{seed}"
+
+
 @dataclass
 class Variant:
-    name: str
+    name: str  # the run's name and folder: the study's variant, or `<variant>-seed-<s>` for its later seeds
     recipe: r.Recipe
     final: str  # "sft" or "dpo"
     folder: RunFolder = field(repr=False)
+    of: str = ""  # the study variant this run belongs to (its own name unless it is a later seed)
 
 
 def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, Variant]]:
@@ -106,24 +116,35 @@ def base_data(study: StudyConfig, where: Path) -> dict:
     return r.read_yaml_mapping(candidate)
 
 
+def runs_of(name: str, overrides: dict) -> list[tuple[str, dict]]:
+    """(run name, overrides) for each training seed of a variant: `seeds: [0, 1]` trains it twice, the
+    first seed in the variant's own folder, the second in `<name>-seed-1`."""
+    overrides = dict(overrides or {})
+    seeds = overrides.pop("seeds", None)
+    if not seeds:
+        return [(name, overrides)]
+    return [(name if i == 0 else seed_run(name, s), overrides | {"sft.seed": s, "dpo.seed": s})
+            for i, s in enumerate(seeds)]
+
+
 def variants(study: StudyConfig, where: Path) -> dict[str, Variant]:
-    """Every variant's recipe; its folder shares the reference's sampled and scored data."""
+    """Every run's recipe (a variant at each of its seeds); its folder shares the reference's sampled and scored data."""
     base = base_data(study, where)
     out = {}
-    for name, overrides in study.variants.items():
-        data = copy.deepcopy(base)
-        overrides = dict(overrides or {})
-        final = overrides.pop("final", "dpo")
-        for key, value in overrides.items():
-            r.set_value(data, key, value, f"{where}: variants.{name}.{key}")
-        data["name"] = f"{study.name}-{name}"
-        data["run_dir"] = str(study.path / name)
-        if name != study.reference:
-            data.setdefault("eval", {})["models"] = [FINAL_STAGE[final]]
-            data["eval"]["mtbench"] = 0  # a win rate against the base needs the base's answers judged again
-            data["eval"]["pairwise_judge"] = None  # likewise (their AlpacaEval / Arena-Hard answers are still written)
-        recipe = r.recipe_from_dict(data, f"{where}: variants.{name}")
-        out[name] = Variant(name, recipe, final, RunFolder(recipe.run_path))
+    for variant, variant_overrides in study.variants.items():
+        for name, overrides in runs_of(variant, variant_overrides):
+            data = copy.deepcopy(base)
+            final = overrides.pop("final", "dpo")
+            for key, value in overrides.items():
+                r.set_value(data, key, value, f"{where}: variants.{variant}.{key}")
+            data["name"] = f"{study.name}-{name}"
+            data["run_dir"] = str(study.path / name)
+            if name != study.reference:
+                data.setdefault("eval", {})["models"] = [FINAL_STAGE[final]]
+                data["eval"]["mtbench"] = 0  # a win rate against the base needs the base's answers judged again
+                data["eval"]["pairwise_judge"] = None  # likewise (their AlpacaEval / Arena-Hard answers are still written)
+            recipe = r.recipe_from_dict(data, f"{where}: variants.{variant}")
+            out[name] = Variant(name, recipe, final, RunFolder(recipe.run_path), of=variant)
     reference = out[study.reference]
     for v in out.values():
         if v is reference:
@@ -183,21 +204,24 @@ def run_study(study: StudyConfig, variants: dict[str, Variant], progress=None, o
         on_variant([m.name for m in made])
 
 
-def final_items(study: StudyConfig, variants: dict[str, Variant]) -> dict[str, dict[tuple[str, str], float]]:
-    """Per model of the study ("base" and every variant given): {(benchmark, item id): score}."""
+def final_items(study: StudyConfig, variants: dict[str, Variant]) -> dict[str, dict[int | None, dict[tuple[str, str], float]]]:
+    """Per model of the study ("base" and every variant given), per training seed it was run at
+    (None: not trained): {(benchmark, item id): score}."""
     reference = variants[study.reference]
     ref_items = reference.folder.records("eval", "items")
 
     def scores(items, model):
         return {(i["benchmark"], i["id"]): i["score"] for i in items if i["model"] == model and i["score"] is not None}
 
-    out = {"base": scores(ref_items, "base")}
+    out = {"base": {None: scores(ref_items, "base")}}
     for v in variants.values():
         model = FINAL_STAGE[v.final]
         if v is reference or _owner(v.folder, v.final).path == reference.folder.path:
-            out[v.name] = scores(ref_items, model)
+            items = scores(ref_items, model)
         else:
-            out[v.name] = scores(v.folder.records("eval", "items"), model)
+            items = scores(v.folder.records("eval", "items"), model)
+        seeds = {v.recipe.sft.seed} | ({v.recipe.dpo.seed} if v.final == "dpo" else set())
+        out.setdefault(v.of or v.name, {})[seeds.pop() if len(seeds) == 1 else tuple(sorted(seeds))] = items
     return out
 
 

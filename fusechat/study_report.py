@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from fusechat.analysis import fmt
-from fusechat.evaluate.stats import mcnemar, paired_bootstrap, wilson
+from fusechat.evaluate.stats import mcnemar, seeded_bootstrap, wilson
 from fusechat.runfolder import write_atomic
 
 LABELS = {"math": "held-out math", "constraints": "constraint accuracy", "humaneval": "HumanEval pass@1",
@@ -22,14 +22,26 @@ LABELS = {"math": "held-out math", "constraints": "constraint accuracy", "humane
 
 
 def compare(better: dict, worse: dict, benchmark: str, resamples: int = 2000) -> dict:
-    """Paired difference better - worse on the items both were scored on."""
-    keys = sorted(k for k in better.keys() & worse.keys() if k[0] == benchmark)
-    a, b = [better[k] for k in keys], [worse[k] for k in keys]
-    diff, low, high = paired_bootstrap(a, b, resamples)
-    row = {"benchmark": benchmark, "n": len(keys), "diff": diff, "ci_low": low, "ci_high": high,
-           "verdict": verdict(low, high) if keys else "no items"}
-    if keys and set(a) | set(b) <= {0.0, 1.0}:
-        row["only_better"], row["only_worse"], row["mcnemar_p"] = mcnemar(a, b)
+    """Paired difference better - worse. Each side maps a training seed to that run's
+    {(benchmark, item id): score} (seed None: not trained, the base).
+
+    Two trained models are compared at the seeds both ran, seed against seed (same batch order; for a
+    variant that shares the reference's data it is the same model); the base against every seed of the
+    other. With several seeds the seeds are resampled too (stats.seeded_bootstrap)."""
+    if None in better or None in worse or not better.keys() & worse.keys():
+        seeds_b, seeds_w, paired = sorted(better, key=str), sorted(worse, key=str), False
+    else:
+        seeds_b = seeds_w = sorted(better.keys() & worse.keys(), key=str)
+        paired = True
+    runs = [better[s] for s in seeds_b] + [worse[s] for s in seeds_w]
+    keys = sorted(k for k in set.intersection(*(set(run) for run in runs)) if k[0] == benchmark)
+    a = [[better[s][k] for k in keys] for s in seeds_b]
+    b = [[worse[s][k] for k in keys] for s in seeds_w]
+    diff, low, high = seeded_bootstrap(a, b, resamples, pair_seeds=paired)
+    row = {"benchmark": benchmark, "n": len(keys), "seeds": [seeds_b, seeds_w], "diff": diff, "ci_low": low,
+           "ci_high": high, "verdict": verdict(low, high) if keys else "no items"}
+    if keys and len(a) == len(b) == 1 and set(a[0]) | set(b[0]) <= {0.0, 1.0}:
+        row["only_better"], row["only_worse"], row["mcnemar_p"] = mcnemar(a[0], b[0])
     return row
 
 
@@ -51,6 +63,23 @@ def within_noise(row: dict, noise: float | None) -> dict:
     return row
 
 
+def seed_spread(items: dict[str, dict], benchmarks: list[str]) -> dict[str, float]:
+    """Per benchmark, the largest difference between two training seeds of one variant: the training noise."""
+    spread: dict[str, float] = {}
+    for runs in items.values():
+        for bench in benchmarks:
+            means = [mean_score(run, bench) for run in runs.values()]
+            means = [m for m in means if m is not None]
+            if len(means) > 1:
+                spread[bench] = max(spread.get(bench, 0.0), max(means) - min(means))
+    return spread
+
+
+def mean_score(run: dict, bench: str) -> float | None:
+    vals = [v for (b, _), v in run.items() if b == bench]
+    return sum(vals) / len(vals) if vals else None
+
+
 def claim_sentence(claim, rows: list[dict]) -> tuple[str, str]:
     """(overall verdict, one sentence) for a claim from its per-benchmark rows."""
     verdicts = {r["verdict"] for r in rows}
@@ -65,45 +94,66 @@ def claim_sentence(claim, rows: list[dict]) -> tuple[str, str]:
     else:
         overall = "undecided at this sample size"
     parts = [f"{r['verdict']} on {LABELS.get(r['benchmark'], r['benchmark'])} ({r['diff']:+.3f} [{r['ci_low']:+.3f}, "
-             f"{r['ci_high']:+.3f}], n={r['n']}" + (f", seed noise {r['seed_noise']:.3f}" if "seed_noise" in r else "")
-             + ")" for r in rows]
+             f"{r['ci_high']:+.3f}], n={r['n']}" + (f", seeds {seeds_text(r)}" if "seeds" in r else "")
+             + (f", seed noise {r['seed_noise']:.3f}" if "seed_noise" in r else "") + ")" for r in rows]
     return overall, f"{claim.claim}: {overall} — " + "; ".join(parts) + "."
 
 
-def study_tables(study, items: dict[str, dict]) -> dict:
-    """Scores, differences from the reference, and claims, as plain data (also written as JSON)."""
-    benchmarks = sorted({b for scores in items.values() for b, _ in scores})
+def seeds_text(row: dict) -> str:
+    """'0,1 vs 0,1', '0 vs 0', '0,1 vs —' (— : the untrained base)."""
+    side = lambda seeds: ",".join("—" if s is None else str(s) for s in seeds)  # noqa: E731
+    return f"{side(row['seeds'][0])} vs {side(row['seeds'][1])}"
+
+
+def study_tables(study, items: dict) -> dict:
+    """Scores, differences from the reference, and claims, as plain data (also written as JSON).
+
+    `items[model]` maps a training seed (None for the untrained base) to that run's
+    {(benchmark, item id): score}; a plain run is one at seed 0 (None for "base"). A model's score is the
+    mean over its seeds. Where a trained model ran at a single seed, its interval knows nothing of
+    training noise: if a variant ran at several seeds, a difference no larger than their spread is
+    reported as within seed noise."""
+    items = {m: (runs if not runs or not isinstance(next(iter(runs)), tuple) else {None if m == "base" else 0: runs})
+             for m, runs in items.items()}
+    benchmarks = sorted({b for runs in items.values() for run in runs.values() for b, _ in run})
     reference = items[study.reference]
+    noise = seed_spread(items, benchmarks)
+
+    def noise_for(bench: str, row: dict) -> float | None:
+        single = any(len(seeds) == 1 and seeds != [None] for seeds in row["seeds"])
+        return noise.get(bench) if single else None
+
+    def pair(better: str, worse: str, bench: str) -> dict:
+        row = compare(items[better], items[worse], bench, study.resamples)
+        return within_noise(row, noise_for(bench, row))
+
     scores, diffs = [], []
-    for model, mine in items.items():
+    for model, runs in items.items():
         for bench in benchmarks:
-            vals = [v for (b, _), v in mine.items() if b == bench]
-            if not vals:
+            per_seed = [mean_score(run, bench) for run in runs.values()]
+            if None in per_seed:
                 continue
-            n, mean = len(vals), sum(vals) / len(vals)
-            low, high = wilson(sum(vals), n) if set(vals) <= {0.0, 1.0} else (float("nan"), float("nan"))
-            scores.append({"model": model, "benchmark": bench, "score": mean, "ci_low": low, "ci_high": high, "n": n})
+            vals = [v for (b, _), v in next(iter(runs.values())).items() if b == bench]
+            n, mean = len(vals), sum(per_seed) / len(per_seed)
+            binary = len(runs) == 1 and set(vals) <= {0.0, 1.0}
+            low, high = wilson(sum(vals), n) if binary else (float("nan"), float("nan"))
+            scores.append({"model": model, "benchmark": bench, "score": mean, "ci_low": low, "ci_high": high, "n": n,
+                           "seed_scores": per_seed})
             if model != study.reference:
-                diffs.append({"model": model} | compare(mine, reference, bench, study.resamples))
-    # Seed noise: the largest |difference| between the reference and a rerun of it with another training
-    # seed (already among the differences above); a difference no larger could be the seed alone.
-    noise: dict[str, float] = {}
-    for d in diffs:
-        if d["model"] in getattr(study, "replicates", []):
-            noise[d["benchmark"]] = max(noise.get(d["benchmark"], 0.0), abs(d["diff"]))
+                diffs.append({"model": model} | pair(model, study.reference, bench))
     claims = []
     for c in study.claims:
         if c.better not in items or c.worse not in items:
             claims.append({"claim": c.claim, "better": c.better, "worse": c.worse, "verdict": "not run yet",
                            "sentence": f"{c.claim}: not run yet.", "rows": []})
             continue
-        rows = [within_noise(compare(items[c.better], items[c.worse], b, study.resamples), noise.get(b))
-                for b in c.benchmarks]
+        rows = [pair(c.better, c.worse, b) for b in c.benchmarks]
         overall, sentence = claim_sentence(c, rows)
         claims.append({"claim": c.claim, "better": c.better, "worse": c.worse, "verdict": overall,
                        "sentence": sentence, "rows": rows})
+    seeded = {m: len(runs) for m, runs in items.items() if len(runs) > 1}
     return {"benchmarks": benchmarks, "scores": scores, "differences": diffs, "claims": claims,
-            "seed_noise": noise}
+            "seed_noise": noise, "seeded": seeded}
 
 
 def plot_differences(tables: dict, reference: str, path: Path) -> None:
@@ -142,20 +192,24 @@ def md_table(header: list[str], rows: list[list]) -> str:
 
 def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: dict | None) -> str:
     ref = study.reference
+    seeded = tables.get("seeded") or {}
     out = [f"# Study `{study.name}`: does fusion pay?", "",
            f"Every model is evaluated on the same items; differences are paired (bootstrap 95% interval, "
            f"{study.resamples} resamples, items drawn jointly) and pass/fail benchmarks also get McNemar's exact test. "
            f"'base' is the target before training; every other row is a variant's final model. Reference: `{ref}`.", "",
            "## Claims", ""]
     out += [f"- **{c['verdict']}** — {c['sentence']}" for c in tables["claims"]] or ["(no claims listed)"]
-    if tables.get("seed_noise"):
+    if seeded:
+        trained = ", ".join(f"`{m}` at {k} seeds" for m, k in seeded.items())
         spread = "; ".join(f"{LABELS.get(b, b)} {v:.3f}" for b, v in tables["seed_noise"].items())
-        out += ["", f"Training noise ({', '.join(study.replicates)}: `{ref}` again with another training seed): the "
-                f"largest difference between them is {spread}. The intervals cover which items were drawn, not how "
-                "training went; a difference no larger than this is reported as *within seed noise*."]
+        out += ["", f"Training noise: {trained} (the seed orders the training batches). A model's score is the mean "
+                f"over its seeds, and an interval involving one resamples its seeds as well as the items, so it "
+                f"covers how training went (crudely, with this few seeds). The largest difference between two seeds of "
+                f"one variant: {spread}. A variant trained at one seed has no such cover: its difference, when no "
+                "larger than that spread, is reported as *within seed noise* whatever its interval says."]
     if tables.get("pending"):
         out += ["", f"Variants still to run: {', '.join(tables['pending'])} (this report is rewritten after each variant)."]
-    out += ["", "## Scores (95% Wilson interval)", ""]
+    out += ["", "## Scores (95% Wilson interval; for a model trained at several seeds, the mean and each seed's score)", ""]
     models = list(dict.fromkeys(s["model"] for s in tables["scores"]))
     by = {(s["model"], s["benchmark"]): s for s in tables["scores"]}
     rows = []
@@ -163,18 +217,26 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
         row = [m]
         for b in tables["benchmarks"]:
             s = by.get((m, b))
-            row.append(f"{s['score']:.3f} [{fmt(s['ci_low'], 3)}, {fmt(s['ci_high'], 3)}] (n={s['n']})" if s else "—")
+            if s is None:
+                row.append("—")
+            elif len(s.get("seed_scores", [])) > 1:
+                row.append(f"{s['score']:.3f} (seeds: {', '.join(f'{v:.3f}' for v in s['seed_scores'])}) (n={s['n']})")
+            else:
+                row.append(f"{s['score']:.3f} [{fmt(s['ci_low'], 3)}, {fmt(s['ci_high'], 3)}] (n={s['n']})")
         rows.append(row)
     out.append(md_table(["model"] + [LABELS.get(b, b) for b in tables["benchmarks"]], rows))
     out += ["", f"## Differences from `{ref}` (paired)", "", "![differences](differences.png)", ""]
     rows = []
     for d in tables["differences"]:
         mc = f"{d['only_better']}/{d['only_worse']}, p={d['mcnemar_p']:.3g}" if "mcnemar_p" in d else "—"
+        side = {"supported": "above 0", "contradicted": "below 0"}.get(d["verdict"], "includes 0")
+        if d["verdict"] == "within seed noise":
+            side = f"{'above' if d['diff'] > 0 else 'below'} 0, within seed noise"
         rows.append([d["model"], LABELS.get(d["benchmark"], d["benchmark"]), f"{d['diff']:+.3f}",
                      f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]", f"{d['ci_high'] - d['ci_low']:.3f}", mc, d["n"],
-                     {"supported": "above 0", "contradicted": "below 0"}.get(d["verdict"], "includes 0")])
+                     seeds_text(d), side])
     out.append(md_table(["model", "benchmark", "diff", "95% CI", "CI width", "McNemar (model-only / ref-only wins)", "n",
-                          "interval"], rows))
+                          "seeds", "interval"], rows))
     out += ["", "## Wall time per stage and variant (seconds; '= X': made by variant X, not redone)", ""]
     stages = [k for k in times[0] if k != "variant"] if times else []
     own = [sum(t[s] for s in stages if isinstance(t[s], (int, float))) for t in times]

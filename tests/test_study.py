@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from fusechat.analysis import reward_bias, source_table
-from fusechat.evaluate.stats import mcnemar, paired_bootstrap
+from fusechat.evaluate.stats import mcnemar, paired_bootstrap, seeded_bootstrap
 
 
 def test_paired_bootstrap_matches_a_hand_computed_case():
@@ -93,7 +93,7 @@ def study_file(tmp_path, model_dir, variants=None):
     }
     study = {
         "name": "tiny-study", "study_dir": str(tmp_path / "study"), "reference": "fused", "recipe": recipe,
-        "variants": variants or {"fused": {}, "sft-only": {"final": "sft"}, "plain-dpo": {"dpo.loss": "dpo", "dpo.beta": 0.1},
+        "variants": variants or {"fused": {"seeds": [0, 1]}, "sft-only": {"final": "sft", "seeds": [0, 1]}, "plain-dpo": {"dpo.loss": "dpo", "dpo.beta": 0.1},
                                  "only-t2": {"build.sources": ["t2"]}, "without-t1": {"build.exclude_sources": ["t1"]}},
         "claims": [{"claim": "fusion beats the base", "better": "fused", "worse": "base", "benchmarks": ["math", "constraints"]}],
     }
@@ -128,6 +128,10 @@ def test_a_study_samples_once_shares_identical_stages_and_reruns_nothing(tmp_pat
     assert stage_dirs(root / "plain-dpo") == ["dpo", "eval"]  # same data and SFT: only DPO redone
     assert stage_dirs(root / "only-t2") == ["build", "dpo", "eval", "sft"]
     assert stage_dirs(root / "without-t1") == ["build"]  # with two sources, "without t1" is "only t2"
+    # a second training seed: the same data, its own SFT and DPO; SFT-only at that seed evaluates that SFT model
+    assert stage_dirs(root / "fused-seed-1") == ["dpo", "eval", "sft"]
+    assert stage_dirs(root / "sft-only-seed-1") == ["eval"]
+    assert json.loads((root / "fused-seed-1" / "dpo" / "manifest.json").read_text())["config"]["dpo"]["seed"] == 1
     assert "shared" in result.output
 
     tables = json.loads((root / "report" / "tables.json").read_text())
@@ -137,6 +141,8 @@ def test_a_study_samples_once_shares_identical_stages_and_reruns_nothing(tmp_pat
     assert diffs[("without-t1", "math")]["diff"] == diffs[("only-t2", "math")]["diff"]
     assert all(d["n"] == {"math": 4, "constraints": 3}[d["benchmark"]] for d in tables["differences"])
     assert all(d["ci_low"] <= d["diff"] <= d["ci_high"] for d in tables["differences"])
+    assert tables["seeded"] == {"fused": 2, "sft-only": 2} and diffs[("sft-only", "math")]["seeds"] == [[0, 1], [0, 1]]
+    assert diffs[("plain-dpo", "math")]["seeds"] == [[0], [0]]
     claim = tables["claims"][0]
     assert claim["verdict"] in ("supported", "contradicted", "partly supported", "mixed", "undecided at this sample size")
     assert claim["sentence"].startswith("fusion beats the base:")
@@ -165,7 +171,9 @@ def test_a_variant_that_changes_sampling_is_refused_in_one_line(tmp_path, tiny_m
 @pytest.mark.parametrize("change, message", [
     ({"claims": [{"claim": "x", "better": "fused", "worse": "nope", "benchmarks": ["math"]}]}, "claims.0: unknown variant 'nope'"),
     ({"reference": "missing"}, "reference 'missing' is not one of the variants"),
-    ({"replicates": ["nope"]}, "replicates: 'nope' is not a variant other than the reference"),
+    ({"variants": {"fused": {"seeds": [0, 0]}}}, "variants.fused.seeds: a list of distinct training seeds"),
+    ({"variants": {"fused": {"seeds": [0, 1], "sft.seed": 2}}}, "variants.fused: `seeds` sets sft.seed and dpo.seed"),
+    ({"variants": {"fused": {"seeds": [0, 1]}, "fused-seed-1": {}}}, "'fused-seed-1' is also a variant's name"),
     ({"variants": {"fused": {"final": "sft"}}}, "the reference variant must go through dpo"),
     ({"variants": {"fused": {}, "bad": {"build.nosuch": 1}}}, "variants.bad: build.nosuch: Extra inputs are not permitted"),
 ])
@@ -205,28 +213,58 @@ def test_claims_give_verdicts_by_the_interval_and_wait_for_unfinished_variants()
     assert {(d["model"], d["benchmark"]) for d in tables["differences"]} == {("base", "math"), ("worse", "math")}
 
 
-def test_a_difference_no_larger_than_the_seed_replicates_is_within_seed_noise():
+def test_seeded_bootstrap_resamples_seeds_by_hand():
+    # Seed 0 passes both items, seed 1 neither; the base fails both. Items are identical within a seed, so
+    # the spread is all seeds: two draws give a mean of 1 (1/4), 0.5 (1/2) or 0 (1/4): interval [0, 1].
+    assert seeded_bootstrap([[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0]], resamples=4000) == (0.5, 0.0, 1.0)
+    # Averaging the seeds first would hide that: the item-only interval of the means is [0.5, 0.5].
+    assert paired_bootstrap([0.5, 0.5], [0.0, 0.0]) == (0.5, 0.5, 0.5)
+    # Paired seeds: at each seed B scores 0.5 below A on every item (seed 1 is the harder one for both),
+    # so every draw differs by exactly 0.5.
+    a, b = [[1.0, 1.0], [0.5, 0.5]], [[0.5, 0.5], [0.0, 0.0]]
+    assert seeded_bootstrap(a, b, pair_seeds=True) == (0.5, 0.5, 0.5)
+    _, low, high = seeded_bootstrap(a, b)  # unpaired, A's seed 1 meets B's seed 0: the draws spread
+    assert low <= 0.0 and high >= 1.0
+    # one run a side: the plain paired bootstrap, number for number
+    assert seeded_bootstrap([[1.0, 0.0, 1.0]], [[0.0, 0.0, 1.0]]) == paired_bootstrap([1.0, 0.0, 1.0], [0.0, 0.0, 1.0])
+
+
+def test_seeds_average_compare_seed_with_seed_and_set_the_noise_for_single_seed_variants():
     from types import SimpleNamespace
 
     from fusechat.study import Claim
     from fusechat.study_report import markdown, study_tables
 
     n = 200
-    items = {"base": {("math", str(i)): 0.0 for i in range(n)},
-             "fused": {("math", str(i)): float(i < 20) for i in range(n)},    # +0.10 over base, none lost
-             "again": {("math", str(i)): float(i < 44) for i in range(n)},    # fused, another seed: +0.12
-             "big": {("math", str(i)): float(i < 80) for i in range(n)}}      # +0.40 over base
+    run = lambda wins: {("math", str(i)): float(i < wins) for i in range(n)}  # noqa: E731
+    items = {"base": {None: run(0)},
+             "fused": {0: run(20), 1: run(44)},  # +0.10 and +0.12 over base: seeds 0.12 apart
+             "sft": {0: run(0), 1: run(24)},     # each seed 0.10 below fused's same seed
+             "variant": {0: run(36)},            # +0.08 over fused seed 0: inside the seed spread
+             "big": {0: run(80)}}                # +0.30 over fused seed 0
     claims = [Claim(claim="fused beats base", better="fused", worse="base", benchmarks=["math"]),
-              Claim(claim="big beats base", better="big", worse="base", benchmarks=["math"])]
-    study = SimpleNamespace(name="s", reference="fused", resamples=2000, claims=claims, replicates=["again"])
+              Claim(claim="fused beats sft", better="fused", worse="sft", benchmarks=["math"]),
+              Claim(claim="variant beats fused", better="variant", worse="fused", benchmarks=["math"]),
+              Claim(claim="big beats fused", better="big", worse="fused", benchmarks=["math"])]
+    study = SimpleNamespace(name="s", reference="fused", resamples=2000, claims=claims)
     tables = study_tables(study, items)
-    assert tables["seed_noise"] == {"math": pytest.approx(0.12)}
-    within, beyond = tables["claims"]
-    # +0.10 has an interval well above zero, yet the seed alone moved fused by 0.12
-    assert within["rows"][0]["ci_low"] > 0 and within["rows"][0]["verdict"] == "within seed noise"
-    assert within["verdict"] == "undecided: within seed noise" and "seed noise 0.120" in within["sentence"]
-    assert beyond["verdict"] == "supported"
-    assert "Training noise (again" in markdown(study, tables, [], None, None)
-    # without replicates the same +0.10 is decided by its interval alone
-    plain = study_tables(SimpleNamespace(reference="fused", resamples=2000, claims=claims), items)
-    assert plain["claims"][0]["verdict"] == "supported" and "seed_noise" not in plain["claims"][0]["rows"][0]
+    assert tables["seed_noise"] == {"math": pytest.approx(0.12)} and tables["seeded"] == {"fused": 2, "sft": 2}
+    scores = {s["model"]: s for s in tables["scores"]}
+    assert scores["fused"]["score"] == pytest.approx(0.16) and scores["fused"]["seed_scores"] == [0.1, 0.22]
+    base, sft, variant, big = (c["rows"][0] for c in tables["claims"])
+    # fused against the base: both seeds, resampled; a seed draw of (0, 0) is a +0.10 world, (1, 1) +0.22
+    assert base["diff"] == pytest.approx(0.16) and base["seeds"] == [[0, 1], [None]] and "seed_noise" not in base
+    assert 0.05 < base["ci_low"] < 0.1 and 0.22 < base["ci_high"] < 0.3 and "mcnemar_p" not in base
+    # fused against SFT seed by seed: +0.10 at both, so the seed draws cannot move it
+    assert sft["seeds"] == [[0, 1], [0, 1]] and sft["diff"] == pytest.approx(0.1) and sft["verdict"] == "supported"
+    # a single-seed variant meets fused's seed 0 only (McNemar as before), and the seed spread judges it
+    assert variant["seeds"] == [[0], [0]] and variant["diff"] == pytest.approx(0.08) and variant["mcnemar_p"] < 0.001
+    assert variant["ci_low"] > 0 and variant["verdict"] == "within seed noise" and variant["seed_noise"] == pytest.approx(0.12)
+    assert big["verdict"] == "supported"
+    assert "undecided: within seed noise" == tables["claims"][2]["verdict"]
+    assert "seeds 0,1 vs —" in tables["claims"][0]["sentence"]
+    text = markdown(study, tables, [], None, None)
+    assert "`fused` at 2 seeds, `sft` at 2 seeds" in text and "0.160 (seeds: 0.100, 0.220)" in text
+    # without seeded variants nothing is within seed noise: the intervals alone decide
+    plain = study_tables(study, {m: {s: r for s, r in runs.items() if s in (None, 0)} for m, runs in items.items()})
+    assert plain["seed_noise"] == {} and plain["claims"][2]["verdict"] == "supported"

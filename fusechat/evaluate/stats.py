@@ -42,6 +42,35 @@ def paired_bootstrap(a: list[float], b: list[float], resamples: int = 2000, seed
     return sum(diffs) / n, means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
 
 
+def seeded_bootstrap(a: list[list[float]], b: list[list[float]], resamples: int = 2000, seed: int = 0,
+                     pair_seeds: bool = False) -> tuple[float, float, float]:
+    """mean(a) - mean(b) where each model was trained at several seeds: a[s][i] is its score on item i
+    when trained with seed s. The point estimate averages over seeds, then items.
+
+    Each resample draws the items (jointly for both models, as in paired_bootstrap) and the seeds with
+    replacement, so the interval covers which seed training happened to get as well as which items were
+    drawn. `pair_seeds`: a[s] and b[s] share seed s (one draw picks both, as items are paired). With one
+    run on each side it is paired_bootstrap."""
+    if len(a) == len(b) == 1:
+        return paired_bootstrap(a[0], b[0], resamples, seed)
+    import numpy as np
+
+    A, B = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if A.ndim != 2 or B.ndim != 2 or A.shape[1] != B.shape[1] or (pair_seeds and len(A) != len(B)):
+        raise ValueError(f"paired scores need the same items (and seeds, if paired): {A.shape} vs {B.shape}")
+    n = A.shape[1]
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for r in range(resamples):
+        sa = rng.integers(len(A), size=len(A))
+        per_item = A[sa].mean(0) - B[sa if pair_seeds else rng.integers(len(B), size=len(B))].mean(0)
+        means[r] = per_item[rng.integers(n, size=n)].mean()
+    means.sort()
+    return float(A.mean() - B.mean()), float(means[int(0.025 * resamples)]), float(means[int(0.975 * resamples) - 1])
+
+
 def mcnemar(a: list[float], b: list[float]) -> tuple[int, int, float]:
     """McNemar's exact test for paired pass/fail scores: (a-only passes, b-only passes, two-sided p).
 
