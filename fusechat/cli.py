@@ -318,7 +318,8 @@ def study(study_file: str = typer.Argument(..., help="a study YAML, e.g. recipes
     and inputs is shared, not redone. Rerunning a finished study redoes nothing. The report
     (STUDY_DIR/report/report.html and .md) holds every score with its interval, each variant's paired
     difference from the reference (bootstrap 95% interval, McNemar's test), a plot, and a verdict per
-    claim: supported, contradicted, or undecided at this sample size.
+    claim: supported, contradicted, or undecided at this sample size. A variant with `seeds: [0, 1]` is
+    trained at each seed; its score is the seed mean and its intervals resample seeds as well as items.
     """
     from fusechat.recipe import builtin_recipe
     from fusechat.study import load_study, report_study, run_study

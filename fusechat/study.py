@@ -7,7 +7,9 @@ variant that changes a sampling or scoring setting is refused. Each variant then
 sft, dpo and eval under `study_dir/<variant>/`, except where a stage with the same settings and the
 same inputs was already made by another variant: that stage is shared, not redone (the run folder's
 own currency rule decides). So "SFT only" costs nothing (the reference's SFT model), and two variants
-that build the same data (with two sources, "only A" and "without B") train once.
+that build the same data (with two sources, "only A" and "without B") train once. A variant with
+`seeds: [s0, s1, ...]` is one run per training seed (sft.seed and dpo.seed), the first in its own
+folder and the others in `<variant>-seed-<s>/`; the report averages over them and resamples them.
 
 Every variant is evaluated on the same items, so differences are paired (fusechat.evaluate.stats);
 the study report (fusechat.study_report) holds the table, the plot and a verdict per claim.
@@ -225,6 +227,27 @@ def final_items(study: StudyConfig, variants: dict[str, Variant]) -> dict[str, d
     return out
 
 
+def answer_lengths(study: StudyConfig, variants: dict[str, Variant]) -> dict[str, dict[str, float]]:
+    """Mean answer length in characters per model and benchmark (over its seeds): a model that learned
+    to ramble shows it here before anyone reads its answers."""
+    reference = variants[study.reference]
+    sums: dict[str, dict[str, list[float]]] = {}
+
+    def add(name, items, model):
+        for i in items:
+            if i["model"] == model and isinstance(i.get("response"), str):
+                total = sums.setdefault(name, {}).setdefault(i["benchmark"], [0.0, 0])
+                total[0] += len(i["response"])
+                total[1] += 1
+
+    ref_items = reference.folder.records("eval", "items")
+    add("base", ref_items, "base")
+    for v in variants.values():
+        own = v is reference or _owner(v.folder, v.final).path == reference.folder.path
+        add(v.of or v.name, ref_items if own else v.folder.records("eval", "items"), FINAL_STAGE[v.final])
+    return {name: {b: s / n for b, (s, n) in benches.items()} for name, benches in sums.items()}
+
+
 def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> list[dict]:
     """Wall time of every stage of every variant, or where a shared stage came from."""
     rows = []
@@ -254,6 +277,7 @@ def report_study(study: StudyConfig, variants: dict[str, Variant], done: list[st
     finished = {name: v for name, v in variants.items() if done is None or name in done}
     tables = study_tables(study, final_items(study, finished))
     tables["pending"] = [name for name in variants if name not in finished]
+    tables["answer_length"] = answer_lengths(study, finished)
     reference = variants[study.reference].folder
     source = (reference.manifest("build") or {}).get("counts", {}).get("source_table")
     bias = (reference.manifest("score") or {}).get("counts", {}).get("reward_bias")

@@ -225,7 +225,13 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
                 row.append(f"{s['score']:.3f} [{fmt(s['ci_low'], 3)}, {fmt(s['ci_high'], 3)}] (n={s['n']})")
         rows.append(row)
     out.append(md_table(["model"] + [LABELS.get(b, b) for b in tables["benchmarks"]], rows))
-    out += ["", f"## Differences from `{ref}` (paired)", "", "![differences](differences.png)", ""]
+    if tables.get("answer_length"):
+        lengths = tables["answer_length"]
+        out += ["", "Mean answer length (characters; over seeds):", "",
+                md_table(["model"] + [LABELS.get(b, b) for b in tables["benchmarks"]],
+                         [[m] + [fmt(lengths[m].get(b), 0) for b in tables["benchmarks"]] for m in models if m in lengths])]
+    out += ["", f"## Differences from `{ref}` (paired)", "", "Two trained models meet at the training seeds both "
+            "ran (seed against seed); the base meets every seed of the other.", "", "![differences](differences.png)", ""]
     rows = []
     for d in tables["differences"]:
         mc = f"{d['only_better']}/{d['only_worse']}, p={d['mcnemar_p']:.3g}" if "mcnemar_p" in d else "—"
