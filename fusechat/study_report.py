@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from fusechat.analysis import fmt
-from fusechat.evaluate.stats import mcnemar, seeded_bootstrap, wilson
+from fusechat.evaluate.stats import detectable_difference, mcnemar, seeded_bootstrap, wilson
 from fusechat.runfolder import write_atomic
 
 LABELS = {"math": "held-out math", "constraints": "constraint accuracy", "humaneval": "HumanEval pass@1",
@@ -153,7 +153,25 @@ def study_tables(study, items: dict) -> dict:
                        "sentence": sentence, "rows": rows})
     seeded = {m: len(runs) for m, runs in items.items() if len(runs) > 1}
     return {"benchmarks": benchmarks, "scores": scores, "differences": diffs, "claims": claims,
-            "seed_noise": noise, "seeded": seeded}
+            "seed_noise": noise, "seeded": seeded, "sizing": sizing(items, study.reference, benchmarks)}
+
+
+def sizing(items: dict[str, dict], reference: str, benchmarks: list[str]) -> dict[str, dict]:
+    """Per benchmark, from the reference's (seed-mean) per-item differences from the base: the smallest
+    difference these items detect with 80% power, and the items a 5-point difference would need."""
+    if "base" not in items:
+        return {}
+    out = {}
+    for bench in benchmarks:
+        runs = list(items[reference].values()) + list(items["base"].values())
+        keys = sorted(k for k in set.intersection(*(set(run) for run in runs)) if k[0] == bench)
+        if len(keys) < 2:
+            continue
+        diffs = [sum(run[k] for run in items[reference].values()) / len(items[reference])
+                 - sum(run[k] for run in items["base"].values()) / len(items["base"]) for k in keys]
+        mde, needed = detectable_difference(diffs)
+        out[bench] = {"n": len(keys), "detectable_80": mde, "items_for_0.05": needed}
+    return out
 
 
 def plot_differences(tables: dict, reference: str, path: Path) -> None:
@@ -207,6 +225,10 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
                 f"covers how training went (crudely, with this few seeds). The largest difference between two seeds of "
                 f"one variant: {spread}. A variant trained at one seed has no such cover: its difference, when no "
                 "larger than that spread, is reported as *within seed noise* whatever its interval says."]
+    if tables.get("sizing"):
+        out += ["", "Sizing (from the per-item differences between `" + ref + "` and the base, 5% level, 80% power): "
+                + "; ".join(f"{LABELS.get(b, b)}: n={s['n']} detects {s['detectable_80']:.3f}, a 0.05 difference needs "
+                            f"~{s['items_for_0.05']} items" for b, s in tables["sizing"].items()) + "."]
     if tables.get("pending"):
         out += ["", f"Variants still to run: {', '.join(tables['pending'])} (this report is rewritten after each variant)."]
     out += ["", "## Scores (95% Wilson interval; for a model trained at several seeds, the mean and each seed's score)", ""]

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from fusechat.analysis import reward_bias, source_table
-from fusechat.evaluate.stats import mcnemar, paired_bootstrap, seeded_bootstrap
+from fusechat.evaluate.stats import detectable_difference, mcnemar, paired_bootstrap, seeded_bootstrap
 
 
 def test_paired_bootstrap_matches_a_hand_computed_case():
@@ -227,6 +227,23 @@ def test_seeded_bootstrap_resamples_seeds_by_hand():
     assert low <= 0.0 and high >= 1.0
     # one run a side: the plain paired bootstrap, number for number
     assert seeded_bootstrap([[1.0, 0.0, 1.0]], [[0.0, 0.0, 1.0]]) == paired_bootstrap([1.0, 0.0, 1.0], [0.0, 0.0, 1.0])
+
+
+def test_sizing_by_hand():
+    # 200 items: 50 won, 50 lost, 100 tied. sd of the differences = sqrt(100 / 199) = 0.7089; with
+    # z = 1.96 + 0.8416 the detectable difference is 2.8016 * 0.7089 / sqrt(200) = 0.1404, and 0.05 needs
+    # (2.8016 * 0.7089 / 0.05)^2 = 1577.8 -> 1578 items.
+    mde, needed = detectable_difference([1.0, -1.0] * 50 + [0.0] * 100)
+    assert mde == pytest.approx(0.1404, abs=1e-4) and needed == 1578
+    # a study's sizing line comes from the reference against the base, seeds averaged
+    from types import SimpleNamespace
+
+    from fusechat.study_report import study_tables
+    items = {"base": {None: {("math", str(i)): float(i % 2) for i in range(100)}},
+             "fused": {0: {("math", str(i)): 1.0 for i in range(100)}, 1: {("math", str(i)): 0.0 for i in range(100)}}}
+    tables = study_tables(SimpleNamespace(reference="fused", resamples=200, claims=[]), items)
+    # seed mean 0.5 on every item against 0/1: differences +-0.5, sd 0.5025, 0.05 needs (2.8016*0.5025/0.05)^2 = 793
+    assert tables["sizing"]["math"]["n"] == 100 and tables["sizing"]["math"]["items_for_0.05"] == 793
 
 
 def test_seeds_average_compare_seed_with_seed_and_set_the_noise_for_single_seed_variants():

@@ -71,6 +71,31 @@ def seeded_bootstrap(a: list[list[float]], b: list[list[float]], resamples: int 
     return float(A.mean() - B.mean()), float(means[int(0.025 * resamples)]), float(means[int(0.975 * resamples) - 1])
 
 
+def detectable_difference(diffs: list[float], power: float = 0.8, effect: float = 0.05) -> tuple[float, int]:
+    """Sizing from observed per-item differences: (the smallest mean difference n items detect with
+    `power` at the 5% level, two-sided; the items needed to detect `effect`). Normal approximation:
+    (z_0.975 + z_power) * sd / sqrt(n)."""
+    n = len(diffs)
+    if n < 2:
+        return float("nan"), 0
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    z = 1.959964 + _z(power)
+    return z * sd / math.sqrt(n), math.ceil((z * sd / effect) ** 2)
+
+
+def _z(p: float) -> float:
+    """The standard normal quantile, by bisection on erf (no scipy for one number)."""
+    low, high = -10.0, 10.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
 def mcnemar(a: list[float], b: list[float]) -> tuple[int, int, float]:
     """McNemar's exact test for paired pass/fail scores: (a-only passes, b-only passes, two-sided p).
 
