@@ -64,6 +64,24 @@ def source_table(scored: list[dict], sft: list[dict], dpo: list[dict], sources: 
     return {"rows": rows, "oracle": oracle(scored, sources)}
 
 
+def training_lengths(sft: list[dict], dpo: list[dict]) -> dict[str, dict]:
+    """Per domain, the median answer length (characters) of the SFT answers and of DPO's chosen and
+    rejected ones. DPO starts from the SFT model: chosen answers in another style (math SFT answers that
+    are one line from one source, pairs that are paragraphs from another) pull it toward that style."""
+    def last(messages):
+        return messages[-1]["content"] if isinstance(messages, list) and messages else ""
+
+    out: dict[str, dict] = {}
+    for domain in sorted({r["domain"] for r in sft} | {r["domain"] for r in dpo}):
+        s = [len(last(r["messages"])) for r in sft if r["domain"] == domain]
+        c = [len(last(r["chosen"])) for r in dpo if r["domain"] == domain]
+        rej = [len(last(r["rejected"])) for r in dpo if r["domain"] == domain]
+        out[domain] = {"sft": len(s), "sft_median": statistics.median(s) if s else None, "pairs": len(c),
+                       "chosen_median": statistics.median(c) if c else None,
+                       "rejected_median": statistics.median(rej) if rej else None}
+    return out
+
+
 def oracle(scored: list[dict], sources: list[str]) -> dict:
     """Per checked domain: the share of prompts some source answered correctly, and each source's own."""
     solved = defaultdict(lambda: defaultdict(set))  # domain -> source -> prompt ids solved

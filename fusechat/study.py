@@ -25,6 +25,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fusechat import FusechatError
 from fusechat import recipe as r
+from fusechat.analysis import training_lengths
 from fusechat.runfolder import RunFolder, config_hash
 
 SHARED_DATA = ("prompts", "sample", "score")
@@ -279,6 +280,8 @@ def report_study(study: StudyConfig, variants: dict[str, Variant], done: list[st
     tables["pending"] = [name for name in variants if name not in finished]
     tables["answer_length"] = answer_lengths(study, finished)
     reference = variants[study.reference].folder
+    if reference.manifest("build"):
+        tables["training_length"] = training_lengths(reference.records("build", "sft"), reference.records("build", "dpo"))
     source = (reference.manifest("build") or {}).get("counts", {}).get("source_table")
     bias = (reference.manifest("score") or {}).get("counts", {}).get("reward_bias")
     return write_study_report(study, tables, stage_times(study, variants), source, bias)

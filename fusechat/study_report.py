@@ -273,6 +273,12 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
     out += ["", f"The whole study: {sum(own) / 60:.1f} minutes of stage time."]
     if source:
         out += ["", f"## Source contribution (`{ref}` build)", "", source_markdown(source)]
+    if tables.get("training_length"):
+        out += ["", f"Training answers (`{ref}` build), median length in characters: DPO starts from the SFT model, "
+                "and chosen answers in another style than the SFT answers pull it toward that style.", "",
+                md_table(["domain", "SFT answers", "median", "DPO pairs", "chosen median", "rejected median"],
+                         [[d, v["sft"], fmt(v["sft_median"], 0), v["pairs"], fmt(v["chosen_median"], 0),
+                           fmt(v["rejected_median"], 0)] for d, v in tables["training_length"].items()])]
     if bias:
         out += ["", "## Reward bias (score stage)", "", bias_markdown(bias)]
     return "\n".join(out) + "\n"

@@ -57,6 +57,17 @@ def test_source_table_on_hand_made_records():
     assert table["oracle"] == {"math": {"prompts": 3, "any": round(2 / 3, 4), "a": round(1 / 3, 4), "b": round(1 / 3, 4)}}
 
 
+def test_training_lengths_on_hand_made_records():
+    from fusechat.analysis import training_lengths
+
+    msg = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731
+    sft = [{"domain": "math", "messages": [{"role": "user", "content": "q" * 50}] + msg("x" * n)} for n in (10, 12, 30)]
+    dpo = [{"domain": "math", "chosen": msg("x" * c), "rejected": msg("x" * r)} for c, r in ((100, 200), (140, 90))]
+    assert training_lengths(sft, dpo) == {"math": {"sft": 3, "sft_median": 12, "pairs": 2, "chosen_median": 120.0,
+                                                   "rejected_median": 145.0}}
+    assert training_lengths([], dpo)["math"]["sft_median"] is None
+
+
 def test_reward_bias_on_hand_made_records():
     # Source a is long and highly rewarded, b short and low: across sources reward tracks length.
     scored = [rec("p1", "a", 0, "x" * 100, 0.9), rec("p1", "a", 1, "x" * 80, 0.7), rec("p1", "b", 0, "x" * 10, 0.2),
@@ -148,6 +159,7 @@ def test_a_study_samples_once_shares_identical_stages_and_reruns_nothing(tmp_pat
     assert claim["sentence"].startswith("fusion beats the base:")
     report = (root / "report" / "report.md").read_text()
     assert "## Claims" in report and "Source contribution" in report and "Reward bias" in report
+    assert "Training answers" in report and "Sizing" in report and "Mean answer length" in report
     assert (root / "report" / "differences.png").stat().st_size > 0 and "<table>" in (root / "report" / "report.html").read_text()
 
     sampled_at = json.loads((root / "fused" / "sample" / "manifest.json").read_text())["finished_at"]
