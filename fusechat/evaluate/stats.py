@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from statistics import NormalDist
 
 
 def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -80,20 +81,8 @@ def detectable_difference(diffs: list[float], power: float = 0.8, effect: float 
         return float("nan"), 0
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    z = 1.959964 + _z(power)
+    z = NormalDist().inv_cdf(0.975) + NormalDist().inv_cdf(power)
     return z * sd / math.sqrt(n), math.ceil((z * sd / effect) ** 2)
-
-
-def _z(p: float) -> float:
-    """The standard normal quantile, by bisection on erf (no scipy for one number)."""
-    low, high = -10.0, 10.0
-    for _ in range(100):
-        mid = (low + high) / 2
-        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2
 
 
 def mcnemar(a: list[float], b: list[float]) -> tuple[int, int, float]:
