@@ -207,46 +207,40 @@ def run_study(study: StudyConfig, variants: dict[str, Variant], progress=None, o
         on_variant([m.name for m in made])
 
 
-def final_items(study: StudyConfig, variants: dict[str, Variant]) -> dict[str, dict[int | None, dict[tuple[str, str], float]]]:
+def final_records(study: StudyConfig, variants: dict[str, Variant]) -> dict[str, dict]:
     """Per model of the study ("base" and every variant given), per training seed it was run at
-    (None: not trained): {(benchmark, item id): score}."""
+    (None: not trained): that model's evaluation records. Each eval file is read once."""
     reference = variants[study.reference]
     ref_items = reference.folder.records("eval", "items")
-
-    def scores(items, model):
-        return {(i["benchmark"], i["id"]): i["score"] for i in items if i["model"] == model and i["score"] is not None}
-
-    out = {"base": {None: scores(ref_items, "base")}}
+    out = {"base": {None: [i for i in ref_items if i["model"] == "base"]}}
     for v in variants.values():
         model = FINAL_STAGE[v.final]
-        if v is reference or _owner(v.folder, v.final).path == reference.folder.path:
-            items = scores(ref_items, model)
-        else:
-            items = scores(v.folder.records("eval", "items"), model)
+        own = v is reference or _owner(v.folder, v.final).path == reference.folder.path
         seeds = {v.recipe.sft.seed} | ({v.recipe.dpo.seed} if v.final == "dpo" else set())
-        out.setdefault(v.of or v.name, {})[seeds.pop() if len(seeds) == 1 else tuple(sorted(seeds))] = items
+        seed = seeds.pop() if len(seeds) == 1 else tuple(sorted(seeds))
+        out.setdefault(v.of or v.name, {})[seed] = [
+            i for i in (ref_items if own else v.folder.records("eval", "items")) if i["model"] == model]
     return out
 
 
-def answer_lengths(study: StudyConfig, variants: dict[str, Variant]) -> dict[str, dict[str, float]]:
+def final_items(records: dict[str, dict]) -> dict[str, dict[int | None, dict[tuple[str, str], float]]]:
+    """final_records as {model: {seed: {(benchmark, item id): score}}}."""
+    return {name: {seed: {(i["benchmark"], i["id"]): i["score"] for i in items if i["score"] is not None}
+                   for seed, items in runs.items()} for name, runs in records.items()}
+
+
+def answer_lengths(records: dict[str, dict]) -> dict[str, dict[str, float]]:
     """Mean answer length in characters per model and benchmark (over its seeds): a model that learned
     to ramble shows it here before anyone reads its answers."""
-    reference = variants[study.reference]
-    sums: dict[str, dict[str, list[float]]] = {}
-
-    def add(name, items, model):
-        for i in items:
-            if i["model"] == model and isinstance(i.get("response"), str):
-                total = sums.setdefault(name, {}).setdefault(i["benchmark"], [0.0, 0])
-                total[0] += len(i["response"])
-                total[1] += 1
-
-    ref_items = reference.folder.records("eval", "items")
-    add("base", ref_items, "base")
-    for v in variants.values():
-        own = v is reference or _owner(v.folder, v.final).path == reference.folder.path
-        add(v.of or v.name, ref_items if own else v.folder.records("eval", "items"), FINAL_STAGE[v.final])
-    return {name: {b: s / n for b, (s, n) in benches.items()} for name, benches in sums.items()}
+    out = {}
+    for name, runs in records.items():
+        lengths: dict[str, list[int]] = {}
+        for items in runs.values():
+            for i in items:
+                if isinstance(i.get("response"), str):
+                    lengths.setdefault(i["benchmark"], []).append(len(i["response"]))
+        out[name] = {b: sum(ls) / len(ls) for b, ls in lengths.items()}
+    return out
 
 
 def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> list[dict]:
@@ -276,9 +270,10 @@ def report_study(study: StudyConfig, variants: dict[str, Variant], done: list[st
     from fusechat.study_report import study_tables, write_study_report
 
     finished = {name: v for name, v in variants.items() if done is None or name in done}
-    tables = study_tables(study, final_items(study, finished))
+    records = final_records(study, finished)
+    tables = study_tables(study, final_items(records))
     tables["pending"] = [name for name in variants if name not in finished]
-    tables["answer_length"] = answer_lengths(study, finished)
+    tables["answer_length"] = answer_lengths(records)
     reference = variants[study.reference].folder
     if reference.manifest("build"):
         tables["training_length"] = training_lengths(reference.records("build", "sft"), reference.records("build", "dpo"))
