@@ -212,7 +212,8 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
     ref = study.reference
     seeded = tables.get("seeded") or {}
     out = [f"# Study `{study.name}`: does fusion pay?", "",
-           f"Every model is evaluated on the same items; differences are paired (bootstrap 95% interval, "
+           f"Every model answers the first n items of the same benchmarks; a difference pairs the items both answered "
+           f"(bootstrap 95% interval, "
            f"{study.resamples} resamples, items drawn jointly) and pass/fail benchmarks also get McNemar's exact test. "
            f"'base' is the target before training; every other row is a variant's final model. Reference: `{ref}`.", "",
            "## Claims", ""]

@@ -297,3 +297,19 @@ def test_seeds_average_compare_seed_with_seed_and_set_the_noise_for_single_seed_
     # without seeded variants nothing is within seed noise: the intervals alone decide
     plain = study_tables(study, {m: {s: r for s, r in runs.items() if s in (None, 0)} for m, runs in items.items()})
     assert plain["seed_noise"] == {} and plain["claims"][2]["verdict"] == "supported"
+
+
+def test_models_evaluated_on_more_items_are_compared_on_the_items_both_answered():
+    # The study evaluates the models its main claims rest on with more items than the one-seed ablations
+    # (the items are a prefix of one generator): a comparison pairs only the items both sides answered.
+    from fusechat.study_report import compare
+
+    fused = {0: {("math", str(i)): float(i < 30 or i >= 100) for i in range(200)}}  # passes 0-29 and 100-199
+    ablation = {0: {("math", str(i)): 0.0 for i in range(100)}}  # answered items 0-99 only, passes none
+    base = {None: {("math", str(i)): 0.0 for i in range(200)}}
+    row = compare(fused, ablation, "math")
+    assert row["n"] == 100 and row["diff"] == pytest.approx(0.30) and row["only_better"] == 30
+    assert compare(fused, base, "math")["n"] == 200 and compare(fused, base, "math")["diff"] == pytest.approx(0.65)
+    # the constraint prompts really are a prefix of one generator: 256 are the first 256 of 448
+    from fusechat import constraints
+    assert constraints.make_prompts(448, seed=0, split="eval")[:256] == constraints.make_prompts(256, seed=0, split="eval")
