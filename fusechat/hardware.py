@@ -1,6 +1,9 @@
 """Facts about this machine that choose defaults: GPU, bf16 units, usable cores.
 
-One place, so sampling, scoring and training never disagree about the hardware they run on.
+One place, so sampling, scoring and training never disagree about the hardware they run on, and so
+every stage's manifest can say what it ran on (`describe`): the study's decoding ran three times slower
+on a 2-core CPU without bf16 units than on one with them (BENCHMARKS.md), so a time means little
+without its machine.
 """
 
 from __future__ import annotations
@@ -41,3 +44,37 @@ def has_bf16() -> bool:
     import torch
 
     return torch.cuda.is_bf16_supported() if has_gpu() else cpu_has_bf16()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def describe() -> str:
+    """One line naming what a stage's speed depends on: the GPUs, else the CPU, its usable cores, and
+    whether it has bf16 units (without them the models run in fp32, several times slower)."""
+    import torch
+
+    if has_gpu():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return f"{len(names)} x {names[0]}" + ("" if len(set(names)) == 1 else f" (and {', '.join(sorted(set(names[1:])))})")
+    units = "bf16 units" if cpu_has_bf16() else "no bf16 units (fp32)"
+    return f"{cpu_name()}, {usable_cores()} cores, {units}"
+
+
+def measured_on(machines: dict[str, int]) -> str:
+    """", measured on X" for a report's time table, from {describe() line: stages timed there}."""
+    if len(machines) == 1:
+        return f", measured on {next(iter(machines))}"
+    if machines:
+        return (f", measured on {len(machines)} machines, so the total mixes their speeds: "
+                + "; ".join(f"{hw} ({n} stages)" for hw, n in sorted(machines.items(), key=lambda kv: -kv[1])))
+    return ""

@@ -17,6 +17,7 @@ import json
 import textwrap
 from collections import Counter, defaultdict
 
+from fusechat.hardware import measured_on
 from fusechat.runfolder import Outputs, StageRun, write_atomic
 from fusechat.study_report import bias_markdown, markdown_body, source_markdown
 
@@ -165,6 +166,11 @@ def report(run: StageRun) -> Outputs:
             md.append(f"| {name} | {m['seconds']} | `{counts}` |")
             body.append(f"<tr><td>{name}</td><td>{m['seconds']}</td><td><code>{html.escape(counts)}</code></td></tr>")
     body.append("</table>")
+    machines = Counter(m.get("hardware", "not recorded") for _, m in stages if m)
+    if machines:
+        line = f"Seconds{measured_on(machines)}."
+        md += ["", line]
+        body.append(f"<p>{html.escape(line)}</p>")
     if results:
         md += ["", "## Evaluation", "", *eval_table(results)]
         body.append("<h2>Evaluation</h2><table><tr><th>benchmark</th><th>model</th><th>score</th><th>95% CI</th><th>n</th></tr>")

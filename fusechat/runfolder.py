@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from fusechat import FusechatError, __version__
+from fusechat.hardware import describe
 from fusechat.records import stable_json
 
 
@@ -394,6 +395,7 @@ class RunFolder:
             "seconds": round(time.time() - (started or time.time()), 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": library_versions(),
+            "hardware": describe(),  # what "seconds" was measured on
             **out.extra,
         }
         write_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, default=str))

@@ -243,9 +243,10 @@ def answer_lengths(records: dict[str, dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> list[dict]:
-    """Wall time of every stage of every variant, or where a shared stage came from."""
-    rows = []
+def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> tuple[list[dict], dict[str, int]]:
+    """Wall time of every stage of every variant, or where a shared stage came from; and the machines
+    those times were measured on (stages per machine: a study resumed elsewhere mixes their speeds)."""
+    rows, machines = [], {}
     reference = variants[study.reference].folder
     for v in variants.values():
         row = {"variant": v.name}
@@ -260,8 +261,10 @@ def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> list[dict]:
                 row[stage] = f"= {owner.path.name}"
             else:
                 row[stage] = m["seconds"]
+                hardware = m.get("hardware", "not recorded")
+                machines[hardware] = machines.get(hardware, 0) + 1
         rows.append(row)
-    return rows
+    return rows, machines
 
 
 def report_study(study: StudyConfig, variants: dict[str, Variant], done: list[str] | None = None) -> tuple[Path, bool]:
@@ -279,4 +282,5 @@ def report_study(study: StudyConfig, variants: dict[str, Variant], done: list[st
         tables["training_length"] = training_lengths(reference.records("build", "sft"), reference.records("build", "dpo"))
     source = (reference.manifest("build") or {}).get("counts", {}).get("source_table")
     bias = (reference.manifest("score") or {}).get("counts", {}).get("reward_bias")
-    return write_study_report(study, tables, stage_times(study, variants), source, bias)
+    times, tables["hardware"] = stage_times(study, variants)
+    return write_study_report(study, tables, times, source, bias)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fusechat.analysis import fmt
 from fusechat.evaluate.stats import detectable_difference, mcnemar, seeded_bootstrap, wilson
+from fusechat.hardware import measured_on
 from fusechat.runfolder import write_atomic
 
 LABELS = {"math": "held-out math", "constraints": "constraint accuracy", "humaneval": "HumanEval pass@1",
@@ -271,7 +272,7 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
     own = [sum(t[s] for s in stages if isinstance(t[s], (int, float))) for t in times]
     out.append(md_table(["variant"] + stages + ["own total"],
                          [[t["variant"]] + [fmt(t[s], 1) for s in stages] + [fmt(float(o), 1)] for t, o in zip(times, own)]))
-    out += ["", f"The whole study: {sum(own) / 60:.1f} minutes of stage time."]
+    out += ["", f"The whole study: {sum(own) / 60:.1f} minutes of stage time{measured_on(tables.get('hardware') or {})}."]
     if source:
         out += ["", f"## Source contribution (`{ref}` build)", "", source_markdown(source)]
     if tables.get("training_length"):

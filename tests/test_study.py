@@ -161,12 +161,28 @@ def test_a_study_samples_once_shares_identical_stages_and_reruns_nothing(tmp_pat
     assert "## Claims" in report and "Source contribution" in report and "Reward bias" in report
     assert "Training answers" in report and "Sizing" in report and "Mean answer length" in report
     assert (root / "report" / "differences.png").stat().st_size > 0 and "<table>" in (root / "report" / "report.html").read_text()
+    # every stage says what its seconds were measured on, and the time table names it
+    from fusechat.hardware import describe
+
+    assert json.loads((root / "fused" / "dpo" / "manifest.json").read_text())["hardware"] == describe()
+    assert tables["hardware"] == {describe(): sum(isinstance(v, float) for row in tables["stage_times"] for v in row.values())}
+    assert f"stage time, measured on {describe()}." in report
 
     sampled_at = json.loads((root / "fused" / "sample" / "manifest.json").read_text())["finished_at"]
     again = CliRunner().invoke(app, ["study", str(path)])
     assert again.exit_code == 0, again.output
     assert " done in " not in again.output and "(up to date)" in again.output
     assert json.loads((root / "fused" / "sample" / "manifest.json").read_text())["finished_at"] == sampled_at
+
+
+def test_a_study_resumed_on_another_machine_says_its_times_mix_machines():
+    from fusechat.hardware import measured_on
+
+    assert measured_on({"CPU A, 2 cores, bf16 units": 20}) == ", measured on CPU A, 2 cores, bf16 units"
+    mixed = measured_on({"CPU B, 2 cores, no bf16 units (fp32)": 3, "CPU A, 2 cores, bf16 units": 20})
+    assert mixed == (", measured on 2 machines, so the total mixes their speeds: CPU A, 2 cores, bf16 units (20 stages); "
+                     "CPU B, 2 cores, no bf16 units (fp32) (3 stages)")
+    assert measured_on({}) == ""
 
 
 def test_a_variant_that_changes_sampling_is_refused_in_one_line(tmp_path, tiny_model_dir):
