@@ -321,6 +321,7 @@ def study(study_file: str = typer.Argument(..., help="a study YAML, e.g. recipes
     claim: supported, contradicted, or undecided at this sample size. A variant with `seeds: [0, 1]` is
     trained at each seed; its score is the seed mean and its intervals resample seeds as well as items.
     """
+    from fusechat import hardware
     from fusechat.recipe import builtin_recipe
     from fusechat.study import load_study, report_study, run_study
 
@@ -346,6 +347,10 @@ def study(study_file: str = typer.Argument(..., help="a study YAML, e.g. recipes
             worked.clear()
 
     reference = variants[config.reference].recipe
+    console.print(f"study {config.name}: {len(variants)} runs, folder {config.path}, on {hardware.describe()}", highlight=False, soft_wrap=True)
+    if not hardware.has_gpu() and not hardware.cpu_has_bf16():
+        console.print("[yellow]this CPU has no bf16 units: the models run in fp32, and decoding ran ~3x slower on such a "
+                      "CPU than on one with them (BENCHMARKS.md); the shipped study's 79-92 minutes were measured with them[/]", soft_wrap=True)
     if runs_code(reference):
         console.print(f"sandbox: {sandbox_line(reference)}", highlight=False, soft_wrap=True)
     with progress_bar() as progress:

@@ -122,6 +122,7 @@ def test_a_study_samples_once_shares_identical_stages_and_reruns_nothing(tmp_pat
 
     import fusechat.constraints
     from fusechat.cli import app
+    from fusechat.hardware import describe
 
     # A random tiny model keeps no constraint. A stand-in checker: every answer to an even-length prompt
     # passes (an SFT example), answers to the others by their length's parity (pairs).
@@ -144,6 +145,7 @@ def test_a_study_samples_once_shares_identical_stages_and_reruns_nothing(tmp_pat
     assert stage_dirs(root / "sft-only-seed-1") == ["eval"]
     assert json.loads((root / "fused-seed-1" / "dpo" / "manifest.json").read_text())["config"]["dpo"]["seed"] == 1
     assert "shared" in result.output
+    assert f"study tiny-study: 7 runs, folder {root}, on {describe()}" in result.output
 
     tables = json.loads((root / "report" / "tables.json").read_text())
     models = {s["model"] for s in tables["scores"]}
@@ -162,8 +164,6 @@ def test_a_study_samples_once_shares_identical_stages_and_reruns_nothing(tmp_pat
     assert "Training answers" in report and "Sizing" in report and "Mean answer length" in report
     assert (root / "report" / "differences.png").stat().st_size > 0 and "<table>" in (root / "report" / "report.html").read_text()
     # every stage says what its seconds were measured on, and the time table names it
-    from fusechat.hardware import describe
-
     assert json.loads((root / "fused" / "dpo" / "manifest.json").read_text())["hardware"] == describe()
     assert tables["hardware"] == {describe(): sum(isinstance(v, float) for row in tables["stage_times"] for v in row.values())}
     assert f"stage time, measured on {describe()}." in report
