@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from fusechat.evaluate.stats import bootstrap_mean, wilson
+from fusechat.hardware import describe
 from fusechat.pipeline import run_stage
 from fusechat.recipe import load_recipe
 from fusechat.runfolder import Outputs, RunFolder, read_jsonl
@@ -64,8 +65,7 @@ def test_sft_dpo_eval_report_chain(tmp_path, tiny_model_dir):
     page = (recipe.run_path / "report" / "report.html").read_text()
     assert page.count("<img") == 3 and "local judge" in page  # data, training, eval (no score stage here)
     assert "| held-out math accuracy | sft+dpo |" in (recipe.run_path / "report" / "report.md").read_text()
-    from fusechat.hardware import describe  # the stage times say what they were measured on
-
+    # the stage times say what they were measured on
     assert f"Seconds, measured on {describe()}." in (recipe.run_path / "report" / "report.md").read_text()
     # eval reruns are skipped; a model trained elsewhere can be added by path (`fusechat eval --model`)
     assert run_stage("eval", recipe)["skipped"]
