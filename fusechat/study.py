@@ -18,6 +18,7 @@ the study report (fusechat.study_report) holds the table, the plot and a verdict
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,10 +244,10 @@ def answer_lengths(records: dict[str, dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> tuple[list[dict], dict[str, int]]:
+def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> tuple[list[dict], Counter]:
     """Wall time of every stage of every variant, or where a shared stage came from; and the machines
     those times were measured on (stages per machine: a study resumed elsewhere mixes their speeds)."""
-    rows, machines = [], {}
+    rows, machines = [], Counter()
     reference = variants[study.reference].folder
     for v in variants.values():
         row = {"variant": v.name}
@@ -261,8 +262,7 @@ def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> tuple[list[
                 row[stage] = f"= {owner.path.name}"
             else:
                 row[stage] = m["seconds"]
-                hardware = m.get("hardware", "not recorded")
-                machines[hardware] = machines.get(hardware, 0) + 1
+                machines[m.get("hardware", "not recorded")] += 1
         rows.append(row)
     return rows, machines
 
