@@ -5,7 +5,8 @@
 import sys, time
 from fusechat.constraints import make_prompts, check
 from fusechat.recipe import Source, Sampling
-from fusechat.sample.backend import open_backend, Request
+from fusechat.backends.base import Request
+from fusechat.backends.factory import open_backend
 model = sys.argv[1]
 rows = make_prompts(24, seed=99, split="train")
 s = Sampling(temperature=0.7, top_p=0.8, max_new_tokens=320)

@@ -21,10 +21,10 @@ import time
 
 from fusechat import constraints, models
 from fusechat.evaluate import generate_answers, score_answers
-from fusechat.evaluate.math import held_out_problems
+from fusechat.benchmarks.math import held_out_problems
 from fusechat.recipe import builtin_recipe
-from fusechat.sample.hf import TransformersBackend
-from fusechat.score.math import MathChecker
+from fusechat.backends.hf import TransformersBackend
+from fusechat.scorers.math import MathChecker
 from fusechat.study import load_study
 
 

@@ -17,8 +17,8 @@ import time
 
 from fusechat import constraints, models
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Request
-from fusechat.sample.hf import TransformersBackend
+from fusechat.backends.base import Request
+from fusechat.backends.hf import TransformersBackend
 
 SETTINGS = {"smollm2-135m-instruct": Sampling(temperature=0.8, top_p=0.95, max_new_tokens=256),
             "qwen2.5-coder-0.5b-instruct": Sampling(temperature=0.7, top_p=0.8, repetition_penalty=1.05,

@@ -26,8 +26,8 @@ import torch
 from fusechat import models
 from fusechat.packs import code_function_prompts, reasoning_gym_prompts, sharegpt_prompts
 from fusechat.recipe import Sampling, Source
-from fusechat.sample.backend import open_backend
-from fusechat.sample.backend import Request
+from fusechat.backends.factory import open_backend
+from fusechat.backends.base import Request
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -114,7 +114,7 @@ class HTTPPair:
     def __init__(self, gguf, slots: int):
         import xllamacpp
 
-        from fusechat.sample.openai_api import OpenAIBackend
+        from fusechat.backends.openai_api import OpenAIBackend
 
         port = free_port()
         params = xllamacpp.CommonParams()

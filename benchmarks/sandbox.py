@@ -44,10 +44,10 @@ def rescore(run: Path) -> None:
     """Score a finished run's code samples and HumanEval answers again with today's sandbox; count flips."""
     import json
 
-    from fusechat.evaluate.humaneval import problems, program
+    from fusechat.benchmarks.humaneval import problems, program
     from fusechat.recipe import SandboxConfig
     from fusechat.runfolder import read_jsonl
-    from fusechat.score.code import check_many
+    from fusechat.scorers.code import check_many
 
     prompts = {p["id"]: p for p in read_jsonl(run / "prompts" / "prompts.jsonl")}
     scored = [r for r in read_jsonl(run / "score" / "scored.jsonl") if r["domain"] == "code"]

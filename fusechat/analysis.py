@@ -9,14 +9,16 @@
   same-source and cross-source pairing would make. A reward that mostly measures length, or that
   favours one source's style, shows here: that is the case for pairing within a source (method.md §4).
 
-Lengths are in characters: token counts differ between the sources' tokenizers.
+Lengths are in characters: token counts differ between the sources' tokenizers. Each table's Markdown
+(`source_markdown`, `bias_markdown`) lives beside it, for the reports and the dataset card.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import defaultdict
+
+from fusechat.markdown import fmt, md_table
 
 def _mean(xs):
     return round(statistics.fmean(xs), 4) if xs else None
@@ -152,8 +154,31 @@ def reward_bias(scored: list[dict], sources: list[str]) -> dict:
     }
 
 
-def fmt(x, digits: int = 2) -> str:
-    """A table cell: '—' for missing values."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+def source_markdown(table: dict) -> str:
+    rows = [[r["domain"], r["source"], r["samples"], fmt(r["correct_rate"]), fmt(r["mean_reward"], 3), fmt(r["sft_share"]),
+             fmt(r["dpo_share"])] for r in table["rows"]]
+    text = md_table(["domain", "source", "samples", "correct rate", "mean reward", "share of SFT answers",
+                      "share of DPO chosen"], rows)
+    if table.get("oracle"):
+        sources = [k for k in next(iter(table["oracle"].values())) if k not in ("prompts", "any")]
+        text += "\n\nPrompts solved by at least one sample (the \"any source\" oracle) vs each source alone:\n\n"
+        text += md_table(["domain", "prompts", "any source"] + sources,
+                          [[d, o["prompts"], fmt(o["any"])] + [fmt(o[s]) for s in sources] for d, o in table["oracle"].items()])
+    return text
+
+
+def bias_markdown(bias: dict) -> str:
+    if not bias.get("rewarded"):
+        return "No response has a reward in this run."
+    text = md_table(["source", "rewarded", "mean", "sd", "mean length (chars)", "corr(reward, length)"],
+                     [[s["source"], s["n"], fmt(s["mean"], 3), fmt(s["sd"], 3), fmt(s["mean_length"], 0), fmt(s["length_corr"])]
+                      for s in bias["per_source"]])
+    b, same, cross = bias["best_is_longest"], bias["same_source_pairs"], bias["cross_source_pairs"]
+    text += (f"\n\n- corr(reward, length) over all sources: {fmt(bias['length_corr_all'])}"
+             f"\n- the best-rewarded answer is also the longest in {fmt(b['rate'])} of {b['prompts']} prompts "
+             f"answered by several sources (chance: {fmt(b['chance'])})"
+             f"\n- chosen/rejected length, median ratio: same-source pairs {fmt(same['median_ratio'])} "
+             f"(chosen longer in {fmt(same['chosen_longer'])} of {same['pairs']}), cross-source pairs "
+             f"{fmt(cross['median_ratio'])} (chosen longer in {fmt(cross['chosen_longer'])} of {cross['pairs']})"
+             f"\n- position bias: {'flip rate ' + fmt(bias['position_flip']) if bias.get('position_flip') is not None else 'not applicable: the judge grades one answer at a time (P(Yes)), so there is no answer order to swap'}")
+    return text

@@ -7,12 +7,12 @@ no timestamps: a stage rerun with the same result writes the same bytes (its fin
 
 from __future__ import annotations
 
-from fusechat import __version__
+from fusechat import __version__, benchmarks
+from fusechat.analysis import bias_markdown, source_markdown
+from fusechat.markdown import md_table
 from fusechat.recipe import Recipe
-from fusechat.study_report import md_table, bias_markdown, source_markdown
 
 TAGS = ["fusechat", "model-fusion", "fusechat-3.0"]
-WIN_RATES = ("mtbench", "alpaca_eval", "arena_hard")
 
 
 def _front(data) -> str:
@@ -88,7 +88,7 @@ def model_card(recipe: Recipe, stage: str, base_model: str, results: list[dict] 
     data = ModelCardData(base_model=base_model, library_name="transformers", tags=TAGS + [stage],
                          datasets=[dataset_repo] if dataset_repo else None, model_name=name, eval_results=[
                              EvalResult(task_type="text-generation", dataset_type=f"fusechat/{r['benchmark']}",
-                                        dataset_name=r["label"], metric_type="win_rate" if r["benchmark"] in WIN_RATES else "accuracy",
+                                        dataset_name=r["label"], metric_type="win_rate" if benchmarks.is_win_rate(r["benchmark"]) else "accuracy",
                                         metric_value=round(r["score"], 4)) for r in mine] or None)
     cfg = recipe.sft if stage == "sft" else recipe.dpo
     settings = [["epochs", cfg.epochs], ["learning rate", cfg.learning_rate], ["batch (per process)", cfg.batch_size],

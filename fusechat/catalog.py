@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusechat import FusechatError
-from fusechat.runfolder import file_digest
+from fusechat.readers import file_digest
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fusechat import FusechatError
+from fusechat import FusechatError, hardware
 
 app = typer.Typer(
     help=(
@@ -241,15 +241,19 @@ def publish(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
 @user_errors
 def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt):
     """Run every stage of RECIPE in order, skipping the ones already done (default: built-in cpu-default)."""
-    from fusechat.pipeline import run_all
+    from fusechat.pipeline import run_all, run_stage
 
     r = load(recipe, set_)
     console.print(f"recipe [bold]{r.name}[/], run folder {r.run_path}")
-    print_plan(r, *this_machine())  # and refuse, in one line, a model that cannot fit
+    reported = set()
+    if r.prompts is not None:  # the prompt list is made once: the plan reads its counts from the finished stage
+        report("prompts", run_stage("prompts", r))
+        reported.add("prompts")
+    print_plan(r, *hardware.gpus())  # and refuse, in one line, a model that cannot fit
     if runs_code(r):  # before any sampling: a machine that cannot cage code stops here, in one line
         console.print(f"sandbox: {sandbox_line(r)}", highlight=False, soft_wrap=True)
     with progress_bar() as progress:
-        run_all(r, progress=progress, on_stage=report)
+        run_all(r, progress=progress, on_stage=lambda name, manifest: name in reported or report(name, manifest))
     print_eval_table(r)
 
 
@@ -267,22 +271,13 @@ def plan(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
     Speeds come from, in order: this run folder's finished stages, a calibration on this machine
     (--calibrate), or on GPUs a roofline at the utilisation BENCHMARKS.md assumes (labelled an estimate).
     `fusechat run` prints the same plan first and stops before any work if a model cannot fit."""
-    from fusechat.plan import calibrate as measure
+    from fusechat.calibrate import calibrate as measure
 
     r = load(recipe, set_)
-    here_gpus, here_gb = this_machine()
+    here_gpus, here_gb = hardware.gpus()
     if calibrate:
         measure(r, say=lambda line: console.print(line, highlight=False))
     print_plan(r, here_gpus if gpus is None else gpus, gpu_memory or here_gb, refuse=False)
-
-
-def this_machine() -> tuple[int, float]:
-    """This machine's GPU count and memory per GPU in GB (80 when it has none, for --gpus N)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return 0, 80.0
-    return torch.cuda.device_count(), torch.cuda.get_device_properties(0).total_memory / 1e9
 
 
 def print_plan(recipe, gpus: int, gpu_gb: float, refuse: bool = True) -> None:
@@ -321,7 +316,6 @@ def study(study_file: str = typer.Argument(..., help="a study YAML, e.g. recipes
     claim: supported, contradicted, or undecided at this sample size. A variant with `seeds: [0, 1]` is
     trained at each seed; its score is the seed mean and its intervals resample seeds as well as items.
     """
-    from fusechat import hardware
     from fusechat.recipe import builtin_recipe
     from fusechat.study import load_study, report_study, run_study
 
@@ -365,7 +359,7 @@ def doctor():
     import platform
     from importlib.util import find_spec
 
-    from fusechat import __version__, hardware
+    from fusechat import __version__
     from fusechat.sandbox import SandboxUnavailable
 
     lines = [("fusechat", __version__), ("python", f"{platform.python_version()} ({sys.executable})")]

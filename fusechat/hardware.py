@@ -1,4 +1,5 @@
-"""Facts about this machine that choose defaults: GPU, bf16 units, usable cores.
+"""Facts about this machine that choose defaults: GPUs, bf16 units, usable cores, memory. Every /proc and
+CUDA probe of fusechat lives here (the ground floor: it knows no stage).
 
 One place, so sampling, scoring and training never disagree about the hardware they run on, and so
 every stage's manifest can say what it ran on (`describe`): the study's decoding ran three times slower
@@ -16,6 +17,15 @@ def has_gpu() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def gpus() -> tuple[int, float]:
+    """This machine's GPU count and memory per GPU in GB (80 when it has none, for planning `--gpus N`)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0, 80.0
+    return torch.cuda.device_count(), torch.cuda.get_device_properties(0).total_memory / 1e9
 
 
 def device() -> str:
@@ -78,3 +88,14 @@ def measured_on(machines: dict[str, int]) -> str:
         return (f", measured on {len(machines)} machines, so the total mixes their speeds: "
                 + "; ".join(f"{hw} ({n} stages)" for hw, n in sorted(machines.items(), key=lambda kv: -kv[1])))
     return ""
+
+
+def ram_gib() -> float:
+    """This machine's memory in GiB (16 where /proc/meminfo cannot be read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    return 16.0

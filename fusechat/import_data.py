@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections import Counter
 
 from fusechat import FusechatError
-from fusechat.prompts import dataset_rows
-from fusechat.records import stable_id
+from fusechat.cards import dataset_card
+from fusechat.readers import dataset_rows, files_digest
+from fusechat.records import DOMAINS, stable_id
 from fusechat.runfolder import Outputs, StageRun, library_versions, write_atomic
 
 SHAREGPT = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-DOMAINS = ("instruction", "math", "code", "chinese")
 
 
 def _messages(value, where: str, key: str) -> list[dict]:
@@ -99,24 +99,20 @@ def _domain(row: dict, where: str, column: str | None, mapping: dict[str, str]) 
     return domain if domain in DOMAINS else "instruction"
 
 
-def _rows(name: str, split: str, limit: int | None):
-    for i, (where, row) in enumerate(dataset_rows(name, split=split)):
-        if limit is not None and i == limit:
-            return
-        yield where, row
+def data_rows(cfg, kind: str):
+    """(where, row) of the `data:` section's `kind` set ("sft" or "dpo"): its split, its first `limit` rows."""
+    return dataset_rows(cfg.sft if kind == "sft" else cfg.dpo, split=cfg.split, limit=cfg.limit)
 
 
 def import_build(run: StageRun) -> Outputs:
     """The build stage of a recipe with `data:`: the sets re-keyed into the build's own rows."""
-    from fusechat.cards import dataset_card
-
     cfg = run.recipe.data
     sft, dpo = [], []
-    for where, row in _rows(cfg.sft, cfg.split, cfg.limit) if cfg.sft else []:
+    for where, row in data_rows(cfg, "sft") if cfg.sft else []:
         messages = sft_example(row, where)
         sft.append({"domain": _domain(row, where, cfg.domain_column, cfg.domains), "messages": messages,
                     "prompt_id": stable_id(*(m["content"] for m in messages[:-1])), "reward": None, "source": "imported"})
-    for where, row in _rows(cfg.dpo, cfg.split, cfg.limit) if cfg.dpo else []:
+    for where, row in data_rows(cfg, "dpo") if cfg.dpo else []:
         prompt, chosen, rejected = dpo_pair(row, where)
         dpo.append({"domain": _domain(row, where, cfg.domain_column, cfg.domains), "prompt": prompt, "chosen": chosen,
                     "rejected": rejected, "chosen_reward": None, "rejected_reward": None,
@@ -132,8 +128,6 @@ def import_build(run: StageRun) -> Outputs:
 
 def data_fingerprint(recipe) -> str:
     """Local data files are inputs: an edited file rebuilds (a hub id is pinned by its name and split)."""
-    from fusechat.prompts import files_digest
-
     if recipe.data is None:
         return ""
     return files_digest([p for p in (recipe.data.sft, recipe.data.dpo) if p])

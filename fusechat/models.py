@@ -73,6 +73,13 @@ def resolve(ref: str) -> ModelRef:
     return ModelRef(ref, "hub")
 
 
+def target_path(recipe) -> str:
+    """The local folder of the recipe's target model (the base every training stage starts from)."""
+    if recipe.target is None:
+        raise FusechatError("the recipe has no `target:` (the model to train), e.g. target: {model: smollm2-135m-instruct}")
+    return resolve(recipe.target.model).hf_path()
+
+
 def download_from_hub(repo_id: str) -> str:
     try:
         from huggingface_hub import snapshot_download

@@ -13,10 +13,10 @@ from fusechat.build import build
 from fusechat.evaluate import evaluate
 from fusechat.import_data import data_fingerprint, import_build
 from fusechat.prompts import prompt_files_fingerprint, prompts
+from fusechat.records import DATA_STAGES, SOURCE_STAGES, STAGE_ORDER
 from fusechat.report import REPORTED, report
 from fusechat.runfolder import RunFolder, StageDef
-from fusechat.sample import sample
-from fusechat.sample.from_dataset import responses_fingerprint
+from fusechat.sample import responses_fingerprint, sample
 from fusechat.score import score
 from fusechat.train.dpo import dpo
 from fusechat.train.sft import sft
@@ -34,7 +34,7 @@ STAGES = {
         StageDef("report", report, r.report_settings, uses=REPORTED),
     ]
 }
-DATA_STAGES = ("prompts", "sample", "score", "build")
+assert tuple(STAGES) == STAGE_ORDER, "declare the stages in records.STAGE_ORDER's order"
 # A recipe with `data:` starts here: its build re-keys SFT/DPO sets made elsewhere (fusechat.import_data).
 IMPORTED_BUILD = StageDef("build", import_build, r.data_settings, external=data_fingerprint)
 # ... and its eval keeps the imported sets' prompts out of the held-out math (it has no prompts stage).
@@ -42,7 +42,7 @@ IMPORTED_EVAL = StageDef("eval", evaluate, r.eval_settings, uses=("prompts", "bu
 
 
 def stage_def(name: str, recipe: r.Recipe) -> StageDef:
-    if recipe.data is not None and name in ("prompts", "sample", "score"):
+    if recipe.data is not None and name in SOURCE_STAGES:
         raise FusechatError(f"recipe {recipe.name} starts at build from `data`: it has no {name} stage")
     if recipe.data is not None and name in ("build", "eval"):
         return IMPORTED_BUILD if name == "build" else IMPORTED_EVAL
@@ -52,7 +52,7 @@ def stage_def(name: str, recipe: r.Recipe) -> StageDef:
 def stages_of(recipe: r.Recipe) -> list[str]:
     """The stages this recipe runs, in order: all of them, less the data stages it starts after, less
     training and evaluation when it has no `target`."""
-    names = [n for n in STAGES if recipe.data is None or n not in ("prompts", "sample", "score")]
+    names = [n for n in STAGES if recipe.data is None or n not in SOURCE_STAGES]
     return [n for n in names if recipe.target is not None or n in DATA_STAGES]
 
 

@@ -11,6 +11,7 @@ and left out of every projection, so changing one reruns nothing.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import string
 from pathlib import Path
@@ -20,10 +21,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fusechat import FusechatError
+from fusechat.catalog import CATALOG
 from fusechat.hardware import has_gpu
+from fusechat.readers import files_digest
 from fusechat.records import DOMAINS
 
-Domain = Literal["instruction", "math", "code", "chinese"]
+Domain = Literal[DOMAINS]  # records.DOMAINS, the one list of domains
 
 
 class Strict(BaseModel):
@@ -87,12 +90,8 @@ def default_backend(model: str) -> str:
     """The fastest backend measured for this kind of machine (BENCHMARKS.md, benchmarks/sampling.py):
     vLLM on a GPU when installed, else transformers there; on a CPU llama.cpp, which needs a GGUF (a
     catalog model or a .gguf file; `fusechat export` makes one), else transformers."""
-    import importlib.util
-
     if has_gpu():
         return "vllm" if importlib.util.find_spec("vllm") else "transformers"
-    from fusechat.catalog import CATALOG
-
     return "llamacpp" if model in CATALOG or model.endswith(".gguf") else "transformers"
 
 
@@ -327,7 +326,7 @@ class JudgedSet(Strict):
 
 
 class PairwiseJudge(Strict):
-    """An OpenAI-compatible endpoint that judges each model against the baseline (fusechat.evaluate.judged)."""
+    """An OpenAI-compatible endpoint that judges each model against the baseline (fusechat.benchmarks.judged)."""
 
     endpoint: str | list[str] = Field(description="the server's base URL (or replicas), e.g. http://localhost:8000/v1")
     model: str = Field(description="the judge's model name at that endpoint; it labels every judged score")
@@ -543,14 +542,16 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
 
 
 def recipe_from_dict(data: dict, where: str = "recipe") -> Recipe:
+    return validated(Recipe, data, where)
+
+
+def validated(schema: type[BaseModel], data: dict, where: str):
+    """`data` checked against `schema` (a recipe, a study file); every problem named by its path, in one line."""
     try:
-        return Recipe.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{loc}: {err['msg']}")
-        raise FusechatError(f"{where}: " + "; ".join(lines)) from None
+        problems = [f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in e.errors()]
+        raise FusechatError(f"{where}: " + "; ".join(problems)) from None
 
 
 def builtin_recipe(name: str) -> Path:
@@ -637,8 +638,6 @@ def eval_settings(recipe: Recipe) -> dict:
         out["sandbox"] = settings(recipe.score.code)
     if cfg.mtbench:
         out["judge"] = eval_judge(recipe)
-    from fusechat.prompts import files_digest
-
     if cfg.harness_include:  # your task files are an input: an edit reruns the evaluation
         out["harness_files"] = files_digest([cfg.harness_include])
     if cfg.judged:  # so are local question files

@@ -1,4 +1,5 @@
-"""The record types every stage reads and writes.
+"""The record types every stage reads and writes, the domains a prompt belongs to, and the stages'
+order: the facts every layer shares, declared once.
 
 Records travel between stages as plain dicts (one JSONL line / one dataset row each); these
 dataclasses document the fields and give one place to build and check them.
@@ -11,7 +12,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from fusechat import FusechatError
+
 DOMAINS = ("instruction", "math", "code", "chinese")
+# The stages in the order data flows through them (fusechat.pipeline declares what each one does).
+STAGE_ORDER = ("prompts", "sample", "score", "build", "sft", "dpo", "eval", "report")
+SOURCE_STAGES = STAGE_ORDER[:3]  # they ask the sources: a `data:` recipe has none, a study's variants share them
+DATA_STAGES = STAGE_ORDER[:4]  # they make the training data; a recipe without a target stops after them
 
 
 @dataclass
@@ -88,8 +95,6 @@ def from_dict(cls, row: dict, where: str):
     }
     missing = sorted(required - row.keys())
     if missing:
-        from fusechat import FusechatError
-
         raise FusechatError(f"{where}: missing field(s) {', '.join(missing)}")
     return cls(**{k: v for k, v in row.items() if k in names})
 

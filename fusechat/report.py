@@ -17,11 +17,14 @@ import json
 import textwrap
 from collections import Counter, defaultdict
 
+from fusechat import benchmarks
+from fusechat.analysis import bias_markdown, source_markdown
 from fusechat.hardware import measured_on
+from fusechat.markdown import markdown_body
+from fusechat.records import STAGE_ORDER
 from fusechat.runfolder import Outputs, StageRun, write_atomic
-from fusechat.study_report import bias_markdown, markdown_body, source_markdown
 
-REPORTED = ("prompts", "sample", "score", "build", "sft", "dpo", "eval")
+REPORTED = STAGE_ORDER[: STAGE_ORDER.index("report")]  # every stage before this one, in order
 
 
 def _read(run: StageRun, stage: str, name: str) -> list[dict]:
@@ -116,7 +119,7 @@ def plot_eval(results: list[dict]):
         ax.bar([r["model"] for r in rows], scores, yerr=errors, capsize=6, color=colours)
         ax.set_ylim(0, 1)
         ax.set_title(textwrap.fill(rows[0]["label"], 40), fontsize=9)
-        if bench in ("mtbench", "alpaca_eval", "arena_hard"):  # win rates: 0.5 is a tie
+        if benchmarks.is_win_rate(bench):  # 0.5 is a tie
             ax.axhline(0.5, color="black", lw=0.8, ls="--")
     fig.tight_layout()
     return fig

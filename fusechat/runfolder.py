@@ -32,6 +32,7 @@ from typing import Callable
 
 from fusechat import FusechatError, __version__
 from fusechat.hardware import describe
+from fusechat.readers import file_digest
 from fusechat.records import stable_json
 
 
@@ -75,7 +76,11 @@ def jsonl_text(records: list[dict]) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    records = []
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: Path):
+    """The records of a JSONL file one at a time (a cluster run's samples do not fit in memory twice)."""
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -88,8 +93,7 @@ def read_jsonl(path: Path) -> list[dict]:
                 raise FusechatError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
             if not isinstance(record, dict):
                 raise FusechatError(f"{path}:{lineno}: expected a JSON object")
-            records.append(record)
-    return records
+            yield record
 
 
 def _json_or_none(path: Path):
@@ -109,14 +113,6 @@ def library_versions() -> dict:
         except PackageNotFoundError:
             pass
     return versions
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class NullProgress:
@@ -284,11 +280,15 @@ class RunFolder:
 
     def records(self, stage: str, name: str) -> list[dict]:
         """The records of a finished stage's output `name`."""
+        return list(self.iter_records(stage, name))
+
+    def iter_records(self, stage: str, name: str):
+        """The records of a finished stage's output `name`, one at a time."""
         self.finished(stage)
         path = self.stage_dir(stage) / f"{name}.jsonl"
         if not path.is_file():
             raise FusechatError(f"{path}: missing (deleted?); rerun `fusechat {stage}` to make it again")
-        return read_jsonl(path)
+        return iter_jsonl(path)
 
     def model(self, stage: str) -> str:
         """The model folder a finished training stage wrote."""

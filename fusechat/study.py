@@ -11,7 +11,7 @@ that build the same data (with two sources, "only A" and "without B") train once
 `seeds: [s0, s1, ...]` is one run per training seed (sft.seed and dpo.seed), the first in its own
 folder and the others in `<variant>-seed-<s>/`; the report averages over them and resamples them.
 
-Every variant is evaluated on the same items, so differences are paired (fusechat.evaluate.stats);
+Every variant is evaluated on the same items, so differences are paired (fusechat.stats);
 the study report (fusechat.study_report) holds the table, the plot and a verdict per claim.
 """
 
@@ -22,14 +22,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fusechat import FusechatError
 from fusechat import recipe as r
 from fusechat.analysis import training_lengths
+from fusechat.pipeline import STAGES
+from fusechat.records import SOURCE_STAGES, STAGE_ORDER
 from fusechat.runfolder import RunFolder, config_hash
+from fusechat.study_report import study_tables, write_study_report
 
-SHARED_DATA = ("prompts", "sample", "score")
+SHARED_DATA = SOURCE_STAGES  # sampled and scored once, in the reference's folder
+VARIANT_STAGES = STAGE_ORDER[: STAGE_ORDER.index("report")]  # a variant's report is the study's
 FINAL_STAGE = {"sft": "sft", "dpo": "sft+dpo"}  # a variant's final stage -> its model's name in eval
 
 
@@ -101,11 +105,7 @@ class Variant:
 def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, Variant]]:
     path = Path(path)
     data = r.read_yaml_mapping(path, "study file")
-    try:
-        study = StudyConfig.model_validate(data)
-    except ValidationError as e:
-        raise FusechatError(f"{path}: " + "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']}" for err in e.errors())) from None
+    study = r.validated(StudyConfig, data, str(path))
     return study, variants(study, path)
 
 
@@ -169,8 +169,6 @@ def _owner(folder: RunFolder, stage: str) -> RunFolder:
 
 def share_or_run(v: Variant, stage: str, made: list[Variant], progress=None) -> dict:
     """Run `stage` of `v`, unless another variant already made it with the same settings and inputs."""
-    from fusechat.pipeline import STAGES
-
     definition = STAGES[stage]
     settings = definition.settings(v.recipe)
     fingerprint = v.folder.input_fingerprint(definition, v.recipe)
@@ -188,12 +186,10 @@ def run_study(study: StudyConfig, variants: dict[str, Variant], progress=None, o
 
     `on_variant(finished names)` is called after each variant (the CLI rewrites the report then, so a
     long study shows its results as they come)."""
-    from fusechat.pipeline import STAGES
-
     on_stage = on_stage or (lambda variant, stage, manifest: None)
     on_variant = on_variant or (lambda done: None)
     reference = variants[study.reference]
-    for stage in SHARED_DATA + ("build", "sft", "dpo", "eval"):
+    for stage in VARIANT_STAGES:
         on_stage(reference.name, stage, reference.folder.run(STAGES[stage], reference.recipe, progress=progress))
     made = [reference]
     on_variant([reference.name])
@@ -251,7 +247,7 @@ def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> tuple[list[
     reference = variants[study.reference].folder
     for v in variants.values():
         row = {"variant": v.name}
-        for stage in SHARED_DATA + ("build", "sft", "dpo", "eval"):
+        for stage in VARIANT_STAGES:
             owner = _owner(v.folder, stage)
             if stage == "eval" and _owner(v.folder, v.final).path == reference.path:
                 owner = reference  # its final model was evaluated with the reference's
@@ -270,8 +266,6 @@ def stage_times(study: StudyConfig, variants: dict[str, Variant]) -> tuple[list[
 def report_study(study: StudyConfig, variants: dict[str, Variant], done: list[str] | None = None) -> tuple[Path, bool]:
     """The study report from the finished variants (`done`, default all; run_study decides what is shared).
     Claims about a variant not yet finished say so."""
-    from fusechat.study_report import study_tables, write_study_report
-
     finished = {name: v for name, v in variants.items() if done is None or name in done}
     records = final_records(study, finished)
     tables = study_tables(study, final_items(records))

@@ -1,6 +1,6 @@
 """The study report: every variant against the reference on the same items, and a verdict per claim.
 
-`compare` pairs two models' scores item by item (fusechat.evaluate.stats: paired bootstrap 95%
+`compare` pairs two models' scores item by item (fusechat.stats: paired bootstrap 95%
 interval of the difference; McNemar's exact test where scores are pass/fail). A claim "A beats B on
 X" is *supported* when the interval lies above zero, *contradicted* when it lies below, and
 *undecided at this sample size* otherwise. Written as Markdown and HTML with one plot
@@ -9,18 +9,15 @@ X" is *supported* when the interval lies above zero, *contradicted* when it lies
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
-from fusechat.analysis import fmt
-from fusechat.evaluate.stats import detectable_difference, mcnemar, seeded_bootstrap, wilson
+from fusechat import benchmarks
+from fusechat.analysis import bias_markdown, source_markdown
+from fusechat.markdown import fmt, md_table, to_html
 from fusechat.hardware import measured_on
+from fusechat.stats import detectable_difference, mcnemar, seeded_bootstrap, wilson
 from fusechat.runfolder import write_atomic
-
-LABELS = {"math": "held-out math", "constraints": "constraint accuracy", "humaneval": "HumanEval pass@1",
-          "mtbench": "MT-Bench win rate", "alpaca_eval": "AlpacaEval 2 win rate", "arena_hard": "Arena-Hard win rate"}
-
 
 def compare(better: dict, worse: dict, benchmark: str, resamples: int = 2000) -> dict:
     """Paired difference better - worse. Each side maps a training seed to that run's
@@ -94,7 +91,7 @@ def claim_sentence(claim, rows: list[dict]) -> tuple[str, str]:
         overall = "undecided: within seed noise"
     else:
         overall = "undecided at this sample size"
-    parts = [f"{r['verdict']} on {LABELS.get(r['benchmark'], r['benchmark'])} ({r['diff']:+.3f} [{r['ci_low']:+.3f}, "
+    parts = [f"{r['verdict']} on {benchmarks.short_label(r['benchmark'])} ({r['diff']:+.3f} [{r['ci_low']:+.3f}, "
              f"{r['ci_high']:+.3f}], n={r['n']}" + (f", seeds {seeds_text(r)}" if "seeds" in r else "")
              + (f", seed noise {r['seed_noise']:.3f}" if "seed_noise" in r else "") + ")" for r in rows]
     return overall, f"{claim.claim}: {overall} — " + "; ".join(parts) + "."
@@ -195,18 +192,12 @@ def plot_differences(tables: dict, reference: str, path: Path) -> None:
             ax.errorbar(d["diff"], y, xerr=[[d["diff"] - d["ci_low"]], [d["ci_high"] - d["diff"]]], fmt="o", color=colour, capsize=3)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_xlabel(f"variant − {reference}", fontsize=8)
-        ax.set_title(f"{LABELS.get(bench, bench)} (n={max((r['n'] for r in rows.values()), default=0)})", fontsize=9)
+        ax.set_title(f"{benchmarks.short_label(bench)} (n={max((r['n'] for r in rows.values()), default=0)})", fontsize=9)
         ax.set_yticks(range(len(models)), models, fontsize=8)
     fig.suptitle(f"difference from '{reference}' (paired bootstrap 95% CI)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: dict | None) -> str:
@@ -221,7 +212,7 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
     out += [f"- **{c['verdict']}** — {c['sentence']}" for c in tables["claims"]] or ["(no claims listed)"]
     if seeded:
         trained = ", ".join(f"`{m}` at {k} seeds" for m, k in seeded.items())
-        spread = "; ".join(f"{LABELS.get(b, b)} {v:.3f}" for b, v in tables["seed_noise"].items())
+        spread = "; ".join(f"{benchmarks.short_label(b)} {v:.3f}" for b, v in tables["seed_noise"].items())
         out += ["", f"Training noise: {trained} (the seed orders the training batches). A model's score is the mean "
                 f"over its seeds, and an interval involving one resamples its seeds as well as the items, so it "
                 f"covers how training went (crudely, with this few seeds). The largest difference between two seeds of "
@@ -229,7 +220,7 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
                 "larger than that spread, is reported as *within seed noise* whatever its interval says."]
     if tables.get("sizing"):
         out += ["", "Sizing (from the per-item differences between `" + ref + "` and the base, 5% level, 80% power): "
-                + "; ".join(f"{LABELS.get(b, b)}: n={s['n']} detects {s['detectable_80']:.3f}, a 0.05 difference needs "
+                + "; ".join(f"{benchmarks.short_label(b)}: n={s['n']} detects {s['detectable_80']:.3f}, a 0.05 difference needs "
                             f"~{s['items_for_0.05']} items" for b, s in tables["sizing"].items()) + "."]
     if tables.get("pending"):
         out += ["", f"Variants still to run: {', '.join(tables['pending'])} (this report is rewritten after each variant)."]
@@ -248,11 +239,11 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
             else:
                 row.append(f"{s['score']:.3f} [{fmt(s['ci_low'], 3)}, {fmt(s['ci_high'], 3)}] (n={s['n']})")
         rows.append(row)
-    out.append(md_table(["model"] + [LABELS.get(b, b) for b in tables["benchmarks"]], rows))
+    out.append(md_table(["model"] + [benchmarks.short_label(b) for b in tables["benchmarks"]], rows))
     if tables.get("answer_length"):
         lengths = tables["answer_length"]
         out += ["", "Mean answer length (characters; over seeds):", "",
-                md_table(["model"] + [LABELS.get(b, b) for b in tables["benchmarks"]],
+                md_table(["model"] + [benchmarks.short_label(b) for b in tables["benchmarks"]],
                          [[m] + [fmt(lengths[m].get(b), 0) for b in tables["benchmarks"]] for m in models if m in lengths])]
     out += ["", f"## Differences from `{ref}` (paired)", "", "Two trained models meet at the training seeds both "
             "ran (seed against seed); the base meets every seed of the other.", "", "![differences](differences.png)", ""]
@@ -262,7 +253,7 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
         side = {"supported": "above 0", "contradicted": "below 0"}.get(d["verdict"], "includes 0")
         if d["verdict"] == "within seed noise":
             side = f"{'above' if d['diff'] > 0 else 'below'} 0, within seed noise"
-        rows.append([d["model"], LABELS.get(d["benchmark"], d["benchmark"]), f"{d['diff']:+.3f}",
+        rows.append([d["model"], benchmarks.short_label(d["benchmark"]), f"{d['diff']:+.3f}",
                      f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]", f"{d['ci_high'] - d['ci_low']:.3f}", mc, d["n"],
                      seeds_text(d), side])
     out.append(md_table(["model", "benchmark", "diff", "95% CI", "CI width", "McNemar (model-only / ref-only wins)", "n",
@@ -286,36 +277,6 @@ def markdown(study, tables: dict, times: list[dict], source: dict | None, bias: 
     return "\n".join(out) + "\n"
 
 
-def source_markdown(table: dict) -> str:
-    rows = [[r["domain"], r["source"], r["samples"], fmt(r["correct_rate"]), fmt(r["mean_reward"], 3), fmt(r["sft_share"]),
-             fmt(r["dpo_share"])] for r in table["rows"]]
-    text = md_table(["domain", "source", "samples", "correct rate", "mean reward", "share of SFT answers",
-                      "share of DPO chosen"], rows)
-    if table.get("oracle"):
-        sources = [k for k in next(iter(table["oracle"].values())) if k not in ("prompts", "any")]
-        text += "\n\nPrompts solved by at least one sample (the \"any source\" oracle) vs each source alone:\n\n"
-        text += md_table(["domain", "prompts", "any source"] + sources,
-                          [[d, o["prompts"], fmt(o["any"])] + [fmt(o[s]) for s in sources] for d, o in table["oracle"].items()])
-    return text
-
-
-def bias_markdown(bias: dict) -> str:
-    if not bias.get("rewarded"):
-        return "No response has a reward in this run."
-    text = md_table(["source", "rewarded", "mean", "sd", "mean length (chars)", "corr(reward, length)"],
-                     [[s["source"], s["n"], fmt(s["mean"], 3), fmt(s["sd"], 3), fmt(s["mean_length"], 0), fmt(s["length_corr"])]
-                      for s in bias["per_source"]])
-    b, same, cross = bias["best_is_longest"], bias["same_source_pairs"], bias["cross_source_pairs"]
-    text += (f"\n\n- corr(reward, length) over all sources: {fmt(bias['length_corr_all'])}"
-             f"\n- the best-rewarded answer is also the longest in {fmt(b['rate'])} of {b['prompts']} prompts "
-             f"answered by several sources (chance: {fmt(b['chance'])})"
-             f"\n- chosen/rejected length, median ratio: same-source pairs {fmt(same['median_ratio'])} "
-             f"(chosen longer in {fmt(same['chosen_longer'])} of {same['pairs']}), cross-source pairs "
-             f"{fmt(cross['median_ratio'])} (chosen longer in {fmt(cross['chosen_longer'])} of {cross['pairs']})"
-             f"\n- position bias: {'flip rate ' + fmt(bias['position_flip']) if bias.get('position_flip') is not None else 'not applicable: the judge grades one answer at a time (P(Yes)), so there is no answer order to swap'}")
-    return text
-
-
 def write_study_report(study, tables: dict, times: list[dict], source: dict | None, bias: dict | None) -> tuple[Path, bool]:
     """Write report.md, report.html, tables.json and the plot under `study_dir/report`; (md path, changed?)."""
     out = study.path / "report"
@@ -329,42 +290,3 @@ def write_study_report(study, tables: dict, times: list[dict], source: dict | No
     write_atomic(out / "report.html", to_html(text, study.name))
     write_atomic(md, text)
     return md, True
-
-
-def to_html(markdown_text: str, title: str) -> str:
-    """A small Markdown subset (headings, lists, tables, the image) as one page beside its plot."""
-    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
-            f"</head><body>{markdown_body(markdown_text)}</body></html>\n")
-
-
-def markdown_body(markdown_text: str) -> str:
-    """HTML for the Markdown we write ourselves: headings, bullet lists, pipe tables, one image."""
-    body, in_table = [], False
-    for line in markdown_text.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= set("-"):
-                continue
-            if not in_table:
-                body.append("<table>")
-                in_table = True
-                body.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells) + "</tr>")
-                continue
-            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif line.startswith("!["):
-            body.append('<img src="differences.png" style="max-width:100%">')
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:]).replace('**', '')}</li>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        body.append("</table>")
-    return "".join(body)

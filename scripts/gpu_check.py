@@ -61,8 +61,8 @@ def prompts(n: int) -> list[str]:
 
 def check_sampling(model: str, batches: list[int], n: int, max_new_tokens: int) -> None:
     from fusechat.recipe import Sampling
-    from fusechat.sample.backend import Request
-    from fusechat.sample.hf import TransformersBackend
+    from fusechat.backends.base import Request
+    from fusechat.backends.hf import TransformersBackend
 
     requests = [Request([{"role": "user", "content": p}], seed=i) for i, p in enumerate(prompts(n))]
     sampling = Sampling(temperature=0.7, top_p=0.9, max_new_tokens=max_new_tokens)
@@ -151,7 +151,8 @@ def check_scale(model: str, n: int, max_new_tokens: int) -> None:
     except ImportError:
         say(check="vllm", skipped="vllm is not installed here")
     else:
-        from fusechat.sample.backend import Request, open_backend
+        from fusechat.backends.base import Request
+        from fusechat.backends.factory import open_backend
 
         source = Source(name="vllm-check", model=model, backend="vllm",
                         sampling=Sampling(temperature=0.7, max_new_tokens=max_new_tokens))

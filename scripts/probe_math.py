@@ -9,9 +9,9 @@ import time
 from fusechat.catalog import prepare
 from fusechat.packs import reasoning_gym_prompts
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Request
-from fusechat.sample.llamacpp import LlamaCppBackend
-from fusechat.score.math import MathChecker
+from fusechat.backends.base import Request
+from fusechat.backends.llamacpp import LlamaCppBackend
+from fusechat.scorers.math import MathChecker
 
 TASKS = [
     ("chain_sum", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}),

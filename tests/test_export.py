@@ -6,14 +6,14 @@ import pytest
 from typer.testing import CliRunner
 
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Request
+from fusechat.backends.base import Request
 
 QUESTIONS = ["What is 7 + 5?", "Write a haiku about the sea.", "Name three colours."]
 
 
 def greedy_both(folder, gguf):
-    from fusechat.sample.hf import TransformersBackend
-    from fusechat.sample.llamacpp import LlamaCppBackend
+    from fusechat.backends.hf import TransformersBackend
+    from fusechat.backends.llamacpp import LlamaCppBackend
 
     requests = [Request([{"role": "user", "content": q}], 0) for q in QUESTIONS]
     greedy = Sampling(temperature=0, max_new_tokens=24)

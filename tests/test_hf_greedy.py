@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Request, render_chat
-from fusechat.sample.hf import TransformersBackend, pick_tokens
+from fusechat.backends.base import Request, render_chat
+from fusechat.backends.hf import TransformersBackend, pick_tokens
 
 PROMPTS = ["Hi", "What is the capital of France? Answer in one word.", "Count to five.",
            "Write a haiku about the sea, then explain it line by line.", "2+2=", "Name three colours."]

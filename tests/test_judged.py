@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from fusechat import FusechatError
-from fusechat.evaluate import judged
+from fusechat.benchmarks import judged
 from fusechat.pipeline import run_stage
 from fusechat.recipe import JudgedSet, PairwiseJudge, load_recipe, recipe_from_dict
 from fusechat.runfolder import RunFolder

@@ -14,8 +14,8 @@ import pytest
 
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Request
-from fusechat.sample.openai_api import OpenAIBackend
+from fusechat.backends.base import Request
+from fusechat.backends.openai_api import OpenAIBackend
 
 pytestmark = pytest.mark.real  # a real llama.cpp server with SmolLM2 from the catalog
 
@@ -151,7 +151,7 @@ def test_sample_stage_through_an_openai_source(tmp_path, server):
 
 
 def test_judge_read_out_through_the_server(server):
-    from fusechat.score.judge import Judge, judge_messages
+    from fusechat.scorers.judge import Judge, judge_messages
 
     backend = OpenAIBackend(server, "m", max_retries=1)
     read = backend.first_token_logprobs(judge_messages("What is 2 + 2?", "4"))

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from fusechat import FusechatError
-from fusechat.plan import (PAPER_CONFIGS, arch_from_config, arch_from_fields, generation_fit, make_plan,
-                           refuse_what_cannot_fit, render, training_fit)
+from fusechat.modelfacts import PAPER_CONFIGS, arch_from_config, arch_from_fields, generation_fit, training_fit
+from fusechat.plan import make_plan, refuse_what_cannot_fit, render
 from fusechat.recipe import builtin_recipe, load_recipe
 
 
@@ -94,13 +94,14 @@ def test_judged_count_leaves_out_cut_answers_and_lone_kept_ones(tmp_path, monkey
 
 
 def test_calibration_prompts_are_spread_over_each_set():
-    from fusechat.plan import spread
+    from fusechat.calibrate import spread
 
     assert spread(list(range(10)), 3) == [0, 3, 6] and spread([1, 2], 6) == [1, 2]
 
 
 def test_calibration_measures_the_recipe_the_way_its_stages_run_it(tmp_path, monkeypatch, tiny_model_dir):
-    from fusechat.plan import calibrate, calibrated, calibration_key
+    from fusechat.calibrate import calibrate
+    from fusechat.plan import calibrated, calibration_key
     from fusechat.recipe import recipe_from_dict
 
     monkeypatch.setenv("FUSECHAT_CACHE", str(tmp_path / "cache"))

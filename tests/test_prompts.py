@@ -101,7 +101,7 @@ def test_builtin_packs(tmp_path):
 def test_code_pack_tests_pass_on_reference_and_fail_on_wrong_code():
     from fusechat.packs import CODE_TEMPLATES, code_function_prompts
     from fusechat.recipe import SandboxConfig
-    from fusechat.score.code import check_many
+    from fusechat.scorers.code import check_many
 
     made = code_function_prompts(len(CODE_TEMPLATES), seed=3)
     assert [p["entry_point"] for p in made] == [t[0] for t in CODE_TEMPLATES]
@@ -117,11 +117,15 @@ def test_code_pack_tests_pass_on_reference_and_fail_on_wrong_code():
 
 
 def test_humaneval_prompts_never_enter_training(tmp_path):
+    """Matched by the problem's text, whitespace aside; a function that merely shares a name is kept."""
+    from fusechat.benchmarks.humaneval import problems
+
+    leaked = "Complete this function:\n" + " ".join(problems(1)[0]["code_prompt"].split())  # HumanEval/0, re-wrapped
+    own = ["Write def add(a, b) that returns the sum.", "def has_close_elements(numbers, threshold):\n    pass"]
     path = tmp_path / "code.jsonl"
-    path.write_text(json.dumps({"prompt": "def has_close_elements(numbers, threshold):\n    pass", "tests": "assert True"}) + "\n"
-                    + json.dumps({"prompt": "Write def my_own(x): ...", "tests": "assert True"}) + "\n")
+    path.write_text("".join(json.dumps({"prompt": text, "tests": "assert True"}) + "\n" for text in [leaked, *own]))
     prompts, dropped = collect_prompts(recipe(tmp_path, [{"domain": "code", "path": str(path)}]))
-    assert [p.prompt for p in prompts] == ["Write def my_own(x): ..."] and dropped["humaneval_overlap"] == 1
+    assert [p.prompt for p in prompts] == own and dropped["humaneval_overlap"] == 1
 
 
 def test_stage_writes_dataset_and_skips_when_unchanged(tmp_path):
@@ -189,9 +193,9 @@ def test_prompts_by_dataset_id_with_a_column_map_filters_and_a_limit(tmp_path):
 
 
 def test_a_hub_dataset_with_no_hub_in_reach_is_one_line_at_once(monkeypatch):
-    from fusechat import plan
+    from fusechat import readers
 
-    monkeypatch.setattr(plan, "hub_reachable", lambda: False)
+    monkeypatch.setattr(readers, "hub_reachable", lambda: False)
     recipe = recipe_from_dict({"name": "t", "sources": [{"name": "s", "model": "smollm2-135m-instruct"}],
                                "prompts": {"sets": [{"domain": "instruction", "dataset": "openbmb/UltraFeedback"}]}})
     with pytest.raises(FusechatError, match="openbmb/UltraFeedback: not a local folder, and the Hugging Face hub is not reachable"):

@@ -12,7 +12,7 @@ import yaml
 from fusechat.pipeline import run_all
 from fusechat.recipe import Sampling, load_recipe
 from fusechat.runfolder import RunFolder
-from fusechat.sample.backend import Request
+from fusechat.backends.base import Request
 
 pytestmark = pytest.mark.real
 SMOL = "smollm2-135m-instruct"
@@ -52,7 +52,7 @@ def test_four_stages_on_smollm2_with_llamacpp(tmp_path):
 
 def test_llamacpp_greedy_answers_with_the_chat_template():
     from fusechat.catalog import prepare
-    from fusechat.sample.llamacpp import LlamaCppBackend
+    from fusechat.backends.llamacpp import LlamaCppBackend
 
     backend = LlamaCppBackend(prepare(SMOL), slots=2, ctx_per_slot=1024)
     greedy = Sampling(temperature=0, max_new_tokens=24)
@@ -65,7 +65,7 @@ def test_llamacpp_greedy_answers_with_the_chat_template():
 
 def test_transformers_backend_on_converted_smollm2():
     from fusechat.models import resolve
-    from fusechat.sample.hf import TransformersBackend
+    from fusechat.backends.hf import TransformersBackend
 
     backend = TransformersBackend(resolve(SMOL).hf_path(), batch_size=4)
     out = backend.generate([Request([{"role": "user", "content": "What is 2+3?"}], seed=1)] * 2,
@@ -75,7 +75,7 @@ def test_transformers_backend_on_converted_smollm2():
 
 def test_llamacpp_judge_gives_the_same_grades_on_every_run():
     """A rescore with nothing changed must not move a reward (it once moved 3 of 8, by up to 0.04)."""
-    from fusechat.score.judge import open_judge
+    from fusechat.scorers.judge import open_judge
 
     pairs = [("Name a primary colour.", "Blue."), ("What is 7 * 6?", "42"), ("What is 7 * 6?", "It is 48."),
              ("Capital of France?", "Berlin.")]

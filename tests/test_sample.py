@@ -94,8 +94,8 @@ def test_llamacpp_server_port_is_closed_to_other_local_users(tmp_path, tiny_mode
 
     from fusechat.export import export_gguf
     from fusechat.recipe import Sampling
-    from fusechat.sample.backend import Request
-    from fusechat.sample.llamacpp import LlamaCppBackend
+    from fusechat.backends.base import Request
+    from fusechat.backends.llamacpp import LlamaCppBackend
 
     backend = LlamaCppBackend(export_gguf(tiny_model_dir, tmp_path / "tiny.gguf", "f16"), slots=1, ctx_per_slot=256)
     try:

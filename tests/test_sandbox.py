@@ -15,7 +15,7 @@ import pytest
 from fusechat import sandbox
 from fusechat.recipe import SandboxConfig
 from fusechat.sandbox import SandboxUnavailable, run_python
-from fusechat.score.code import check_many
+from fusechat.scorers.code import check_many
 from sandbox_attacks import ATTACKS  # tests/ is on sys.path (pytest prepends a test file's folder)
 
 HERE = Path(__file__).parent

@@ -1,9 +1,9 @@
 import pytest
 
 from fusechat.recipe import SandboxConfig
-from fusechat.score.code import check_code, extract_code
-from fusechat.score.judge import p_yes
-from fusechat.score.math import MathChecker
+from fusechat.scorers.code import check_code, extract_code
+from fusechat.scorers.judge import p_yes
+from fusechat.scorers.math import MathChecker
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_reward_model_batched_equals_one_at_a_time(smol_tokenizer_dir, tmp_path)
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
-    from fusechat.score.reward_model import RewardModel
+    from fusechat.scorers.reward_model import RewardModel
 
     tokenizer = AutoTokenizer.from_pretrained(smol_tokenizer_dir)
     torch.manual_seed(0)
@@ -83,11 +83,11 @@ def test_reward_model_batched_equals_one_at_a_time(smol_tokenizer_dir, tmp_path)
 
 
 def test_every_backend_speaks_the_same_interface():
-    from fusechat.sample.backend import Backend
-    from fusechat.sample.hf import TransformersBackend
-    from fusechat.sample.llamacpp import LlamaCppBackend
-    from fusechat.sample.openai_api import OpenAIBackend
-    from fusechat.sample.vllm import VLLMBackend
+    from fusechat.backends.base import Backend
+    from fusechat.backends.hf import TransformersBackend
+    from fusechat.backends.llamacpp import LlamaCppBackend
+    from fusechat.backends.openai_api import OpenAIBackend
+    from fusechat.backends.vllm import VLLMBackend
 
     for cls in (TransformersBackend, LlamaCppBackend, OpenAIBackend, VLLMBackend):
         assert issubclass(cls, Backend)
@@ -96,7 +96,7 @@ def test_every_backend_speaks_the_same_interface():
 
 
 def test_judge_reads_do_not_depend_on_order_or_company(tiny_model_dir):
-    from fusechat.score.judge import judge_messages, open_judge
+    from fusechat.scorers.judge import judge_messages, open_judge
 
     pairs = [(f"What is {i} + {i}?", f"It is {2 * i + i % 2}." * (i + 1)) for i in range(5)]
     judge = open_judge(str(tiny_model_dir), "transformers")

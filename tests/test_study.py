@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from fusechat.analysis import reward_bias, source_table
-from fusechat.evaluate.stats import detectable_difference, mcnemar, paired_bootstrap, seeded_bootstrap
+from fusechat.stats import detectable_difference, mcnemar, paired_bootstrap, seeded_bootstrap
 
 
 def test_paired_bootstrap_matches_a_hand_computed_case():

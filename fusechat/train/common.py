@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from fusechat import FusechatError, models
+from fusechat import FusechatError
 from fusechat.hardware import has_bf16
-from fusechat.recipe import Recipe, TrainConfig
+from fusechat.recipe import TrainConfig
 
 
 def use_bf16(cfg: TrainConfig) -> bool:
@@ -34,12 +34,6 @@ def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
 
     return get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=math.ceil(total_steps * cfg.warmup_ratio),
                          num_training_steps=total_steps)
-
-
-def target_path(recipe: Recipe) -> str:
-    if recipe.target is None:
-        raise FusechatError("the recipe has no `target:` (the model to train), e.g. target: {model: smollm2-135m-instruct}")
-    return models.resolve(recipe.target.model).hf_path()
 
 
 def load_tokenizer(path: str):

@@ -69,12 +69,12 @@ def accumulating(accelerator, model, last: bool):
     if last:
         yield
         return
-    accelerator.gradient_state._set_sync_gradients(False)  # what `accelerator.accumulate` does
+    accelerator.sync_gradients = False  # what `accelerator.accumulate` does (a public setter)
     try:
         with accelerator.no_sync(model):
             yield
     finally:
-        accelerator.gradient_state._set_sync_gradients(True)
+        accelerator.sync_gradients = True
 
 
 def forward_tokens(cfg: DPOTrainConfig) -> int:

@@ -19,9 +19,10 @@ from fusechat import FusechatError
 from fusechat.hardware import has_gpu
 from fusechat.recipe import SFTTrainConfig
 from fusechat.cards import model_card
+from fusechat.models import target_path
 from fusechat.runfolder import Outputs, StageRun, write_atomic
 from fusechat.train.common import (LengthGroupedSampler, chat_prompt_ids, completion_ids, fit_to_length, load_model,
-                                   load_tokenizer, lora_config, make_scheduler, save_model, target_path, use_bf16)
+                                   load_tokenizer, lora_config, make_scheduler, save_model, use_bf16)
 
 
 def tokenize_examples(rows: list[dict], tokenizer, max_length: int) -> list[dict]:

@@ -1,7 +1,7 @@
 """Math: is the response's final answer equivalent to the gold answer (math-verify)?
 
 math-verify's own timeouts use signals, which only work in a main thread. We run it in a
-worker process instead (`python -m fusechat.score.math`, JSON lines over pipes, so no
+worker process instead (`python -m fusechat.scorers.math`, JSON lines over pipes, so no
 `if __name__ == "__main__"` guard is needed in user scripts) and kill that process when one
 check overruns: a process-level timeout that works anywhere.
 """
@@ -54,7 +54,7 @@ class MathChecker:
         self.process = None
 
     def _start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "fusechat.score.math"], stdin=subprocess.PIPE,
+        self.process = subprocess.Popen([sys.executable, "-m", "fusechat.scorers.math"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self._warm = False
 

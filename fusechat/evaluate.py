@@ -6,7 +6,7 @@ Greedy decoding; every score with a 95% confidence interval:
 - instruction: MT-Bench first-turn win rate against the base target: a local judge grades every
   answer with P(Yes) and a question is won when the candidate's grade beats the base's (ties: 0.5;
   always labelled "local judge"); constraint accuracy on writing tasks with a verifiable constraint;
-- any lm-evaluation-harness tasks (`eval.harness`, fusechat.evaluate.harness), with lm-eval's errors.
+- any lm-evaluation-harness tasks (`eval.harness`, fusechat.benchmarks.harness), with lm-eval's errors.
 Input: the target and `run/sft/model`, `run/dpo/model` (whichever exist), plus any `eval.extra_models`.
 Output: `run/eval/results` (one row per model and benchmark) and `run/eval/items` (every answer).
 Resumable: one shard per (model, benchmark) generation and per judged model.
@@ -17,20 +17,18 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from fusechat import FusechatError
-from fusechat import constraints
-from fusechat.evaluate import humaneval, judged, mtbench
-from fusechat.evaluate.harness import run_harness
-from fusechat.evaluate.math import held_out_problems
-from fusechat.evaluate.stats import bootstrap_mean, wilson
+from fusechat import FusechatError, benchmarks
+from fusechat.backends.base import Request
+from fusechat.backends.factory import open_backend
+from fusechat.benchmarks import judged, mtbench
+from fusechat.benchmarks.harness import run_harness
+from fusechat.models import target_path
 from fusechat.recipe import Recipe, Sampling, Source, eval_judge
 from fusechat.records import stable_id
 from fusechat.runfolder import Outputs, StageRun
-from fusechat.sample.backend import Request, open_backend
-from fusechat.score.code import check_many
-from fusechat.score.judge import open_judge
-from fusechat.score.math import MathChecker
-from fusechat.train.common import target_path
+from fusechat.scorers.judge import open_judge
+from fusechat.scorers.math import MathChecker
+from fusechat.stats import bootstrap_mean, wilson
 
 
 def models_to_evaluate(run: StageRun) -> dict[str, str]:
@@ -42,27 +40,13 @@ def models_to_evaluate(run: StageRun) -> dict[str, str]:
     return models | run.recipe.eval.extra_models
 
 
-def benchmarks(run: StageRun) -> dict[str, list[dict]]:
-    cfg = run.recipe.eval
-    out = {}
-    if cfg.math is not None:
-        seen = {r["prompt"] for r in run.read("prompts", "prompts")} if run.manifest("prompts") else set()
-        if run.recipe.data is not None and run.manifest("build"):  # imported sets: their user turns are training text
-            seen |= {m["content"] for r in run.read("build", "sft") for m in r["messages"] if m["role"] == "user"}
-            seen |= {m["content"] for r in run.read("build", "dpo") for m in r["prompt"] if m["role"] == "user"}
-        out["math"] = held_out_problems(run.recipe, seen)
-    if cfg.humaneval:
-        out["humaneval"] = humaneval.problems(cfg.humaneval)
-    if cfg.mtbench:
-        out["mtbench"] = mtbench.questions(cfg.mtbench)
-    if cfg.constraints:
-        # Built from topics no training pack uses (fusechat.constraints): no base prompt is shared.
-        rows = constraints.make_prompts(cfg.constraints, seed=0, split="eval")
-        out["constraints"] = [{"id": f"constraint-{i}", "prompt": r["prompt"], "constraints": r["constraints"]}
-                              for i, r in enumerate(rows)]
-    for spec in cfg.judged:
-        out[spec.format] = judged.questions(spec)
-    return out
+def training_texts(run: StageRun) -> set[str]:
+    """The user turns the run trained on: no held-out item may be one of them."""
+    seen = {r["prompt"] for r in run.read("prompts", "prompts")} if run.manifest("prompts") else set()
+    if run.recipe.data is not None and run.manifest("build"):  # imported sets: their user turns are training text
+        seen |= {m["content"] for r in run.read("build", "sft") for m in r["messages"] if m["role"] == "user"}
+        seen |= {m["content"] for r in run.read("build", "dpo") for m in r["prompt"] if m["role"] == "user"}
+    return seen
 
 
 def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe) -> dict[str, list[str]]:
@@ -73,43 +57,24 @@ def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe)
     greedy = Sampling(temperature=0, max_new_tokens=recipe.eval.max_new_tokens)
     source = Source(name="eval", model=path, backend="transformers", dtype=recipe.eval.dtype,
                     batch_size=recipe.eval.batch_size, sampling=greedy)
-    math_cap = recipe.eval.math.max_new_tokens if recipe.eval.math else None
-    capped = {bench: greedy.model_copy(update={"max_new_tokens": math_cap}) if bench == "math" and math_cap else greedy
+    capped = {bench: greedy.model_copy(update={"max_new_tokens": benchmarks.BENCHMARKS[bench].max_new_tokens(recipe)})
               for bench in problems}
-    backend = open_backend(source)
     answers = {}
-    try:
+    with open_backend(source) as backend:
         for sampling in {s.max_new_tokens: s for s in capped.values()}.values():
             benches = [b for b in problems if capped[b].max_new_tokens == sampling.max_new_tokens]
             requests = [Request([{"role": "user", "content": p["prompt"]}], 0) for b in benches for p in problems[b]]
             texts = iter([g.text for g in backend.generate(requests, sampling)])
             answers |= {b: [next(texts) for _ in problems[b]] for b in benches}
-    finally:
-        backend.close()
     return {bench: answers[bench] for bench in problems}
 
 
 def score_answers(bench: str, items: list[dict], answers: list[str], recipe: Recipe,
-                  math: MathChecker | None = None) -> list[float]:
-    """1.0 / 0.0 per answer, by the score stage's own scorers (math-verify, the sandboxed code check).
-
+                  math: MathChecker | None = None) -> list[float] | None:
+    """1.0 / 0.0 per answer by the benchmark's own scorer (fusechat.benchmarks: the score stage's math-verify
+    check, the sandboxed code check, IFEval's checkers); None where a judge decides after every model answered.
     `math`: a checker to reuse (its worker process pays sympy's import once for every model)."""
-    if bench == "math":
-        checker = math or MathChecker(recipe.score.math_timeout_s)
-        try:
-            return [float(bool(checker.check(a, p["answer"]).correct)) for a, p in zip(answers, items)]
-        finally:
-            if math is None:
-                checker.close()
-    if bench == "humaneval":
-        jobs = [(humaneval.program(a, p), p["tests"]) for a, p in zip(answers, items)]
-        return [float(ok) for ok, _ in check_many(jobs, recipe.score.code, recipe.score.workers, extract=False)]
-    if bench == "constraints":
-        return [float(constraints.check(a, p["constraints"], p["prompt"])) for a, p in zip(answers, items)]
-    return []  # mtbench and the judged sets are judged against the base, below
-
-
-PAIRWISE = ("mtbench", "alpaca_eval", "arena_hard")  # scores in [0, 1] per question, not pass/fail
+    return benchmarks.BENCHMARKS[bench].score(items, answers, recipe, math)
 
 
 def shard_key(kind: str, model: str) -> str:
@@ -120,19 +85,16 @@ def shard_key(kind: str, model: str) -> str:
 def summarise(model: str, bench: str, scores: list[float], judge: str = "") -> dict:
     n = len(scores)
     mean = sum(scores) / n if n else float("nan")
-    low, high = bootstrap_mean(scores) if bench in PAIRWISE else wilson(sum(scores), n)
-    label = {"math": "held-out math accuracy", "humaneval": "HumanEval pass@1",
-             "mtbench": f"MT-Bench win rate vs base (local judge: {judge}, P(Yes) grades)",
-             "constraints": "verifiable-constraint accuracy",
-             "alpaca_eval": f"AlpacaEval 2 questions: win rate vs the run's baseline (judge: {judge}, both orders)",
-             "arena_hard": f"Arena-Hard questions: win rate vs the run's baseline (judge: {judge}, both orders)"}[bench]
-    return {"model": model, "benchmark": bench, "score": mean, "ci_low": low, "ci_high": high, "n": n, "label": label}
+    # win rates are scores in [0, 1] per question (bootstrap), the others pass/fail (Wilson)
+    low, high = bootstrap_mean(scores) if benchmarks.is_win_rate(bench) else wilson(sum(scores), n)
+    return {"model": model, "benchmark": bench, "score": mean, "ci_low": low, "ci_high": high, "n": n,
+            "label": benchmarks.label(bench, judge)}
 
 
 def evaluate(run: StageRun) -> Outputs:
     recipe = run.recipe
     models = models_to_evaluate(run)
-    problems = benchmarks(run)
+    problems = benchmarks.problems(recipe, training_texts(run) if recipe.eval.math is not None else set())
     task = run.progress.add_task("eval", total=len(models) * (1 + ("mtbench" in problems)))
     items, harness_results, math = [], [], MathChecker(recipe.score.math_timeout_s)  # its worker starts at the first check
     try:
@@ -172,18 +134,20 @@ def evaluate(run: StageRun) -> Outputs:
         # Every model's answers get the judge's P(Yes) grade (the base's too); a candidate wins a
         # question when its grade beats the base's. (Pairwise A/B prompts gave the 1.5B judge no signal.)
         judge, grades = None, {}
-        for name in models:
-            key = shard_key("graded", name)
-            if not run.has_shard(key):
-                if judge is None:
-                    judge = open_judge(judge_name, recipe.eval.judge_backend)
-                mine = [r for r in items if r["model"] == name and r["benchmark"] == "mtbench"]
-                marks = judge.score([(r["prompt"], r["response"]) for r in mine])
-                run.write_shard(key, [{"id": r["id"], "grade": g} for r, g in zip(mine, marks)])
-            grades[name] = {row["id"]: row["grade"] for row in run.read_shard(key)}
-            run.progress.update(task, advance=1)
-        if judge is not None:
-            judge.close()
+        try:
+            for name in models:
+                key = shard_key("graded", name)
+                if not run.has_shard(key):
+                    if judge is None:
+                        judge = open_judge(judge_name, recipe.eval.judge_backend)
+                    mine = [r for r in items if r["model"] == name and r["benchmark"] == "mtbench"]
+                    marks = judge.score([(r["prompt"], r["response"]) for r in mine])
+                    run.write_shard(key, [{"id": r["id"], "grade": g} for r, g in zip(mine, marks)])
+                grades[name] = {row["id"]: row["grade"] for row in run.read_shard(key)}
+                run.progress.update(task, advance=1)
+        finally:
+            if judge is not None:
+                judge.close()
         for r in items:
             if r["benchmark"] == "mtbench" and r["model"] != "base":
                 r["score"] = mtbench.win(grades[r["model"]][r["id"]], grades["base"][r["id"]])
@@ -204,7 +168,7 @@ def evaluate(run: StageRun) -> Outputs:
 
 
 def write_official_answers(run: StageRun, models: dict[str, str], items: list[dict]) -> dict:
-    """AlpacaEval / Arena-Hard answers in the official tools' files (fusechat.evaluate.judged)."""
+    """AlpacaEval / Arena-Hard answers in the official tools' files (fusechat.benchmarks.judged)."""
     folders = {}
     for spec in run.recipe.eval.judged:
         for name in models:
@@ -215,7 +179,7 @@ def write_official_answers(run: StageRun, models: dict[str, str], items: list[di
 
 
 def judge_pairwise(run: StageRun, models: dict[str, str], items: list[dict]) -> dict:
-    """Every model but the baseline judged against it, both orders (fusechat.evaluate.judged); the
+    """Every model but the baseline judged against it, both orders (fusechat.benchmarks.judged); the
     items get their scores; returned: "model/set" -> the share of questions on which both orders agree."""
     cfg = run.recipe.eval
     baseline, client, agreement = cfg.judged_baseline, None, {}

@@ -1,8 +1,9 @@
 """The one backend interface that sampling, the judge and evaluation all go through.
 
 A backend is a loaded model behind three methods: `generate` (sampled or greedy answers),
-`first_token_logprobs` (the judge's read-out) and `close`. `open_backend` picks the class with a
-plain match on the recipe's string; each class lives in its own file (hf, llamacpp, openai_api, vllm).
+`first_token_logprobs` (the judge's read-out) and `close`, and a context manager that closes it
+(`with open_backend(source) as backend:`). Each class lives in its own file (hf, llamacpp, openai_api,
+vllm, dataset); `fusechat.backends.factory.open_backend` picks one, so this file knows none of them.
 """
 
 from __future__ import annotations
@@ -91,40 +92,11 @@ class Backend:
     def close(self) -> None:
         """Free the model (a GPU's memory before the next source loads)."""
 
+    def __enter__(self):
+        return self
 
-def open_backend(source, ctx_per_slot: int = 4096) -> Backend:
-    """Load a source's model in its backend (picked by a plain match on the recipe's string)."""
-    from fusechat import models
-
-    match source.backend:
-        case "llamacpp":
-            from fusechat.sample.llamacpp import LlamaCppBackend
-
-            return LlamaCppBackend(models.resolve(source.model).gguf_path(), source.chat_template, source.batch_size,
-                                   source.threads, ctx_per_slot)
-        case "transformers":
-            from fusechat.sample.hf import TransformersBackend
-
-            return TransformersBackend(models.resolve(source.model).hf_path(), source.chat_template, source.dtype,
-                                       source.batch_size, source.threads)
-        case "openai":  # `model` is the name the server knows the model by
-            from fusechat.sample.openai_api import OpenAIBackend
-
-            return OpenAIBackend(source.endpoint, source.model, source.batch_size, source.api_key_env,
-                                 source.request_timeout_s or 300.0, 8 if source.max_retries is None else source.max_retries)
-        case "dataset":
-            from fusechat.sample.from_dataset import DatasetBackend
-
-            return DatasetBackend(source.responses)
-        case "vllm":
-            from fusechat.sample.vllm import VLLMBackend
-
-            from fusechat.plan import tensor_parallel
-
-            size = source.tensor_parallel_size or tensor_parallel(source.name, source.model, ctx_per_slot)
-            return VLLMBackend(models.resolve(source.model).hf_path(), source.chat_template, source.dtype,
-                               size, ctx_per_slot)
-    raise FusechatError(f"source '{source.name}': unknown backend {source.backend!r}")
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def top_logprobs_from_chat_completion(result: dict) -> dict[str, float]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
 from fusechat.hardware import usable_cores
-from fusechat.sample.backend import (Backend, Generation, Request, from_chat_completion, read_template,
+from fusechat.backends.base import (Backend, Generation, Request, from_chat_completion, read_template,
                                      top_logprobs_from_chat_completion)
 
 

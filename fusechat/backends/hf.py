@@ -13,7 +13,7 @@ import torch
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
 from fusechat.hardware import cpu_has_bf16, device
-from fusechat.sample.backend import Backend, Generation, Request, read_template, render_chat
+from fusechat.backends.base import Backend, Generation, Request, read_template, render_chat
 
 
 def pick_dtype(dtype: str, device: str) -> torch.dtype:

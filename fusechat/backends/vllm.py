@@ -16,7 +16,7 @@ from itertools import groupby
 from fusechat import FusechatError
 from fusechat.hardware import has_gpu
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Backend, Generation, Request, read_template
+from fusechat.backends.base import Backend, Generation, Request, read_template
 
 
 class VLLMBackend(Backend):

@@ -16,9 +16,9 @@ from fusechat.analysis import reward_bias
 from fusechat.recipe import Recipe, RewardConfig
 from fusechat.records import Prompt, from_dict
 from fusechat.runfolder import Outputs, StageRun
-from fusechat.score.code import check_many
-from fusechat.score.judge import open_judge
-from fusechat.score.math import MathChecker
+from fusechat.scorers.code import check_many
+from fusechat.scorers.judge import open_judge
+from fusechat.scorers.math import MathChecker
 
 SHARD_SAMPLES = 64
 
@@ -29,7 +29,7 @@ def open_reward(config: RewardConfig):
         case "none":
             return None
         case "reward-model":
-            from fusechat.score.reward_model import RewardModel
+            from fusechat.scorers.reward_model import RewardModel  # torch: imported only when used
 
             path = models.resolve(config.model).hf_path()
             return RewardModel(path, config.trust_remote_code, config.batch_size, config.max_length)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from fusechat.backends.base import Generation, Request
+from fusechat.backends.factory import open_backend
+from fusechat.readers import files_digest
 from fusechat.recipe import Source
 from fusechat.records import Prompt, Sample, from_dict, stable_id, to_dict
 from fusechat.runfolder import Outputs, StageRun
-from fusechat.sample.backend import Generation, Request, open_backend
 
 
 def sample_seed(base: int, prompt_id: str, source: str, index: int) -> int:
@@ -60,16 +62,13 @@ def sample(run: StageRun) -> Outputs:
         run.progress.update(task, advance=done, description=f"sample {source.name}")
         if not todo:
             continue
-        backend = open_backend(source, ctx_per_slot=source.sampling.max_new_tokens + 2048)
-        started, tokens = time.time(), 0
-        try:
+        with open_backend(source, ctx_per_slot=source.sampling.max_new_tokens + 2048) as backend:
+            started, tokens = time.time(), 0
             for key, chunk in todo:
                 records = sample_shard(backend, source, chunk, seed)
                 run.write_shard(key, records)
                 tokens += sum(r["completion_tokens"] for r in records)
                 run.progress.update(task, advance=len(records))
-        finally:
-            backend.close()
         seconds = time.time() - started
         timings[source.name] = {"seconds": round(seconds, 2), "completion_tokens": tokens,
                                 "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "backend": source.backend}
@@ -81,3 +80,10 @@ def sample(run: StageRun) -> Outputs:
         "finish_reason": dict(Counter(r["finish_reason"] for r in records)),
     }
     return Outputs({"samples": records}, counts, extra={"timings": timings})
+
+
+def responses_fingerprint(recipe) -> str:
+    """The contents of local response files and folders of `backend: dataset` sources (a hub dataset is
+    named by its settings): an edited file resamples."""
+    names = [s.responses.dataset for s in recipe.sources if s.responses]
+    return files_digest(names) if names else ""

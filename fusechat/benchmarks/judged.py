@@ -30,7 +30,7 @@ import math
 from pathlib import Path
 
 from fusechat import FusechatError
-from fusechat.prompts import dataset_rows
+from fusechat.readers import dataset_rows
 from fusechat.recipe import JudgedSet, PairwiseJudge
 from fusechat.records import stable_id
 
@@ -125,7 +125,7 @@ class PairwiseJudgeClient:
     """The endpoint's verdicts, both orders of every pair, `concurrency` requests at a time."""
 
     def __init__(self, cfg: PairwiseJudge):
-        from fusechat.sample.openai_api import OpenAIBackend
+        from fusechat.backends.openai_api import OpenAIBackend
 
         self.backend = OpenAIBackend(cfg.endpoint, cfg.model, concurrency=cfg.concurrency, api_key_env=cfg.api_key_env)
         self.concurrency = cfg.concurrency

@@ -1,4 +1,6 @@
-"""Confidence intervals for the evaluation table (95%)."""
+"""Paired and unpaired statistics for evaluation tables and studies: 95% intervals (Wilson, bootstrap,
+paired and seed-resampled bootstrap), McNemar's exact test, the difference a sample size detects.
+The ground floor: it knows no stage."""
 
 from __future__ import annotations
 

@@ -14,17 +14,16 @@ from collections import defaultdict
 from pathlib import Path
 
 from fusechat import FusechatError
-from fusechat.sample.backend import Backend, Generation, Request
+from fusechat.backends.base import Backend, Generation, Request
+from fusechat.readers import dataset_rows, file_rows, user_text
 
 
 def load_responses(spec) -> dict[str, list[str]]:
     """prompt text (stripped) -> its responses in the data's order."""
-    from fusechat.prompts import _rows, _user_text, dataset_rows
-
     path = Path(spec.dataset)
     columns = spec.columns or {}
     if path.is_file():  # a JSONL or Parquet file: our field names, or `columns` naming them
-        rows = ((where, row | {ours: row.get(theirs) for ours, theirs in columns.items()}) for where, row in _rows(path))
+        rows = ((where, row | {ours: row.get(theirs) for ours, theirs in columns.items()}) for where, row in file_rows(path))
     else:
         rows = dataset_rows(spec.dataset, spec.subset, spec.split, columns)
     out: dict[str, list[str]] = defaultdict(list)
@@ -32,7 +31,7 @@ def load_responses(spec) -> dict[str, list[str]]:
         response = row.get("response")
         if not isinstance(response, str):
             raise FusechatError(f"{where}: no `response` text (map it with responses.columns.response)")
-        out[_user_text(row, where).strip()].append(response)
+        out[user_text(row, where).strip()].append(response)
     if not out:
         raise FusechatError(f"{spec.dataset}: no responses in it")
     return dict(out)
@@ -61,11 +60,3 @@ class DatasetBackend(Backend):
 
     def first_token_logprobs(self, messages, top=20):
         raise FusechatError(f"{self.name}: a dataset of responses cannot judge")
-
-
-def responses_fingerprint(recipe) -> str:
-    """The contents of local response files and folders (a hub dataset is named by its settings)."""
-    from fusechat.prompts import files_digest
-
-    names = [s.responses.dataset for s in recipe.sources if s.responses]
-    return files_digest(names) if names else ""

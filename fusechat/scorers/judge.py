@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 
 from fusechat.recipe import Sampling, Source
-from fusechat.sample.backend import Backend, open_backend
+from fusechat.backends.base import Backend
+from fusechat.backends.factory import open_backend
 
 JUDGE_TEMPLATE = (
     "You are grading an assistant's reply to a user.\n\n"
@@ -49,6 +50,12 @@ class Judge:
 
     def close(self) -> None:
         self.backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def open_judge(model: str, backend: str) -> Judge:

@@ -1,0 +1,41 @@
+"""The evaluation's benchmarks, one module each, in the spirit of lm-evaluation-harness's task files.
+
+Each module declares everything about its benchmark: `NAME`, `LABEL` (the run report's, with `{judge}`
+for judged ones), `SHORT` (the study's column), `WIN_RATE` (a score in [0, 1] against a baseline, 0.5 a
+tie, rather than pass/fail), `count(recipe)` (the items a recipe asks for), `max_new_tokens(recipe)`,
+`items(recipe, seen)` (the problems, none of them among the training prompts `seen`) and
+`score(items, answers, recipe, math)` (1.0 / 0.0 per answer, or None when a judge decides later). The
+eval stage, the run and study reports, the model cards and the plan read those facts from here.
+`BENCHMARKS` is a plain dict of the modules, in the order the eval stage runs them. lm-eval's tasks
+(`eval.harness`, harness.py) declare their own facts and are not in it.
+"""
+
+from __future__ import annotations
+
+from fusechat.benchmarks import alpaca_eval, arena_hard, constraints, humaneval, math, mtbench
+
+BENCHMARKS = {b.NAME: b for b in (math, humaneval, mtbench, constraints, alpaca_eval, arena_hard)}
+JUDGED_SETS = (alpaca_eval, arena_hard)  # eval.judged: answers for the official tools, judged by an endpoint
+
+
+def chosen(recipe) -> list:
+    """The benchmark modules `recipe` evaluates, in the stage's order (the judged sets in the recipe's)."""
+    own = [b for b in BENCHMARKS.values() if b not in JUDGED_SETS and b.count(recipe)]
+    return own + [BENCHMARKS[s.format] for s in recipe.eval.judged]
+
+
+def problems(recipe, seen: set[str] = frozenset()) -> dict[str, list[dict]]:
+    """Every chosen benchmark's items, none of them among the training prompts `seen`."""
+    return {b.NAME: b.items(recipe, seen) for b in chosen(recipe)}
+
+
+def label(bench: str, judge: str = "") -> str:
+    return BENCHMARKS[bench].LABEL.format(judge=judge) if bench in BENCHMARKS else bench
+
+
+def short_label(bench: str) -> str:
+    return BENCHMARKS[bench].SHORT if bench in BENCHMARKS else bench
+
+
+def is_win_rate(bench: str) -> bool:
+    return bench in BENCHMARKS and BENCHMARKS[bench].WIN_RATE
