@@ -58,14 +58,11 @@ def free_port() -> int:
 
 
 def run_config(label: str, make, requests: list[Request], sampling: Sampling) -> dict:
-    backend = make()
-    try:
+    with make() as backend:
         backend.generate(requests[:2], Sampling(temperature=0, max_new_tokens=4))  # warm-up: caches, threads
         start = time.perf_counter()
         out = backend.generate(requests, sampling)
         seconds = time.perf_counter() - start
-    finally:
-        backend.close()
     tokens = sum(g.completion_tokens for g in out)
     errors = sum(g.finish_reason == "error" for g in out)
     print(f"  {label}: {tokens} tokens in {seconds:.1f}s = {tokens / seconds:.1f} tok/s"

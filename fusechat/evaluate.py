@@ -1,6 +1,7 @@
 """Stage 7, eval: the base target, the SFT model and the SFT+DPO model side by side.
 
-Greedy decoding; every score with a 95% confidence interval:
+Greedy decoding; every score with a 95% confidence interval. Each benchmark is declared in its own
+module of fusechat.benchmarks (its items, scorer, label, whether it is a win rate); this stage runs them:
 - math: accuracy on held-out reasoning-gym problems (a seed no training set uses, seen texts removed);
 - code: HumanEval pass@1, executed in the sandbox;
 - instruction: MT-Bench first-turn win rate against the base target: a local judge grades every

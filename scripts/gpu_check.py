@@ -156,12 +156,11 @@ def check_scale(model: str, n: int, max_new_tokens: int) -> None:
 
         source = Source(name="vllm-check", model=model, backend="vllm",
                         sampling=Sampling(temperature=0.7, max_new_tokens=max_new_tokens))
-        backend = open_backend(source)
-        started = time.time()
-        out = backend.generate([Request([{"role": "user", "content": p}], i) for i, p in enumerate(prompts(n))],
-                               source.sampling)
-        seconds = time.time() - started
-        backend.close()
+        with open_backend(source) as backend:
+            started = time.time()
+            out = backend.generate([Request([{"role": "user", "content": p}], i) for i, p in enumerate(prompts(n))],
+                                   source.sampling)
+            seconds = time.time() - started
         say(check="vllm sampling", sequences=n, tokens_per_s=round(sum(g.completion_tokens for g in out) / seconds, 1))
     if gpus > 1:
         result = subprocess.run(["accelerate", "launch", "--multi_gpu", "--num_processes", str(gpus), __file__,
