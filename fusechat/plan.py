@@ -27,6 +27,7 @@ from fusechat.import_data import data_rows
 from fusechat.modelfacts import GIB, Arch, Fit, generation_fit, model_arch, training_fit
 from fusechat.prompts import collect_prompts
 from fusechat.recipe import Recipe
+from fusechat.records import CHECKED_DOMAINS
 from fusechat.runfolder import RunFolder
 
 PROMPT_TOKENS = 256  # a typical chat prompt, for KV-cache and training lengths when nothing is measured
@@ -205,7 +206,7 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
 
     # score
     reward = recipe.score.reward
-    checked = {d: n for d, n in by_domain.items() if d in ("math", "code")} | {"instruction": by_split["instruction/any"]}
+    checked = {d: n for d, n in by_domain.items() if d in CHECKED_DOMAINS} | {"instruction": by_split["instruction/any"]}
     judged = 0.0
     for d in reward.domains:  # with only_correct, only the checked answers that pass are rewarded
         k = sum(s.samples_for(d) for s in recipe.sources)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from fusechat import FusechatError
 
 DOMAINS = ("instruction", "math", "code", "chinese")
+CHECKED_DOMAINS = ("math", "code")  # every prompt has a correctness check (gold answer, tests)
 # The stages in the order data flows through them (fusechat.pipeline declares what each one does).
 STAGE_ORDER = ("prompts", "sample", "score", "build", "sft", "dpo", "eval", "report")
 SOURCE_STAGES = STAGE_ORDER[:3]  # they ask the sources: a `data:` recipe has none, a study's variants share them

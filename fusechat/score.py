@@ -14,7 +14,7 @@ from collections import Counter
 from fusechat import constraints, models
 from fusechat.analysis import reward_bias
 from fusechat.recipe import Recipe, RewardConfig
-from fusechat.records import Prompt, from_dict
+from fusechat.records import CHECKED_DOMAINS, Prompt, from_dict
 from fusechat.runfolder import Outputs, StageRun
 from fusechat.scorers.code import check_many
 from fusechat.scorers.judge import open_judge
@@ -46,7 +46,7 @@ def check_shard(samples: list[dict], prompts: dict[str, Prompt], recipe: Recipe,
         prompt = prompts[s["prompt_id"]]
         if s["finish_reason"] == "error" or not s["text"].strip():
             s["score_info"] = "empty response" if s["finish_reason"] != "error" else "sampling error"
-            if s["domain"] in ("math", "code") or prompt.constraints:
+            if s["domain"] in CHECKED_DOMAINS or prompt.constraints:
                 s["correct"] = False
         elif s["domain"] == "math":
             verdict = math.check(s["text"], prompt.answer)

@@ -1,6 +1,7 @@
 """The evaluation's benchmarks, one module each, in the spirit of lm-evaluation-harness's task files.
 
-Each module declares everything about its benchmark: `NAME`, `LABEL` (the run report's, with `{judge}`
+Each module declares everything about its benchmark (judged.py declares AlpacaEval 2 and Arena-Hard,
+which differ only in name and size): `NAME`, `LABEL` (the run report's, with `{judge}`
 for judged ones), `SHORT` (the study's column), `WIN_RATE` (a score in [0, 1] against a baseline, 0.5 a
 tie, rather than pass/fail), `count(recipe)` (the items a recipe asks for), `max_new_tokens(recipe)`,
 `items(recipe, seen)` (the problems, none of them among the training prompts `seen`) and
@@ -12,10 +13,11 @@ eval stage, the run and study reports, the model cards and the plan read those f
 
 from __future__ import annotations
 
-from fusechat.benchmarks import alpaca_eval, arena_hard, constraints, humaneval, math, mtbench
+from fusechat.benchmarks import constraints, humaneval, math, mtbench
+from fusechat.benchmarks.judged import ALPACA_EVAL, ARENA_HARD
 
-BENCHMARKS = {b.NAME: b for b in (math, humaneval, mtbench, constraints, alpaca_eval, arena_hard)}
-JUDGED_SETS = (alpaca_eval, arena_hard)  # eval.judged: answers for the official tools, judged by an endpoint
+BENCHMARKS = {b.NAME: b for b in (math, humaneval, mtbench, constraints, ALPACA_EVAL, ARENA_HARD)}
+JUDGED_SETS = (ALPACA_EVAL, ARENA_HARD)  # eval.judged: answers for the official tools, judged by an endpoint
 
 
 def chosen(recipe) -> list:

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from fusechat import FusechatError
 from fusechat.readers import dataset_rows
-from fusechat.recipe import JudgedSet, PairwiseJudge
+from fusechat.recipe import JudgedSet, PairwiseJudge, Recipe
 from fusechat.records import stable_id
 
 MAX_CHARS = 6000  # each answer and question, so that a judge prompt fits a small judge's context
@@ -41,6 +42,40 @@ SYSTEM = ("You are an impartial judge of two AI assistants' answers to the same 
 TEMPLATE = ("[User question]\n{question}\n\n[Assistant A's answer]\n{a}\n\n[Assistant B's answer]\n{b}\n\n"
             "Which answer is better? Reply with one letter: A or B.")
 DIGITS = 6
+
+
+@dataclass(frozen=True)
+class JudgedBenchmark:
+    """AlpacaEval 2 or Arena-Hard: the facts a benchmark module declares (fusechat.benchmarks), for the two
+    sets that share everything but their names and sizes. Answers are judged after every model answered."""
+
+    NAME: str
+    LABEL: str
+    SHORT: str
+    SIZE: int  # questions in the whole set
+    WIN_RATE = True
+
+    def spec(self, recipe: Recipe) -> JudgedSet | None:
+        return next((s for s in recipe.eval.judged if s.format == self.NAME), None)
+
+    def count(self, recipe: Recipe) -> int:
+        chosen = self.spec(recipe)
+        return 0 if chosen is None else min(chosen.n or self.SIZE, self.SIZE)
+
+    def max_new_tokens(self, recipe: Recipe) -> int:
+        return recipe.eval.max_new_tokens
+
+    def items(self, recipe: Recipe, seen: set[str]) -> list[dict]:
+        return questions(self.spec(recipe))
+
+    def score(self, items, answers, recipe, math=None) -> None:
+        return None  # judged against the baseline's answers once every model has answered
+
+
+ALPACA_EVAL = JudgedBenchmark("alpaca_eval", "AlpacaEval 2 questions: win rate vs the run's baseline (judge: {judge}, "
+                              "both orders)", "AlpacaEval 2 win rate", 805)
+ARENA_HARD = JudgedBenchmark("arena_hard", "Arena-Hard questions: win rate vs the run's baseline (judge: {judge}, "
+                             "both orders)", "Arena-Hard win rate", 500)  # v0.1; v2 has 750
 
 
 def questions(spec: JudgedSet) -> list[dict]:
