@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from fusechat import FusechatError
+from fusechat.catalog import CATALOG, prepare
 from fusechat.hardware import ram_gib
 from fusechat.readers import hub_reachable
 
@@ -108,12 +109,8 @@ def hub_config(ref: str) -> dict | None:
 @cache
 def model_arch(ref: str) -> Arch | None:
     """The model's facts, from the first place that has them; None when none does (planned as unknown)."""
-    from fusechat.catalog import CATALOG
-
     path = Path(ref).expanduser()
     if ref in CATALOG or path.suffix == ".gguf":
-        from fusechat.catalog import prepare
-
         try:  # a catalog model not installed yet stays unknown: planning installs nothing
             return arch_from_gguf(prepare(ref, install=False) if ref in CATALOG else path)
         except (FusechatError, OSError, KeyError, ValueError):

@@ -23,6 +23,31 @@ def test_mtbench_win_compares_grades_with_ties():
     assert win(0.9, 0.8) == 1.0 and win(0.7, 0.8) == 0.0 and win(0.8, 0.8004) == 0.5
 
 
+def test_every_benchmark_declares_its_facts_and_the_recipe_picks_them_in_order(tmp_path):
+    from fusechat import benchmarks
+    from fusechat.recipe import recipe_from_dict
+
+    for name, bench in benchmarks.BENCHMARKS.items():
+        assert bench.NAME == name and isinstance(bench.WIN_RATE, bool) and bench.LABEL and bench.SHORT
+        assert all(callable(getattr(bench, f)) for f in ("count", "max_new_tokens", "items", "score"))
+    assert [b for b in benchmarks.BENCHMARKS if benchmarks.is_win_rate(b)] == ["mtbench", "alpaca_eval", "arena_hard"]
+    assert "judge: J" in benchmarks.label("mtbench", "J") and benchmarks.label("harness:gsm8k") == "harness:gsm8k"
+    questions = tmp_path / "alpaca.json"
+    questions.write_text('[{"instruction": "Say hi.", "dataset": "x"}, {"instruction": "Say bye.", "dataset": "x"}]')
+    recipe = recipe_from_dict({
+        "name": "t", "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 2}]},
+        "sources": [{"name": "a", "model": "smollm2-135m-instruct"}],
+        "eval": {"math": {"n": 3, "max_new_tokens": 64}, "humaneval": 0, "mtbench": 0, "constraints": 2,
+                 "max_new_tokens": 128, "judged": [{"format": "alpaca_eval", "questions": str(questions)}]}})
+    assert [b.NAME for b in benchmarks.chosen(recipe)] == ["math", "constraints", "alpaca_eval"]
+    assert [b.count(recipe) for b in benchmarks.chosen(recipe)] == [3, 2, 805]  # a judged set: the whole set unless `n`
+    assert [b.max_new_tokens(recipe) for b in benchmarks.chosen(recipe)] == [64, 128, 128]
+    problems = benchmarks.problems(recipe)
+    assert {k: len(v) for k, v in problems.items()} == {"math": 3, "constraints": 2, "alpaca_eval": 2}
+    unseen = benchmarks.problems(recipe, seen={problems["math"][0]["prompt"]})["math"]
+    assert problems["math"][0]["prompt"] not in [p["prompt"] for p in unseen]  # training prompts never evaluated
+
+
 def test_wilson_and_bootstrap_intervals():
     low, high = wilson(0, 10)
     assert low == 0 and 0.25 < high < 0.35  # never the degenerate [0, 0] of the normal approximation
