@@ -76,6 +76,29 @@ def test_cpu_estimate_is_the_work_divided_by_the_calibrated_speed(tmp_path, monk
     assert other.seconds is None and "--calibrate" in other.basis  # never a made-up CPU figure
 
 
+def test_finished_stages_are_read_through_the_run_folder_shared_ones_too(tmp_path, monkeypatch):
+    """Counts and speeds measured by a finished prompts and sample stage, also where a study variant's folder
+    shares them from the reference's: the plan reads them through RunFolder, never by path."""
+    from fusechat.runfolder import Outputs, RunFolder
+
+    monkeypatch.setenv("FUSECHAT_CACHE", str(tmp_path / "cache"))
+    recipe = load_recipe(builtin_recipe("cpu-default"), [f"run_dir={tmp_path}/reference"])
+    reference = RunFolder(recipe.run_path)
+    reference.write("prompts", Outputs(counts={"by_domain": {"math": 7}, "by_split": {"math/any": 7}}))
+    samples = [{"source": s.name, "domain": "math", "completion_tokens": 40 + 20 * i, "prompt_tokens": 30}
+               for s in recipe.sources for i in range(2)]  # each source: 50 tokens an answer on average
+    timings = {s.name: {"tokens_per_s": 10.0 * (i + 1)} for i, s in enumerate(recipe.sources)}
+    reference.write("sample", Outputs({"samples": samples}, extra={"timings": timings}))
+    variant = RunFolder(tmp_path / "variant", shared={"prompts": reference, "sample": reference})
+    for folder in (None, variant):
+        plan = make_plan(recipe, folder=folder)
+        for i, source in enumerate(recipe.sources):
+            [row] = [r for r in plan.rows if r.stage == "sample" and r.what == source.name]
+            answers = 7 * source.samples_for("math")
+            assert row.work == f"{answers} answers" and row.basis == "measured in this run folder"
+            assert row.tokens == answers * 50 and row.seconds == pytest.approx(answers * 50 / (10.0 * (i + 1)))
+
+
 def test_judged_count_leaves_out_cut_answers_and_lone_kept_ones(tmp_path, monkeypatch):
     from fusechat.plan import KEPT_SHARE, calibration_key
 
