@@ -61,11 +61,11 @@ def within_noise(row: dict, noise: float | None) -> dict:
     return row
 
 
-def seed_spread(items: dict[str, dict], benchmarks: list[str]) -> dict[str, float]:
+def seed_spread(items: dict[str, dict], benches: list[str]) -> dict[str, float]:
     """Per benchmark, the largest difference between two training seeds of one variant: the training noise."""
     spread: dict[str, float] = {}
     for runs in items.values():
-        for bench in benchmarks:
+        for bench in benches:
             means = [mean_score(run, bench) for run in runs.values()]
             means = [m for m in means if m is not None]
             if len(means) > 1:
@@ -113,9 +113,9 @@ def study_tables(study, items: dict) -> dict:
     reported as within seed noise."""
     items = {m: (runs if not runs or not isinstance(next(iter(runs)), tuple) else {None if m == "base" else 0: runs})
              for m, runs in items.items()}
-    benchmarks = sorted({b for runs in items.values() for run in runs.values() for b, _ in run})
+    benches = sorted({b for runs in items.values() for run in runs.values() for b, _ in run})
     reference = items[study.reference]
-    noise = seed_spread(items, benchmarks)
+    noise = seed_spread(items, benches)
 
     def noise_for(bench: str, row: dict) -> float | None:
         single = any(len(seeds) == 1 and seeds != [None] for seeds in row["seeds"])
@@ -127,7 +127,7 @@ def study_tables(study, items: dict) -> dict:
 
     scores, diffs = [], []
     for model, runs in items.items():
-        for bench in benchmarks:
+        for bench in benches:
             per_seed = [mean_score(run, bench) for run in runs.values()]
             if None in per_seed:
                 continue
@@ -150,17 +150,17 @@ def study_tables(study, items: dict) -> dict:
         claims.append({"claim": c.claim, "better": c.better, "worse": c.worse, "verdict": overall,
                        "sentence": sentence, "rows": rows})
     seeded = {m: len(runs) for m, runs in items.items() if len(runs) > 1}
-    return {"benchmarks": benchmarks, "scores": scores, "differences": diffs, "claims": claims,
-            "seed_noise": noise, "seeded": seeded, "sizing": sizing(items, study.reference, benchmarks)}
+    return {"benchmarks": benches, "scores": scores, "differences": diffs, "claims": claims,
+            "seed_noise": noise, "seeded": seeded, "sizing": sizing(items, study.reference, benches)}
 
 
-def sizing(items: dict[str, dict], reference: str, benchmarks: list[str]) -> dict[str, dict]:
+def sizing(items: dict[str, dict], reference: str, benches: list[str]) -> dict[str, dict]:
     """Per benchmark, from the reference's (seed-mean) per-item differences from the base: the smallest
     difference these items detect with 80% power, and the items a 5-point difference would need."""
     if "base" not in items:
         return {}
     out = {}
-    for bench in benchmarks:
+    for bench in benches:
         runs = list(items[reference].values()) + list(items["base"].values())
         keys = sorted(k for k in set.intersection(*(set(run) for run in runs)) if k[0] == bench)
         if len(keys) < 2:
