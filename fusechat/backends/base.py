@@ -29,19 +29,32 @@ class Generation:
     seed: int  # the seed the backend really used (a batch shares one seed in transformers)
     error: str = ""
 
+    def __post_init__(self):
+        # Model output is data: whatever a server sent, the record must be writable as UTF-8.
+        self.text, self.error = writable(self.text), writable(self.error)
 
-def from_chat_completion(result: dict, seed: int) -> Generation:
-    """A Generation from an OpenAI-style chat-completions answer (llama.cpp's server and HTTP endpoints)."""
-    if "error" in result or not result.get("choices"):
-        return Generation("", 0, 0, "error", seed, error=str(result.get("error", result))[:300])
-    choice, usage = result["choices"][0], result.get("usage") or {}
-    return Generation(
-        text=(choice.get("message") or {}).get("content") or "",
-        prompt_tokens=usage.get("prompt_tokens", 0),
-        completion_tokens=usage.get("completion_tokens", 0),
-        finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-        seed=seed,
-    )
+
+def writable(text: str) -> str:
+    """`text` with what UTF-8 cannot hold (a lone surrogate such as "\\ud800", which JSON can spell and a
+    server may send) replaced by U+FFFD, so the record can be written."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def from_chat_completion(result, seed: int) -> Generation:
+    """A Generation from an OpenAI-style chat-completions answer (llama.cpp's server and HTTP endpoints);
+    an error, or an answer not shaped like one, becomes an `error` generation saying so."""
+    try:
+        if "error" in result or not result.get("choices"):
+            return Generation("", 0, 0, "error", seed, error=str(result.get("error", result))[:300])
+        choice, usage = result["choices"][0], result.get("usage") or {}
+        text = (choice.get("message") or {}).get("content") or ""
+        if not isinstance(text, str):
+            raise TypeError(f"content is a {type(text).__name__}")
+        return Generation(text=text, prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                          completion_tokens=int(usage.get("completion_tokens", 0)),
+                          finish_reason="length" if choice.get("finish_reason") == "length" else "stop", seed=seed)
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError) as e:
+        return Generation("", 0, 0, "error", seed, error=f"malformed answer from the server ({e}): {str(result)[:200]}")
 
 
 def read_template(chat_template: str | None) -> str | None:
@@ -99,9 +112,14 @@ class Backend:
         self.close()
 
 
-def top_logprobs_from_chat_completion(result: dict) -> dict[str, float]:
-    """First-token top log-probabilities from an OpenAI-style answer (llama.cpp's server, vLLM, hosted APIs)."""
-    if "error" in result or not result.get("choices"):
-        raise FusechatError(f"the judge's server gave no log-probabilities ({str(result.get('error', result))[:200]})")
-    content = (result["choices"][0].get("logprobs") or {}).get("content") or []
-    return {t["token"]: t["logprob"] for t in content[0]["top_logprobs"]} if content else {}
+def top_logprobs_from_chat_completion(result) -> dict[str, float]:
+    """First-token top log-probabilities from an OpenAI-style answer (llama.cpp's server, vLLM, hosted APIs);
+    an error, or an answer not shaped like one, is one line naming what the server sent."""
+    try:
+        if "error" in result or not result.get("choices"):
+            raise ValueError("no choices")
+        content = (result["choices"][0].get("logprobs") or {}).get("content") or []
+        return {str(t["token"]): float(t["logprob"]) for t in content[0]["top_logprobs"]} if content else {}
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
+        error = result.get("error", result) if isinstance(result, dict) else result
+        raise FusechatError(f"the judge's server gave no log-probabilities ({str(error)[:200]})") from None

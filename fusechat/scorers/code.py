@@ -34,6 +34,8 @@ def run_tests(code: str, tests: str, limits: SandboxConfig) -> tuple[bool, str]:
         ast.parse(code)  # the static check: code that does not parse never runs
     except SyntaxError as e:
         return False, f"syntax error: {e.msg} (line {e.lineno})"
+    except (ValueError, MemoryError, RecursionError) as e:  # NULs, lone surrogates, nesting past the parser's limits
+        return False, f"does not parse: {type(e).__name__} {str(e)[:100]}".rstrip()
     result = run_python(code, tests, timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
                         max_output_bytes=limits.max_output_bytes, max_procs=limits.max_procs, disk_mb=limits.disk_mb,
                         isolate=not limits.allow_unisolated)
