@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -40,14 +43,25 @@ SetOpt = typer.Option([], "--set", help="override a recipe value, e.g. --set sou
 ForceOpt = typer.Option(False, "--force", help="rerun even if the stage's output is current")
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (what a cluster scheduler sends) stops like Ctrl-C: every `finally` runs
+
+
 def user_errors(fn):
     """Turn FusechatError, and the machine's own refusals (disk full, read-only or missing folders),
-    into one line on stderr and exit code 2. Finished work stays on disk: a rerun goes on from it."""
+    into one line on stderr and exit code 2. Finished work stays on disk: a rerun goes on from it.
+    SIGTERM and Ctrl-C stop cleanly (sandbox folders and processes gone, shards kept), exit code 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminated)
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            console.print("[bold yellow]stopped[/]: finished stages and shards are kept; rerun the same command to go on",
+                          highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         except FusechatError as e:
             message = str(e)
         except OSError as e:
@@ -158,11 +172,17 @@ def eval_command(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt, fo
     and any lm-evaluation-harness tasks (`--harness gsm8k,ifeval` or `eval.harness` in the recipe)."""
     from fusechat.pipeline import run_stage
 
+    from fusechat.recipe import plain_name
+
     extra = []
     for item in model:
         name, _, path = item.partition("=")
         if not path:
             raise FusechatError(f"--model {item!r}: expected NAME=HF_FOLDER")
+        try:
+            plain_name(name)
+        except ValueError as e:
+            raise FusechatError(f"--model {item!r}: the name {e}") from None
         extra.append(f"eval.extra_models.{name}={path}")
     if harness:
         extra.append(f"eval.harness={json.dumps([t.strip() for t in harness.split(',') if t.strip()])}")
@@ -226,8 +246,16 @@ def publish(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
 
     Needs a login (`hf auth login` or HF_TOKEN). `--dry-run` shows exactly what would be pushed.
     """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     from fusechat.publish import push, stage
 
+    try:
+        validate_repo_id(repo)
+        if "/" not in repo:
+            raise HFValidationError("it needs a namespace, like you/name")
+    except HFValidationError as e:
+        raise FusechatError(f"--repo {repo!r}: not a hub repository id ({' '.join(str(e).split())[:160]})") from None
     cfg = load(recipe, set_)
     folders = stage(cfg, repo)
     for kind, folder in folders.items():
@@ -273,6 +301,10 @@ def plan(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
     `fusechat run` prints the same plan first and stops before any work if a model cannot fit."""
     from fusechat.calibrate import calibrate as measure
 
+    if gpus is not None and gpus < 0:
+        raise FusechatError(f"--gpus {gpus}: a number of GPUs is 0 or more")
+    if gpu_memory is not None and not (math.isfinite(gpu_memory) and gpu_memory > 0):
+        raise FusechatError(f"--gpu-memory {gpu_memory}: GB per GPU, a positive number")
     r = load(recipe, set_)
     here_gpus, here_gb = hardware.gpus()
     if calibrate:

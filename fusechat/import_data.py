@@ -86,6 +86,8 @@ def dpo_pair(row: dict, where: str) -> tuple[list[dict], list[dict], list[dict]]
         raise FusechatError(f"{where}: a DPO pair's prompt must end with a user turn")
     if len(chosen) != 1 or len(rejected) != 1 or chosen[0]["role"] != "assistant" or rejected[0]["role"] != "assistant":
         raise FusechatError(f"{where}: `chosen` and `rejected` must each end the prompt with one assistant answer")
+    if chosen == rejected:
+        raise FusechatError(f"{where}: `chosen` and `rejected` are the same answer (a pair teaches nothing)")
     return prompt, chosen, rejected
 
 

@@ -116,7 +116,11 @@ def model_arch(ref: str) -> Arch | None:
         except (FusechatError, OSError, KeyError, ValueError):
             return None
     if (path / "config.json").is_file():
-        return arch_from_config(json.loads((path / "config.json").read_text()), f"{path}/config.json")
+        try:
+            return arch_from_config(json.loads((path / "config.json").read_text()), f"{path}/config.json")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSON errors are ValueErrors
+            raise FusechatError(f"{path}/config.json: not a readable model config ({type(e).__name__}: "
+                                f"{' '.join(str(e).split())[:120]})") from None
     config = hub_config(ref)  # the hub's own file when it can be reached; the snapshot otherwise
     if config is not None:
         return arch_from_config(config, f"{ref} config.json (hub)")

@@ -28,10 +28,14 @@ def _prompt_items(rows, domain: str, origin: str) -> list[dict]:
     for where, row in rows:
         item = {"prompt": user_text(row, where), "origin": origin}
         if row.get("id") is not None:
+            if not isinstance(row["id"], (str, int)) or isinstance(row["id"], bool):
+                raise FusechatError(f"{where}: `id` must be a string or an integer, not {type(row['id']).__name__}")
             item["id"] = str(row["id"])
         if domain == "math":
             if row.get("answer") in (None, ""):
                 raise FusechatError(f"{where}: math prompts need a gold `answer`")
+            if not isinstance(row["answer"], (str, int, float)) or isinstance(row["answer"], bool):
+                raise FusechatError(f"{where}: a gold `answer` is text or a number, not {type(row['answer']).__name__}")
             item["answer"] = str(row["answer"])
         if domain == "code":
             if not isinstance(row.get("tests"), str) or not row["tests"].strip():
@@ -123,6 +127,8 @@ def collect_prompts(recipe: Recipe) -> tuple[list[Prompt], Counter]:
                 constraints=row.get("constraints", []),
             )
     prompts = list(seen.values())
+    if not prompts:
+        raise FusechatError(f"prompts: every prompt of the recipe's sets was dropped ({dict(dropped)}); nothing to sample")
     ids = Counter(p.id for p in prompts)
     clash = [i for i, c in ids.items() if c > 1]
     if clash:

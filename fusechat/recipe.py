@@ -368,6 +368,15 @@ class EvalConfig(Strict):
             raise ValueError(f"one question set per format, got {formats}")
         return sets
 
+    @field_validator("extra_models")
+    @classmethod
+    def _plain_model_names(cls, extra: dict[str, str]) -> dict[str, str]:
+        for name in extra:  # a name becomes a file name (eval shards, the judged-answer files)
+            plain_name(name)
+            if name in ("base", "sft", "sft+dpo"):
+                raise ValueError(f"'{name}' is one of the run's own models; give the extra model another name")
+        return extra
+
     @field_validator("harness")
     @classmethod
     def _sandboxed_code_only(cls, tasks: list[str]) -> list[str]:

@@ -71,6 +71,15 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def inside(folder: Path, *parts: str) -> Path:
+    """`folder / parts`, refused in one line when it would resolve outside `folder`: the one guard that keeps
+    names from recipes, models and datasets from becoming paths out of the run folder."""
+    path = Path(folder).joinpath(*parts)
+    if not path.resolve().is_relative_to(Path(folder).resolve()):
+        raise FusechatError(f"{'/'.join(parts)}: would be written outside {folder}; a name must be one plain path component")
+    return path
+
+
 def jsonl_text(records: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
 
@@ -82,18 +91,23 @@ def read_jsonl(path: Path) -> list[dict]:
 def iter_jsonl(path: Path):
     """The records of a JSONL file one at a time (a cluster run's samples do not fit in memory twice)."""
     with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise FusechatError(f"{path}:{lineno}: not UTF-8") from None
-            except json.JSONDecodeError as e:
-                raise FusechatError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise FusechatError(f"{path}:{lineno}: expected a JSON object")
-            yield record
+        yield from parse_jsonl(f, path)
+
+
+def parse_jsonl(lines, path: Path):
+    """The records of JSONL `lines` (bytes), each failure one line naming `path` and the line."""
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise FusechatError(f"{path}:{lineno}: not UTF-8") from None
+        except json.JSONDecodeError as e:
+            raise FusechatError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise FusechatError(f"{path}:{lineno}: expected a JSON object")
+        yield record
 
 
 def _json_or_none(path: Path):
@@ -228,14 +242,17 @@ class StageRun:
             raise RuntimeError(f"stage '{self.name}' reads '{stage}' without declaring it in its StageDef")
         return stage
 
+    def shard_path(self, key: str) -> Path:
+        return inside(self.work_dir, f"{key}.jsonl")
+
     def has_shard(self, key: str) -> bool:
-        return (self.work_dir / f"{key}.jsonl").exists()
+        return self.shard_path(key).exists()
 
     def write_shard(self, key: str, records: list[dict]) -> None:
-        write_atomic(self.work_dir / f"{key}.jsonl", jsonl_text(records))
+        write_atomic(self.shard_path(key), jsonl_text(records))
 
     def read_shard(self, key: str) -> list[dict]:
-        return read_jsonl(self.work_dir / f"{key}.jsonl")
+        return read_jsonl(self.shard_path(key))
 
     def prepare_work_dir(self) -> None:
         """Keep the work area of an interrupted run only if it was made with the same settings and input."""
@@ -279,22 +296,48 @@ class RunFolder:
         return manifest
 
     def records(self, stage: str, name: str) -> list[dict]:
-        """The records of a finished stage's output `name`."""
-        return list(self.iter_records(stage, name))
+        """The records of a finished stage's output `name`, refused in one line unless they are the bytes the
+        stage wrote (the size and digest its manifest recorded)."""
+        manifest, path = self.finished(stage), self._output(stage, name)
+        data = path.read_bytes()
+        expected = (manifest.get("output_fingerprints") or {}).get(name)  # absent in manifests before 0.1
+        if expected and hashlib.sha256(data).hexdigest()[:16] != expected:
+            raise self._damaged(stage, path, "its content differs from what the stage wrote")
+        return list(parse_jsonl(data.split(b"\n"), path))
 
     def iter_records(self, stage: str, name: str):
-        """The records of a finished stage's output `name`, one at a time."""
+        """The records of a finished stage's output `name`, one at a time (its size checked, not its digest)."""
         self.finished(stage)
+        return iter_jsonl(self._output(stage, name))
+
+    def _output(self, stage: str, name: str) -> Path:
         path = self.stage_dir(stage) / f"{name}.jsonl"
         if not path.is_file():
             raise FusechatError(f"{path}: missing (deleted?); rerun `fusechat {stage}` to make it again")
-        return iter_jsonl(path)
+        self.check_intact(stage)
+        return path
+
+    def check_intact(self, stage: str) -> None:
+        """Every output of a finished stage has the size its manifest recorded; else one line saying what to redo."""
+        for name, size in (self.finished(stage).get("outputs") or {}).items():
+            path = self.stage_dir(stage) / name
+            if not path.is_file():
+                raise self._damaged(stage, path, "it is missing")
+            if path.stat().st_size != size:
+                raise self._damaged(stage, path, f"it has {path.stat().st_size} bytes, the stage wrote {size}")
+
+    def _damaged(self, stage: str, path: Path, why: str) -> FusechatError:
+        return FusechatError(f"{path}: changed since stage '{stage}' finished ({why}); delete {self.stage_dir(stage)} "
+                             f"and rerun `fusechat {stage}` (or `fusechat run`) to make it again")
 
     def model(self, stage: str) -> str:
-        """The model folder a finished training stage wrote."""
+        """The model folder a finished training stage wrote (refused if a file of it changed size since)."""
+        self.check_intact(stage)
         return self.finished(stage)["model"]
 
     def input_fingerprint(self, stage: StageDef, recipe) -> str:
+        for s in stage.reads:  # a stage never works from inputs damaged since they were made
+            self.check_intact(s)
         parts = [self._fingerprint(s, self.finished(s), stage.only) for s in stage.reads]
         parts += [f"{s}={m['output_fingerprint']}" for s in stage.uses if (m := self.manifest(s))]
         if stage.external is not None and (outside := stage.external(recipe)):
@@ -357,6 +400,7 @@ class RunFolder:
         (folder / "manifest.json").unlink(missing_ok=True)  # from here until the end the stage reads unfinished
         digest, sizes, per_output = hashlib.sha256(), {}, {}
         for name, records in (out.datasets | out.logs).items():
+            inside(folder, name)
             text = jsonl_text(records)
             if name in out.datasets:
                 digest.update(name.encode() + b"\0" + text.encode())
@@ -369,7 +413,7 @@ class RunFolder:
             shutil.rmtree(folder / name, ignore_errors=True)
             os.replace(tmp, folder / name)
         for name, made in sorted(out.files.items()):
-            target = folder / name
+            target = inside(folder, name)
             if Path(made).resolve() != target.resolve():
                 if target.is_dir():
                     shutil.rmtree(target)

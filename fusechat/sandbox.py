@@ -196,6 +196,19 @@ def _world_reachable(path: str) -> bool:
     return all(os.stat(d).st_mode & stat.S_IXOTH for d in p.parents) and bool(os.stat(p).st_mode & stat.S_IXOTH)
 
 
+_RUNNING: set[int] = set()  # process groups of the cages running now, for `stop_all`
+
+
+def stop_all() -> None:
+    """Kill every cage still running: an interrupted stage's worker threads then return at once, and each
+    removes its folder on the way out."""
+    for group in list(_RUNNING):
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @functools.lru_cache(maxsize=None)
 def isolation() -> str:
     """Which isolation code runs under (one line), after a real probe; SandboxUnavailable if none."""
@@ -222,6 +235,14 @@ def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memor
     if isolate and _runnable_bwrap() is None:
         raise SandboxUnavailable(f"no bubblewrap (bwrap) found to isolate model-written code: {HOW_TO_ENABLE}")
     base = Path(tempfile.mkdtemp(prefix="fusechat-sandbox-"))  # parent-only (0700): job and outputs
+    try:  # whatever happens, an interrupt (SIGINT, or SIGTERM from a scheduler) too, the folder goes
+        return _run_in(base, code, tests, timeout_s, memory_mb, max_output_bytes, max_procs, disk_mb, isolate)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _run_in(base: Path, code: str, tests: str | None, timeout_s: float, memory_mb: int, max_output_bytes: int,
+            max_procs: int, disk_mb: int, isolate: bool) -> SandboxResult:
     token = secrets.token_hex(16)
     cpu_s = int(timeout_s + 0.999) + 1  # a second above the wall clock: single-threaded code meets the wall first
     limits = [("RLIMIT_CPU", cpu_s, cpu_s + 1),  # soft < hard: SIGXCPU (a timeout we can tell) before SIGKILL
@@ -260,7 +281,6 @@ def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memor
             )
         except BaseException:
             os.close(read_end)
-            shutil.rmtree(base, ignore_errors=True)
             raise
         finally:
             os.close(write_end)
@@ -268,6 +288,7 @@ def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memor
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
         timed_out = False
+        _RUNNING.add(proc.pid)
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -278,6 +299,7 @@ def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memor
             except ProcessLookupError:
                 pass
             proc.wait()
+            _RUNNING.discard(proc.pid)
         os.set_blocking(read_end, False)
         try:
             said = os.read(read_end, 256)
@@ -290,7 +312,6 @@ def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memor
         err.seek(0)
         stdout = out.read(max_output_bytes).decode("utf-8", "replace")
         stderr = err.read(max_output_bytes).decode("utf-8", "replace")
-    shutil.rmtree(base, ignore_errors=True)
 
     rc = proc.returncode
     if said == (token + "\n").encode():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from fusechat import FusechatError
+from fusechat import FusechatError, benchmarks
 from fusechat import recipe as r
 from fusechat.analysis import training_lengths
 from fusechat.pipeline import STAGES
@@ -106,7 +106,14 @@ def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, Variant]]:
     path = Path(path)
     data = r.read_yaml_mapping(path, "study file")
     study = r.validated(StudyConfig, data, str(path))
-    return study, variants(study, path)
+    runs = variants(study, path)
+    evaluated = {b.NAME for v in runs.values() for b in benchmarks.chosen(v.recipe)}
+    evaluated |= {f"harness:{task}" for v in runs.values() for task in v.recipe.eval.harness}
+    for i, claim in enumerate(study.claims):  # before any work: a misspelt benchmark would only show at the end
+        for bench in claim.benchmarks:
+            if bench not in evaluated:
+                raise FusechatError(f"{path}: claims.{i}: no variant evaluates '{bench}' (evaluated: {', '.join(sorted(evaluated))})")
+    return study, runs
 
 
 def base_data(study: StudyConfig, where: Path) -> dict:

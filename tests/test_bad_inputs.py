@@ -81,6 +81,8 @@ def test_run_dir_pointing_at_a_file(tmp_path, tiny_model_dir):
     (b'{"prompt": "ok"}\n{"prompt": "a \\ud800 b"}\n', ["prompts.jsonl:2", "surrogate"]),
     (b"", ["no prompts"]),
     (b"\n\n", ["no prompts"]),
+    (b'{"prompt": "ok", "id": {"a": 1}}\n', ["prompts.jsonl:1", "`id` must be a string or an integer"]),
+    (b'{"prompt": "   "}\n', ["every prompt", "dropped", "empty"]),
 ])
 def test_bad_prompt_files(tmp_path, tiny_model_dir, content, words):
     prompts = tmp_path / "prompts.jsonl"
@@ -95,6 +97,48 @@ def test_bad_jinja_chat_template_stops_before_the_model_loads(tmp_path, tiny_mod
     template.write_text("{% for m in messages %}\n{{ m.content }\n{% endfor %}")
     assert_one_line(cli("sample", path, "--set", f"sources.0.chat_template={template}"),
                     "template.jinja", "not a valid Jinja chat template", "line 2")
+
+
+def test_a_math_answer_that_is_an_object_is_refused(tmp_path, tiny_model_dir):
+    prompts = tmp_path / "math.jsonl"
+    prompts.write_text(json.dumps({"prompt": "1+1?", "answer": {"value": 2}}) + "\n")
+    path = recipe_file(tmp_path, tiny_model_dir, prompts={"sets": [{"domain": "math", "path": str(prompts)}]})
+    assert_one_line(cli("prompts", path), "math.jsonl:1", "gold `answer` is text or a number")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--gpus", "-3"], ["--gpus -3"]),
+    (["--gpu-memory", "-1"], ["--gpu-memory -1"]),
+    (["--gpu-memory", "nan"], ["--gpu-memory nan"]),
+    (["--gpu-memory", "inf"], ["--gpu-memory inf"]),
+    (["--gpu-memory", "0"], ["--gpu-memory 0"]),
+])
+def test_plan_refuses_impossible_hardware(tmp_path, tiny_model_dir, args, words):
+    assert_one_line(cli("plan", recipe_file(tmp_path, tiny_model_dir), *args), *words)
+
+
+def test_plan_names_a_broken_model_config(tmp_path, tiny_model_dir):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"hidden_size": 64, ')
+    assert_one_line(cli("plan", recipe_file(tmp_path, broken)), "broken/config.json", "not a readable model config")
+
+
+@pytest.mark.parametrize("model, words", [
+    ("../../escape=FOLDER", ["--model", "use letters, digits"]),
+    ("a/b=FOLDER", ["--model", "use letters, digits"]),
+    ("=FOLDER", ["--model", "use letters, digits"]),
+])
+def test_a_model_name_never_becomes_a_path(tmp_path, tiny_model_dir, model, words):
+    assert_one_line(cli("eval", recipe_file(tmp_path, tiny_model_dir), "--model", model), *words)
+    path = recipe_file(tmp_path, tiny_model_dir)
+    assert_one_line(cli("eval", path, "--set", f"eval.extra_models={{'../../tmp/x': '{tiny_model_dir}'}}"),
+                    "extra_models", "use letters, digits")
+
+
+def test_publish_refuses_a_repo_id_the_hub_would_refuse(tmp_path, tiny_model_dir):
+    assert_one_line(cli("publish", recipe_file(tmp_path, tiny_model_dir), "--repo", "not a repo id", "--dry-run"),
+                    "--repo 'not a repo id'", "not a hub repository id")
 
 
 # --- a damaged run folder --------------------------------------------------------------------------------
@@ -123,14 +167,32 @@ def test_a_deleted_input_of_the_next_stage(tmp_path, tiny_model_dir):
     (lambda r: r.update(correct="yes"), ["scored.jsonl:1", "`correct`"]),
 ])
 def test_bad_scored_records(tmp_path, tiny_model_dir, edit, words):
+    """Records a stage wrote wrong (its manifest agrees with them): the build names the line."""
+    from fusechat.runfolder import Outputs, RunFolder
+
     path = recipe_file(tmp_path, tiny_model_dir)
     for stage in ("prompts", "sample", "score"):
         assert cli(stage, path).exit_code == 0
-    scored = tmp_path / "run" / "score" / "scored.jsonl"
-    records = [json.loads(line) for line in scored.read_text().splitlines()]
+    folder = RunFolder(tmp_path / "run")
+    records, made = folder.records("score", "scored"), folder.manifest("score")
     edit(records[0])
-    scored.write_text("".join(json.dumps(r) + "\n" for r in records))
+    folder.write("score", Outputs({"scored": records}, made["counts"]), made["config"], made["input_fingerprint"])
     assert_one_line(cli("build", path), *words)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "edited"])
+def test_an_output_changed_after_its_stage_finished_is_refused_by_the_next(tmp_path, tiny_model_dir, damage):
+    path = recipe_file(tmp_path, tiny_model_dir)
+    for stage in ("prompts", "sample"):
+        assert cli(stage, path).exit_code == 0
+    samples = tmp_path / "run" / "sample" / "samples.jsonl"
+    lines = samples.read_text().splitlines(keepends=True)
+    samples.write_text({"truncated": "".join(lines[: len(lines) // 2]), "emptied": "",
+                        "edited": "".join(lines).replace('"source": "t"', '"source": "u"')}[damage])
+    assert_one_line(cli("score", path, "--force"), "samples.jsonl", "changed since stage 'sample' finished", "rerun")
+    prompts = tmp_path / "run" / "prompts" / "prompts.jsonl"
+    prompts.write_text(prompts.read_text()[:-20])
+    assert_one_line(cli("sample", path), "prompts.jsonl", "changed since stage 'prompts' finished")
 
 
 # --- the machine refuses: disk full, read-only ------------------------------------------------------------

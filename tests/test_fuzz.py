@@ -2,9 +2,18 @@
 nested or undecodable text into a verdict or an `error` record, and the score stage goes on."""
 
 import json
+import os
 import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from fusechat import FusechatError, constraints
 from fusechat.backends.base import Generation, from_chat_completion, top_logprobs_from_chat_completion
@@ -106,3 +115,52 @@ def test_the_score_stage_scores_poisonous_responses_and_goes_on(tmp_path):
     assert [s["correct"] for s in scored] == [False, False, False, True]
     assert all(s["score_info"] for s in scored[:3])
     assert manifest["counts"]["correct"] == {"code/a/False": 3, "code/a/True": 1}
+
+
+def test_sigterm_mid_score_stops_cleanly_and_the_rerun_goes_on(tmp_path):
+    """What a cluster scheduler sends: the stage stops at once (exit 130), its cages are killed and their folders
+    removed, finished shards stay; the rerun finishes the stage."""
+    # the run's own temporary folder, reachable by the cage's uid like /tmp (pytest's tmp_path is private)
+    scratch = Path(tempfile.mkdtemp(prefix="fusechat-test-tmpdir-", dir="/tmp"))
+    scratch.chmod(0o711)
+    try:
+        check_sigterm(tmp_path, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def check_sigterm(tmp_path: Path, scratch: Path) -> None:
+    tests_file = tmp_path / "code.jsonl"
+    tests_file.write_text(json.dumps({"prompt": "Write f(x) returning x.", "tests": "assert f(2) == 2"}) + "\n")
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(yaml.safe_dump({
+        "name": "t", "run_dir": str(tmp_path / "run"), "prompts": {"sets": [{"domain": "code", "path": str(tests_file)}]},
+        "sources": [{"name": "a", "model": "smollm2-135m-instruct"}], "score": {"code": {"timeout_s": 60}}}))
+    folder = RunFolder(tmp_path / "run")
+    prompt = {"id": "p", "domain": "code", "prompt": "Write f(x) returning x.", "tests": "assert f(2) == 2",
+              "entry_point": "f", "answer": "", "split": "any", "origin": "", "constraints": []}
+    folder.write("prompts", Outputs({"prompts": [prompt]}))
+    slow = "```python\nimport time\ntime.sleep(8)\ndef f(x):\n    return x\n```"
+    samples = [{"prompt_id": "p", "domain": "code", "source": "a", "sample_index": i, "seed": i, "text": slow,
+                "prompt_tokens": 1, "completion_tokens": 1, "finish_reason": "stop", "error": ""} for i in range(4)]
+    folder.write("sample", Outputs({"samples": samples}))
+
+    env = dict(os.environ, TMPDIR=str(scratch))
+    command = [sys.executable, "-m", "fusechat", "score", str(recipe_path)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while not list(scratch.glob("fusechat-sandbox-*")) and time.time() < deadline:
+        time.sleep(0.1)
+    assert list(scratch.glob("fusechat-sandbox-*")), "no cage started"
+    time.sleep(0.5)  # the cages are running their 8-second programs
+    started = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "stopped" in out and "Traceback" not in out, out
+    assert time.time() - started < 6  # the programs were killed, not waited for
+    assert not list(scratch.iterdir())  # no cage folder, no staged interpreter left
+    assert folder.manifest("score") is None
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert [s["correct"] for s in folder.records("score", "scored")] == [True] * 4

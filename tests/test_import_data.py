@@ -104,6 +104,14 @@ def test_a_bad_row_is_one_line_naming_the_file_and_row(tmp_path, data_recipe):
     assert "Traceback" not in result.output
 
 
+def test_a_pair_whose_chosen_is_its_rejected_is_refused(tmp_path, data_recipe):
+    same = {"prompt": "Say hi.", "chosen": "Hi.", "rejected": "Hi."}
+    (tmp_path / "dpo" / "train.json").write_text(json.dumps(DPO[:2] + [same]))
+    result = CliRunner().invoke(app, ["build", str(data_recipe)])
+    assert result.exit_code == 2 and "row 2" in result.output and "the same answer" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_data_excludes_prompts_and_sources_and_has_no_sampling_stage(data_recipe):
     with pytest.raises(FusechatError, match="starts at build"):
         recipe_from_dict({"data": {"sft": "x"}, "sources": [{"name": "s", "model": "m"}]})

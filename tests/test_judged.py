@@ -47,6 +47,17 @@ def test_questions_of_each_format_and_a_bad_row_named(tmp_path):
     assert v2[0]["id"] == "u1" and v2[0]["version"] == "v2"
     with pytest.raises(FusechatError, match=r"q3.jsonl.*row 0.*question_id"):
         judged.questions(JudgedSet(format="arena_hard", questions=write_jsonl(tmp_path / "q3.jsonl", [{"text": "x"}])))
+    with pytest.raises(FusechatError, match=r"q4.jsonl.*row 0.*`turns` is a list of"):
+        judged.questions(JudgedSet(format="arena_hard", questions=write_jsonl(
+            tmp_path / "q4.jsonl", [{"question_id": "q", "turns": ["What is 2 + 2?"]}])))
+    with pytest.raises(FusechatError, match=r"a5.jsonl.*row 0.*`instruction` \(a string\)"):
+        judged.questions(JudgedSet(format="alpaca_eval", questions=write_jsonl(tmp_path / "a5.jsonl", [{"instruction": 7}])))
+
+
+def test_a_judged_answer_file_is_never_written_outside_its_folder(tmp_path):
+    with pytest.raises(FusechatError, match="outside"):
+        judged.write_official(tmp_path / "eval", "alpaca_eval", "../../../escaped", [])
+    assert not list(tmp_path.rglob("escaped*"))
 
 
 def test_answer_files_are_what_the_official_tools_read(tmp_path):

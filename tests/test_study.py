@@ -204,6 +204,8 @@ def test_a_variant_that_changes_sampling_is_refused_in_one_line(tmp_path, tiny_m
     ({"variants": {"fused": {"seeds": [0, 1]}, "fused-seed-1": {}}}, "'fused-seed-1' is also a variant's name"),
     ({"variants": {"fused": {"final": "sft"}}}, "the reference variant must go through dpo"),
     ({"variants": {"fused": {}, "bad": {"build.nosuch": 1}}}, "variants.bad: build.nosuch: Extra inputs are not permitted"),
+    ({"claims": [{"claim": "x", "better": "fused", "worse": "base", "benchmarks": ["maths"]}]},
+     "claims.0: no variant evaluates 'maths'"),
 ])
 def test_bad_study_files_get_one_line(tmp_path, tiny_model_dir, change, message):
     from typer.testing import CliRunner

@@ -34,6 +34,7 @@ from fusechat import FusechatError
 from fusechat.readers import dataset_rows
 from fusechat.recipe import JudgedSet, PairwiseJudge, Recipe
 from fusechat.records import stable_id
+from fusechat.runfolder import inside
 
 MAX_CHARS = 6000  # each answer and question, so that a judge prompt fits a small judge's context
 SYSTEM = ("You are an impartial judge of two AI assistants' answers to the same user question. Judge which "
@@ -84,14 +85,17 @@ def questions(spec: JudgedSet) -> list[dict]:
     out = []
     for where, row in dataset_rows(spec.questions, split=spec.split):
         if spec.format == "alpaca_eval":
-            if "instruction" not in row:
-                raise FusechatError(f"{where}: an AlpacaEval question needs `instruction`")
-            out.append({"id": f"alpaca-{len(out)}", "prompt": row["instruction"], "dataset": row.get("dataset") or "",
+            if not isinstance(row.get("instruction"), str):
+                raise FusechatError(f"{where}: an AlpacaEval question needs `instruction` (a string)")
+            out.append({"id": f"alpaca-{len(out)}", "prompt": row["instruction"], "dataset": str(row.get("dataset") or ""),
                         "version": "alpaca_eval"})
         elif "question_id" in row and row.get("turns"):
-            out.append({"id": str(row["question_id"]), "prompt": row["turns"][0]["content"],
+            turn = row["turns"][0] if isinstance(row["turns"], list) else None
+            if not isinstance(turn, dict) or not isinstance(turn.get("content"), str):
+                raise FusechatError(f"{where}: Arena-Hard v0.1 `turns` is a list of {{content: text}}")
+            out.append({"id": str(row["question_id"]), "prompt": turn["content"],
                         "category": row.get("category") or "", "version": "v0.1"})
-        elif "uid" in row and "prompt" in row:
+        elif "uid" in row and isinstance(row.get("prompt"), str):
             out.append({"id": str(row["uid"]), "prompt": row["prompt"], "category": row.get("category") or "",
                         "version": "v2"})
         else:
@@ -107,12 +111,12 @@ def questions(spec: JudgedSet) -> list[dict]:
 def write_official(folder: Path, bench: str, model: str, rows: list[dict]) -> Path:
     """Write one model's answers (rows: {id, prompt, response, ...}) where the official tool reads them."""
     if bench == "alpaca_eval":
-        path = folder / "alpaca_eval" / f"{model}.json"
+        path = inside(folder, "alpaca_eval", f"{model}.json")
         records = [{"instruction": r["prompt"], "output": r["response"], "generator": model, "dataset": r.get("dataset", "")}
                    for r in rows]
         text = json.dumps(records, ensure_ascii=False, indent=1)
     else:
-        path = folder / "arena_hard" / "model_answer" / f"{model}.jsonl"
+        path = inside(folder, "arena_hard", "model_answer", f"{model}.jsonl")
         now, lines = 0.0, []  # no wall-clock stamp: the same answers write the same bytes (the stage's fingerprint)
         for r in rows:
             answer_id = stable_id(f"{model}\n{r['id']}\n{r['response']}")

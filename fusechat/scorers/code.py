@@ -7,7 +7,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from fusechat.recipe import SandboxConfig
-from fusechat.sandbox import isolation, run_python
+from fusechat.sandbox import isolation, run_python, stop_all
 
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.S)
 
@@ -52,5 +52,12 @@ def check_many(jobs: list[tuple[str, str]], limits: SandboxConfig, workers: int 
     if jobs and not limits.allow_unisolated:
         isolation()
     check = check_code if extract else run_tests
-    with ThreadPoolExecutor(workers) as pool:
+    pool = ThreadPoolExecutor(workers)
+    try:
         return list(pool.map(lambda job: check(job[0], job[1], limits), jobs))
+    except BaseException:  # an interrupt: no new cage starts, the running ones are killed
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_all()
+        raise
+    finally:
+        pool.shutdown(wait=True)
