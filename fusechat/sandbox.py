@@ -341,9 +341,6 @@ def _bwrap_command(disk_mb: int, seccomp_fd: int | None) -> tuple[list[str], int
             "--ro-bind", "/usr", "/usr"]
     if seccomp_fd is not None:
         args += ["--seccomp", str(seccomp_fd)]
-    for prefix in _python_prefixes():
-        if not prefix.startswith("/usr/"):
-            args += ["--ro-bind", _staged_python(prefix) if root and not _world_reachable(prefix) else prefix, prefix]
     for link in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
         if os.path.islink(link):
             args += ["--symlink", os.readlink(link), link]
@@ -351,8 +348,13 @@ def _bwrap_command(disk_mb: int, seccomp_fd: int | None) -> tuple[list[str], int
             args += ["--ro-bind", link, link]
     args += ["--proc", "/proc", "--dev", "/dev",
              "--size", str(disk_mb << 20), "--tmpfs", "/tmp", "--dir", WORK, "--chdir", WORK,
-             "--size", str(disk_mb << 20), "--tmpfs", "/dev/shm",  # multiprocessing's semaphores live here
-             "--remount-ro", "/dev", "--remount-ro", "/",
+             "--size", str(disk_mb << 20), "--tmpfs", "/dev/shm"]  # multiprocessing's semaphores live here
+    # After /tmp's tmpfs, which would hide a Python living under /tmp. /usr is bound read-only above; any other
+    # prefix is staged, never bound as it is: it may be (or hold) a home folder.
+    for prefix in _python_prefixes():
+        if not Path(prefix).is_relative_to("/usr"):
+            args += ["--ro-bind", _staged_python(prefix), prefix]
+    args += ["--remount-ro", "/dev", "--remount-ro", "/",
              "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", WORK,
              "--setenv", "TMPDIR", "/tmp", "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0",
              python, "-I", "-S", "-c", _HARNESS]
@@ -365,10 +367,11 @@ def _python_prefixes() -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def _staged_python(prefix: str) -> str:
-    """Started as root with Python in a folder other uids cannot enter (pyenv under /root): the run's
-    uid could not mount it. Stage the interpreter, libpython and the standard library (not
-    site-packages) in a root-owned, world-readable folder, hard-linked where the file system allows
-    (a copy otherwise); the sandbox sees it at the original path."""
+    """A Python outside /usr is never mounted as it is: its prefix may be a home folder or hold one (a Python
+    built into ~, conda under ~/miniconda3, `--prefix=$HOME/.local`, pyenv under /root), with the user's
+    keys and caches beside it. Stage the interpreter, libpython and the standard library (not
+    site-packages) in a fresh world-readable folder, hard-linked where the file system allows (a copy
+    otherwise); the sandbox sees only that, at the original path. Once per process."""
     stage = _temporary_folder("fusechat-python-")
     src = Path(prefix)
 

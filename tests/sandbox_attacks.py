@@ -79,8 +79,11 @@ ATTACKS = [
               "    if root.startswith(('/proc', '/sys', '/usr', sys.prefix)):\n        dirs[:] = []\n        continue\n"
               "    for f in files:\n        try:\n            if '$secret' in open(os.path.join(root, f), errors='ignore').read():\n"
               "                print('ESCAPED', root, f)\n        except OSError:\n            pass\n"),
+    # (a Python built into the home shows there as its staged interpreter and standard library, bin/ and lib/, only)
     contained("list home, /etc and the project", "import os\nfor d in ['$home', '/etc', '/home', '$project', '$shared']:\n"
-              "    try:\n        print('ESCAPED', d, os.listdir(d))\n    except OSError as e:\n        print('blocked', d)\n"),
+              "    try:\n        seen = set(os.listdir(d)) - ({'bin', 'lib'} if d == '$home' else set())\n"
+              "        print('ESCAPED' if seen else 'python only', d, sorted(seen))\n"
+              "    except OSError as e:\n        print('blocked', d)\n"),
     contained("append to fusechat/sandbox.py", "open('$sandbox_py', 'a').write('# pwned')\nprint('ESCAPED')\n"),
     contained("write through dir_fd", "import os\nfd = os.open('$project', os.O_RDONLY)\n"
               "os.open('pwned', os.O_WRONLY | os.O_CREAT, dir_fd=fd)\nprint('ESCAPED')\n"),

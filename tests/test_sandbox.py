@@ -30,7 +30,23 @@ def _normal_user_python() -> str | None:
     return None
 
 
-def _run_suite(as_user: str | None) -> dict:
+def _python_in(home: Path, user: str) -> str:
+    """The normal user's own Python built into their home (prefix = the home itself, the worst case of a
+    conda, pyenv or `--prefix=$HOME` install): a copy of the system interpreter and its standard library."""
+    system = Path(os.path.realpath(_normal_user_python()))
+    version = system.name  # python3.11
+    stdlib = Path(subprocess.run([str(system), "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"],
+                                 capture_output=True, text=True, check=True).stdout.strip())
+    (home / "bin").mkdir()
+    shutil.copy2(system, home / "bin" / version)
+    shutil.copytree(stdlib, home / "lib" / version, symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "test", "site-packages", "dist-packages"))
+    for path in (home / "bin", home / "lib", *(home / "bin").rglob("*"), *(home / "lib").rglob("*")):
+        os.lchown(path, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+    return str(home / "bin" / version)
+
+
+def _run_suite(as_user: str | None, python_in_home: bool = False) -> dict:
     """Copy the sandbox (stdlib-only) and the runner into a fresh project folder owned by the user; run."""
     folder = Path(tempfile.mkdtemp(prefix="fusechat-sbx-"))
     try:
@@ -46,7 +62,7 @@ def _run_suite(as_user: str | None) -> dict:
         env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
         python = sys.executable
         if as_user:
-            python = _normal_user_python()
+            python = _python_in(home, as_user) if python_in_home else _normal_user_python()
             bwrap = sandbox._runnable_bwrap()  # as root: a copy any uid may execute
             env["PATH"] = f"{os.path.dirname(bwrap)}:{env['PATH']}"
             for path in (project, shared, home, *project.rglob("*")):
@@ -73,13 +89,13 @@ def _make_normal_user() -> str | None:
     return NORMAL_USER
 
 
-@pytest.fixture(scope="module", params=["starter", "normal-user"])
+@pytest.fixture(scope="module", params=["starter", "normal-user", "normal-user-python-in-home"])
 def suite(request):
-    if request.param == "normal-user":
+    if request.param.startswith("normal-user"):
         user = _make_normal_user()
         if user is None:
             pytest.skip("a normal user can be made only when the tests run as root, with useradd and a system Python")
-        return _run_suite(user)
+        return _run_suite(user, python_in_home=request.param.endswith("in-home"))
     return _run_suite(None)
 
 
