@@ -51,6 +51,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -62,68 +63,8 @@ SANDBOX_UID = 65534  # the uid the code sees inside its user namespace ("nobody"
 ROOT_UID_BASE = 0x60000000  # started as root: the run's real uid is drawn above this (no user owns these)
 WORK = "/tmp/work"
 
-# Runs in the sandbox before the untrusted code: argv[1] is the fd of the job (code, tests, token, limits),
-# argv[2] the pipe the token goes out on.
-_HARNESS = r'''
-import builtins, os, sys
-
-def _harness():
-    import json, resource, traceback, types
-    job_fd, report_fd = int(sys.argv[1]), int(sys.argv[2])
-    with open(job_fd, "rb") as f:
-        job = json.loads(f.read())
-    token, code, tests = job.pop("token").encode(), job.pop("code"), job.pop("tests")
-    for name, soft, hard in job.pop("limits"):
-        resource.setrlimit(getattr(resource, name), (soft, hard))
-    _write, _exit, _exec, _compile, _print_exc = os.write, os._exit, exec, compile, traceback.print_exc
-    _settrace, _setprofile, _modules = sys.settrace, sys.setprofile, sys.modules
-    saved_builtins, saved_sys = dict(builtins.__dict__), {k: getattr(sys, k) for k in ("excepthook", "stdout", "stderr", "meta_path", "path_hooks", "path")}
-    stderr = sys.stderr
-
-    def fail(message):
-        try:
-            sys.__stdout__.flush()  # what the program printed before it failed is worth seeing
-        except Exception:
-            pass
-        stderr.write(message + "\n")
-        stderr.flush()
-        _exit(1)
-
-    module = types.ModuleType("solution")
-    _modules["solution"] = module
-    try:
-        _exec(_compile(code, "solution.py", "exec"), module.__dict__)
-    except SystemExit as e:
-        if tests is not None or e.code not in (None, 0):
-            fail("sandbox: the program exited (SystemExit(%r)) before its tests ran" % (e.code,))
-    except BaseException:
-        _print_exc()
-        fail("sandbox: the program raised before its tests ran")
-    if tests is not None:
-        _settrace(None)
-        _setprofile(None)
-        namespace = builtins.__dict__
-        namespace.clear()
-        namespace.update(saved_builtins)
-        for k, v in saved_sys.items():
-            setattr(sys, k, v)
-        for name in [m for m in list(_modules) if m == "unittest" or m.startswith("unittest.")]:
-            del _modules[name]
-        try:
-            _exec(_compile(tests, "tests.py", "exec"), module.__dict__)
-        except BaseException:
-            _print_exc()
-            fail("sandbox: the tests failed")
-    for stream in (sys.__stdout__, sys.__stderr__):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    _write(report_fd, token + b"\n")
-    _exit(0)
-
-_harness()
-'''
+# The program each cage runs as its PID 1 (the judge, which forks the worker): see sandbox_inside.py.
+_INSIDE = (Path(__file__).parent / "sandbox_inside.py").read_text(encoding="utf-8")
 
 
 @dataclass
@@ -185,8 +126,9 @@ def _runnable_bwrap() -> str | None:
 
 
 def _temporary_folder(prefix: str) -> Path:
-    """A root-owned folder (mkdtemp: nobody else can have made it) removed when we exit."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    """A root-owned folder (mkdtemp: nobody else can have made it) removed when we exit (or, after a
+    SIGKILL, by the next run: the name carries our pid)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
     atexit.register(shutil.rmtree, folder, True)
     return folder
 
@@ -196,17 +138,15 @@ def _world_reachable(path: str) -> bool:
     return all(os.stat(d).st_mode & stat.S_IXOTH for d in p.parents) and bool(os.stat(p).st_mode & stat.S_IXOTH)
 
 
-_RUNNING: set[int] = set()  # process groups of the cages running now, for `stop_all`
+_RUNNING: dict = {}  # bwrap pid -> _Cage, the cages running now, for `stop_all`
+_LOCK = threading.Lock()
 
 
 def stop_all() -> None:
     """Kill every cage still running: an interrupted stage's worker threads then return at once, and each
     removes its folder on the way out."""
-    for group in list(_RUNNING):
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    for cage in list(_RUNNING.values()):
+        cage.kill()
 
 
 @functools.lru_cache(maxsize=None)
@@ -227,22 +167,24 @@ def isolation() -> str:
 
 
 def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memory_mb: int = 1024,
-               max_output_bytes: int = 1_000_000, max_procs: int = 16, disk_mb: int = 64,
+               max_output_bytes: int = 1_000_000, max_procs: int = 16, disk_mb: int = 64, max_files: int = 10_000,
                isolate: bool = True) -> SandboxResult:
     """Run `code`, then `tests` (if any), in a fresh sandbox. Passed means the tests ran to their end
-    (with no tests: the program did). `max_output_bytes` caps stdout, stderr and any one file; `disk_mb`
-    all files together; `max_procs` the processes and threads."""
+    (with no tests: the program did). `memory_mb` caps each process and, isolated, the whole run;
+    `max_output_bytes` stdout, stderr and any one file; `disk_mb` all files together; `max_files` the
+    files and folders the run creates; `max_procs` the processes and threads."""
     if isolate and _runnable_bwrap() is None:
         raise SandboxUnavailable(f"no bubblewrap (bwrap) found to isolate model-written code: {HOW_TO_ENABLE}")
-    base = Path(tempfile.mkdtemp(prefix="fusechat-sandbox-"))  # parent-only (0700): job and outputs
+    _remove_leftovers()
+    base = Path(tempfile.mkdtemp(prefix=f"fusechat-sandbox-{os.getpid()}-"))  # parent-only (0700): job and outputs
     try:  # whatever happens, an interrupt (SIGINT, or SIGTERM from a scheduler) too, the folder goes
-        return _run_in(base, code, tests, timeout_s, memory_mb, max_output_bytes, max_procs, disk_mb, isolate)
+        return _run_in(base, code, tests, timeout_s, memory_mb, max_output_bytes, max_procs, disk_mb, max_files, isolate)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
 def _run_in(base: Path, code: str, tests: str | None, timeout_s: float, memory_mb: int, max_output_bytes: int,
-            max_procs: int, disk_mb: int, isolate: bool) -> SandboxResult:
+            max_procs: int, disk_mb: int, max_files: int, isolate: bool) -> SandboxResult:
     token = secrets.token_hex(16)
     cpu_s = int(timeout_s + 0.999) + 1  # a second above the wall clock: single-threaded code meets the wall first
     limits = [("RLIMIT_CPU", cpu_s, cpu_s + 1),  # soft < hard: SIGXCPU (a timeout we can tell) before SIGKILL
@@ -251,55 +193,54 @@ def _run_in(base: Path, code: str, tests: str | None, timeout_s: float, memory_m
               ("RLIMIT_CORE", 0, 0), ("RLIMIT_NOFILE", 64, 64)]
     if isolate:
         limits.append(("RLIMIT_NPROC", max_procs, max_procs))
+    # The judge watches the whole cage only where it is the cage's PID 1 (it sees exactly the cage's processes).
+    watch = {"memory_bytes": memory_mb << 20, "max_files": max_files} if isolate else None
     job = base / "job.json"
-    job.write_text(json.dumps({"code": code, "tests": tests, "token": token, "limits": limits}), encoding="utf-8")
+    job.write_text(json.dumps({"code": code, "tests": tests, "token": token, "limits": limits, "watch": watch}),
+                   encoding="utf-8")
     started = time.time()
     read_end, write_end = os.pipe()
+    info_read, info_write = os.pipe() if isolate else (None, None)
     job_fd = os.open(job, os.O_RDONLY)
     seccomp = seccomp_filter() if isolate else None
     seccomp_fd = None
     if seccomp is not None:
         (base / "seccomp.bpf").write_bytes(seccomp)
         seccomp_fd = os.open(base / "seccomp.bpf", os.O_RDONLY)
+    passed_fds = [fd for fd in (job_fd, write_end, seccomp_fd, info_write) if fd is not None]
     with open(base / "stdout", "w+b") as out, open(base / "stderr", "w+b") as err:
         if isolate:
-            command, user = _bwrap_command(disk_mb, seccomp_fd)
+            command, user = _bwrap_command(disk_mb, seccomp_fd, info_write)
         else:
             _warn_unisolated()
             work = base / "work"
             work.mkdir()
-            command, user = [_python(), "-I", "-S", "-c", _HARNESS], None
+            command, user = [_python(), "-I", "-S", "-c", _INSIDE], None
         command += [str(job_fd), str(write_end)]
         try:
             proc = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 cwd=None if isolate else base / "work",
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"},
-                start_new_session=True, close_fds=True,
-                pass_fds=[job_fd, write_end] + ([seccomp_fd] if seccomp_fd is not None else []),
+                start_new_session=True, close_fds=True, pass_fds=passed_fds,
                 **({"user": user, "group": user, "extra_groups": []} if user is not None else {}),
             )
         except BaseException:
-            os.close(read_end)
+            for fd in (read_end, info_read):
+                if fd is not None:
+                    os.close(fd)
             raise
         finally:
-            os.close(write_end)
-            os.close(job_fd)
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
+            for fd in passed_fds:
+                os.close(fd)
         timed_out = False
-        _RUNNING.add(proc.pid)
+        cage = _Cage(proc)
         try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            if info_read is not None:
+                cage.pidfd, cage.init_pid = _cage_init(proc, info_read, timeout_s)
+            timed_out = not _wait(proc, max(0.1, timeout_s - (time.time() - started)))
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)  # bwrap dies, its PID namespace with it
-            except ProcessLookupError:
-                pass
-            proc.wait()
-            _RUNNING.discard(proc.pid)
+            cage.end()
         os.set_blocking(read_end, False)
         try:
             said = os.read(read_end, 256)
@@ -316,6 +257,8 @@ def _run_in(base: Path, code: str, tests: str | None, timeout_s: float, memory_m
     rc = proc.returncode
     if said == (token + "\n").encode():
         status = "passed"
+    elif said in (b"memory\n", b"output_limit\n", b"timeout\n"):  # the judge's word: only it holds this pipe
+        status = said.decode().strip()
     elif timed_out or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
         status = "timeout"
     elif output_full or "File too large" in stderr or "No space left on device" in stderr or rc in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ):
@@ -327,16 +270,120 @@ def _run_in(base: Path, code: str, tests: str | None, timeout_s: float, memory_m
     return SandboxResult(status, rc, stdout, stderr, round(seconds, 3))
 
 
+def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Did `proc` end within `timeout_s`? Woken by the kernel the moment it ends (a pidfd), not by
+    Popen.wait's polling, which sleeps up to 50 ms between looks."""
+    import select
+
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:  # before Linux 5.3
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)
+
+
+class _Cage:
+    """A running bwrap and the PID 1 of its namespace: ended init first (the kernel then kills every process
+    of the namespace, whatever they did to their sessions or to init), then bwrap, which has reaped it."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.pidfd, self.init_pid = proc, None, None
+        with _LOCK:
+            _RUNNING[proc.pid] = self
+
+    def kill(self) -> None:
+        with _LOCK:
+            if self.pidfd is not None:
+                try:
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        _wait(self.proc, 2)  # bwrap follows its child at once
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def end(self) -> None:
+        self.kill()
+        self.proc.wait()
+        with _LOCK:
+            _RUNNING.pop(self.proc.pid, None)
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+                self.pidfd = None
+        if self.init_pid is not None and os.getpid() == 1:  # a container's PID 1 adopts what bwrap left: reap it
+            try:
+                os.waitpid(self.init_pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def _cage_init(proc: subprocess.Popen, info_read: int, timeout_s: float) -> tuple[int | None, int | None]:
+    """A pidfd on the cage's PID 1, and its pid, from bwrap's --info-fd (None if bwrap failed before starting it)."""
+    import select
+
+    chunks = []
+    try:
+        while select.select([info_read], [], [], timeout_s)[0]:
+            chunk = os.read(info_read, 4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(info_read)
+    try:
+        pid = int(json.loads(b"".join(chunks))["child-pid"])
+        pidfd = os.pidfd_open(pid)
+    except (ValueError, KeyError, TypeError, OSError):
+        return None, None
+    try:  # held from now on, the pidfd cannot point at another process; check it is bwrap's child
+        parent = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("PPid:"))
+        if int(parent.split()[1]) != proc.pid:
+            raise ValueError
+    except (OSError, StopIteration, ValueError):
+        os.close(pidfd)
+        return None, None
+    return pidfd, pid
+
+
+@functools.lru_cache(maxsize=None)
+def _remove_leftovers() -> None:
+    """Sandbox, staging and bwrap folders of fusechat processes that were killed (SIGKILL runs no cleanup):
+    their names carry the pid that made them; the first sandbox run of a process removes those whose
+    process is gone."""
+    import re
+
+    for folder in Path(tempfile.gettempdir()).glob("fusechat-*"):
+        found = re.fullmatch(r"fusechat-(?:sandbox|python|bwrap)-(\d+)-.*", folder.name)
+        try:
+            if not found or folder.stat().st_uid != os.geteuid() or int(found[1]) == os.getpid():
+                continue
+            os.kill(int(found[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
+
+
 def _python() -> str:
     return os.path.realpath(sys.executable)
 
 
-def _bwrap_command(disk_mb: int, seccomp_fd: int | None) -> tuple[list[str], int | None]:
+def _bwrap_command(disk_mb: int, seccomp_fd: int | None, info_fd: int) -> tuple[list[str], int | None]:
     """bwrap's arguments and the uid to start it as (root: a fresh unprivileged one)."""
     binary = _runnable_bwrap()
     root = os.geteuid() == 0
     python = _python()
     args = [binary, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+            "--as-pid-1", "--info-fd", str(info_fd),  # our judge is the namespace's init; bwrap says its pid
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox", "--clearenv",
             "--ro-bind", "/usr", "/usr"]
     if seccomp_fd is not None:
@@ -357,7 +404,7 @@ def _bwrap_command(disk_mb: int, seccomp_fd: int | None) -> tuple[list[str], int
     args += ["--remount-ro", "/dev", "--remount-ro", "/",
              "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", WORK,
              "--setenv", "TMPDIR", "/tmp", "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0",
-             python, "-I", "-S", "-c", _HARNESS]
+             python, "-I", "-S", "-c", _INSIDE]
     return args, ROOT_UID_BASE + secrets.randbelow(1 << 24) if root else None
 
 
@@ -396,39 +443,64 @@ def _staged_python(prefix: str) -> str:
 
 
 # seccomp: syscalls no scored program needs and that widen the kernel's attack surface (debugging other
-# processes, kernel keyrings, BPF, io_uring, mounts, modules, namespaces). x86_64 numbers only: on other
-# architectures the namespaces alone cage the code (isolation() says which).
+# processes, kernel keyrings, BPF, io_uring, mounts, modules, namespaces, another process's descriptors),
+# and sockets of any family but unix and IP (the network namespace makes IP loopback-only; AF_VSOCK is not
+# namespaced at all and reaches the hypervisor's services on a cloud VM; netlink, packet, crypto and the
+# like are kernel attack surface). x86_64 numbers only: on other architectures the namespaces alone cage
+# the code (isolation() says which).
+#
+# A denylist, not an allowlist: CPython and glibc use well over a hundred syscalls, and which ones moves
+# with every glibc and kernel (clone3, rseq, statx, faccessat2, epoll_pwait2, futex_waitv...). An allowlist
+# that lags fails honest programs in ways that read as wrong answers in the training data, while the
+# namespaces, not the filter, are what keeps the code in.
 _DENIED_X86_64 = {
-    "ptrace": 101, "syslog": 103, "personality": 135, "pivot_root": 155, "acct": 163, "mount": 165, "umount2": 166,
-    "swapon": 167, "swapoff": 168, "reboot": 169, "init_module": 175, "delete_module": 176, "quotactl": 179,
-    "kexec_load": 246, "add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272, "perf_event_open": 298,
-    "fanotify_init": 300, "name_to_handle_at": 303, "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310,
-    "process_vm_writev": 311, "finit_module": 313, "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323,
-    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428, "move_mount": 429,
-    "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+    "uselib": 134, "ptrace": 101, "syslog": 103, "personality": 135, "vhangup": 153, "pivot_root": 155, "acct": 163,
+    "mount": 165, "umount2": 166, "swapon": 167, "swapoff": 168, "reboot": 169, "iopl": 172, "ioperm": 173,
+    "init_module": 175, "delete_module": 176, "quotactl": 179, "lookup_dcookie": 212, "kexec_load": 246,
+    "add_key": 248, "request_key": 249, "keyctl": 250, "migrate_pages": 256, "unshare": 272, "move_pages": 279,
+    "perf_event_open": 298, "fanotify_init": 300, "name_to_handle_at": 303, "open_by_handle_at": 304, "setns": 308,
+    "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312, "finit_module": 313, "kexec_file_load": 320,
+    "bpf": 321, "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+    "pidfd_getfd": 438, "process_madvise": 440, "mount_setattr": 442, "quotactl_fd": 443,
 }
+_SOCKET_CALLS_X86_64 = (41, 53)  # socket, socketpair: their first argument is the family
+_SOCKET_FAMILIES = (1, 2, 10)  # AF_UNIX, AF_INET, AF_INET6
 
 
 def seccomp_filter() -> bytes | None:
     """A classic-BPF seccomp program for bwrap's --seccomp: the calls above fail with EPERM, as do other
-    ABIs (i386, x32); everything else is allowed. None off x86_64."""
+    ABIs (i386, x32); a socket of another family fails with EAFNOSUPPORT; everything else is allowed.
+    None off x86_64."""
     import platform
     import struct
 
     if platform.machine() != "x86_64":
         return None
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
-    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    allow, deny, no_family = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 97  # ALLOW, ERRNO|EPERM, ERRNO|EAFNOSUPPORT
     denied = sorted(_DENIED_X86_64.values())
-    n = len(denied)
-    prog = [(ld, 0, 0, 4),  # seccomp_data.arch
-            (jeq, 1, 0, 0xC000003E),  # AUDIT_ARCH_X86_64, else deny
-            (ret, 0, 0, deny),
-            (ld, 0, 0, 0),  # seccomp_data.nr
-            (jge, n + 1, 0, 0x40000000)]  # the x32 ABI: deny
-    prog += [(jeq, n - i, 0, nr) for i, nr in enumerate(denied)]  # a match jumps to the final deny
-    prog += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
-    return b"".join(struct.pack("=HBBI", *insn) for insn in prog)
+    prog: list[tuple] = [(ld, 0, 0, 4),  # seccomp_data.arch
+                         (jeq, 1, 0, 0xC000003E),  # AUDIT_ARCH_X86_64, else deny
+                         (ret, 0, 0, deny),
+                         (ld, 0, 0, 0),  # seccomp_data.nr
+                         (jge, "DENY", 0, 0x40000000)]  # the x32 ABI
+    prog += [(jeq, "DENY", 0, nr) for nr in denied]
+    prog += [(jeq, "SOCKET", 0, nr) for nr in _SOCKET_CALLS_X86_64]
+    prog += [(ret, 0, 0, allow)]
+    labels = {"SOCKET": len(prog)}
+    prog += [(ld, 0, 0, 16)]  # seccomp_data.args[0], its low 32 bits
+    prog += [(jeq, "ALLOW", 0, family) for family in _SOCKET_FAMILIES]
+    prog += [(ret, 0, 0, no_family)]
+    labels["ALLOW"] = len(prog)
+    prog += [(ret, 0, 0, allow)]
+    labels["DENY"] = len(prog)
+    prog += [(ret, 0, 0, deny)]
+    out = []
+    for pc, (code, jt, jf, k) in enumerate(prog):
+        jt = labels[jt] - pc - 1 if isinstance(jt, str) else jt  # jumps are relative to the next instruction
+        out.append(struct.pack("=HBBI", code, jt, jf, k))
+    return b"".join(out)
 
 
 @functools.lru_cache(maxsize=None)

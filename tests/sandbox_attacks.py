@@ -52,6 +52,54 @@ ATTACKS = [
     trick("a forged token written to every fd", WRONG + "import os\nfor fd in range(3, 64):\n    try:\n"
           "        os.write(fd, b'0' * 32 + b'\\n')\n    except OSError:\n        pass\nos._exit(0)\n"),
     trick("kills itself before the tests", WRONG + "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"),
+    # --- forge the verdict from inside the solution's interpreter (issue 28): the tests now run elsewhere ----
+    trick("patch a standard-library function the tests call", "import math\nmath.isclose = lambda *a, **k: True\n"
+          "def area(r):\n    return 0.0\n", tests="import math\nassert math.isclose(area(1.0), 3.14159, rel_tol=1e-3)\n"),
+    trick("__builtins__ replaced in the module's globals", WRONG + "import builtins\n"
+          "__builtins__ = dict(vars(builtins), round=lambda *a, **k: 5)\n", tests="assert round(add(2, 3)) == 5\n"),
+    trick("sys.meta_path mutated: a fake unittest", WRONG + "import importlib.machinery, sys, types\n"
+          "class Loader:\n    def create_module(self, spec):\n        m = types.ModuleType('unittest')\n"
+          "        m.TestCase = type('TestCase', (), {'assertEqual': lambda *a, **k: None})\n        return m\n"
+          "    def exec_module(self, module):\n        pass\n"
+          "class Finder:\n    def find_spec(self, name, path=None, target=None):\n"
+          "        return importlib.machinery.ModuleSpec(name, Loader()) if name.startswith('unittest') else None\n"
+          "sys.meta_path.insert(0, Finder())\nsys.modules.pop('unittest', None)\n",
+          tests="import unittest\nunittest.TestCase().assertEqual(add(2, 3), 5)\n"),
+    trick("a thread re-patches builtins while the tests run", WRONG + "import builtins, threading, time\n"
+          "def again():\n    while True:\n        builtins.round = lambda *a, **k: 5\n        time.sleep(0.001)\n"
+          "threading.Thread(target=again, daemon=True).start()\n",
+          tests="import time\ntime.sleep(0.1)\nassert round(add(2, 3)) == 5\n"),
+    trick("the pass token read out of memory (/proc/self/mem, /proc/1/mem)", WRONG + "import os, re\n"
+          "def scan(pid):\n    found = set()\n    try:\n        maps = open('/proc/%s/maps' % pid).read().splitlines()\n"
+          "        mem = open('/proc/%s/mem' % pid, 'rb', 0)\n    except OSError as e:\n        print('blocked', pid, e)\n"
+          "        return found\n    for line in maps:\n        span, perms = line.split()[:2]\n"
+          "        lo, hi = (int(x, 16) for x in span.split('-'))\n        if 'r' not in perms or hi - lo > 1 << 28:\n"
+          "            continue\n        try:\n            mem.seek(lo)\n            chunk = mem.read(hi - lo)\n"
+          "        except (OSError, OverflowError, ValueError):\n            continue\n"
+          "        found.update(re.findall(rb'[0-9a-f]{32}', chunk))\n    return found\n"
+          "tokens = scan('self') | scan(1)\nprint('candidates', len(tokens))\nfor t in tokens:\n"
+          "    for fd in range(3, 64):\n        try:\n            os.write(fd, t + b'\\n')\n        except OSError:\n"
+          "            pass\nos._exit(0)\n"),
+    trick("an object that says it equals anything", "class Yes:\n    def __eq__(self, other):\n        return True\n"
+          "    __hash__ = object.__hash__\n    def __sub__(self, other):\n        return 0\n    __rsub__ = __sub__\n"
+          "    def __contains__(self, item):\n        return True\n    def __iter__(self):\n        return iter(())\n"
+          "def add(a, b):\n    return Yes()\n",
+          tests="import unittest\nassert add(2, 3) == 5 or 5 in add(2, 3) or abs(5 - add(2, 3)) < 1e-9\n"),
+    {"name": "honest: in place, exceptions, generators, classes, callbacks, big numbers", "expect": "passed", "code":
+        "import math\nfrom fractions import Fraction\nfrom collections import Counter, namedtuple\n"
+        "def sort_in_place(xs):\n    xs.sort()\ndef fact(n):\n    return math.factorial(n)\n"
+        "def half(x):\n    if x < 0:\n        raise ValueError('negative')\n    return Fraction(x, 2)\n"
+        "def squares(n):\n    for i in range(n):\n        yield i * i\n"
+        "class Stack:\n    def __init__(self):\n        self.items = []\n    def push(self, x):\n        self.items.append(x)\n"
+        "    def pop(self):\n        return self.items.pop()\n    def __len__(self):\n        return len(self.items)\n"
+        "def apply(f, x):\n    return f(x)\nPoint = namedtuple('Point', 'x y')\n"
+        "def stats(xs):\n    return Counter(xs), Point(1, 2), {1, 2}, (float('inf'), -0.0, b'x', 3j)\n",
+        "tests": "xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [1, 2, 3]\nassert fact(2000) == __import__('math').factorial(2000)\n"
+                 "assert half(3) == __import__('fractions').Fraction(3, 2)\ntry:\n    half(-1)\n    raise AssertionError('no raise')\n"
+                 "except ValueError as e:\n    assert 'negative' in str(e)\nassert list(squares(4)) == [0, 1, 4, 9]\n"
+                 "s = Stack()\ns.push(5)\ns.push(6)\nassert len(s) == 2 and s.pop() == 6 and s.items == [5]\n"
+                 "assert apply(lambda v: v + 1, 41) == 42\n"
+                 "assert stats('aab') == ({'a': 2, 'b': 1}, (1, 2), {1, 2}, (float('inf'), 0.0, b'x', 3j))\n"},
     # --- honest code works, whoever starts fusechat -----------------------------------------------------
     {"name": "multiprocessing, threads and asyncio", "expect": "passed", "code":
         "import asyncio, multiprocessing, threading\nwith multiprocessing.Pool(2) as pool:\n    assert pool.map(abs, [-1, -2]) == [1, 2]\n"
@@ -112,6 +160,15 @@ ATTACKS = [
               "if libc.unshare(0x10000000) == 0:\n    print('ESCAPED unshare')\n"
               "if libc.mount(b'none', b'/tmp', b'tmpfs', 0, None) == 0 and os.listdir('/tmp') == []:\n    print('mounted over its own /tmp')\n"
               "if libc.setuid(0) == 0 and os.getuid() == 0:\n    print('ESCAPED setuid')\n"),
+    contained("reach the judge: /proc/1/mem, /proc/1/fd, environ, pidfd_getfd", "import ctypes, os\n"
+              "for path in ['/proc/1/mem', '/proc/1/environ', '/proc/1/fd/3', '/proc/1/fd/4', '/proc/1/fd/5']:\n"
+              "    try:\n        open(path, 'rb').read(1)\n        print('ESCAPED', path)\n"
+              "    except OSError as e:\n        print('blocked', path, e.strerror)\n"
+              "try:\n    open('/proc/1/mem', 'r+b')\n    print('ESCAPED: /proc/1/mem writable')\nexcept OSError as e:\n"
+              "    print('blocked write', e.strerror)\nlibc = ctypes.CDLL(None, use_errno=True)\npidfd = os.pidfd_open(1)\n"
+              "for fd in range(16):\n    if libc.syscall(438, pidfd, fd, 0) >= 0:\n        print('ESCAPED pidfd_getfd', fd)\n"
+              "import signal\nfor sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGSTOP):\n    os.kill(1, sig)\n"
+              "import time\ntime.sleep(0.2)\nprint('the judge is alive')\n"),
     contained("ptrace the parent", "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
               "if libc.ptrace(16, $runner, 0, 0) == 0:\n    print('ESCAPED')\n"),
     # --- the network ---------------------------------------------------------------------------------------
@@ -120,6 +177,13 @@ ATTACKS = [
     contained("a unix socket file", "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('$unix')\nprint('ESCAPED')\n"),
     contained("an abstract unix socket", "import socket\ns = socket.socket(socket.AF_UNIX)\n"
               "s.connect('\\0$abstract')\nprint('ESCAPED')\n"),
+    contained("sockets of other families: vsock, netlink, packet, crypto, bluetooth", "import socket\n"
+              "for family in (40, 16, 17, 38, 31, 29, 30, 21, 44, 15, 4, 5, 9):\n"
+              "    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_RAW, socket.SOCK_SEQPACKET):\n"
+              "        try:\n            socket.socket(family, kind).close()\n            print('ESCAPED', family, kind)\n"
+              "        except OSError:\n            pass\n"
+              "        try:\n            socket.socketpair(family, kind)\n            print('ESCAPED pair', family, kind)\n"
+              "        except OSError:\n            pass\n"),
     contained("the internet", "import socket\ns = socket.create_connection(('93.184.215.14', 80), timeout=2)\nprint('ESCAPED')\n"),
     contained("the host's shared memory (_posixshmem)", "import _posixshmem, os\n"
               "fd = _posixshmem.shm_open('/$shm', os.O_RDONLY, 0)\nprint('ESCAPED', os.read(fd, 100))\n"),
@@ -158,6 +222,11 @@ ATTACKS = [
         "with open('big', 'w') as f:\n    while True:\n        f.write('x' * 100000)\n"},
     {"name": "huge output", "expect": "output_limit", "max_output_bytes": 200_000, "code":
         "while True:\n    print('x' * 100000)\n"},
+    {"name": "memory in several children, each under the limit", "expect": "memory", "timeout": 10, "code":
+        "import os, time\nfor _ in range(3):\n    if os.fork() == 0:\n        x = b'x' * (300 << 20)\n"
+        "        time.sleep(30)\n        os._exit(0)\ntime.sleep(30)\nprint('ESCAPED')\n"},
+    {"name": "half a million empty files", "expect": "output_limit", "timeout": 10, "code":
+        "import os\nfor i in range(500_000):\n    open('f%d' % i, 'w').close()\nprint('ESCAPED')\n"},
     {"name": "memory bomb", "expect": "memory", "code": "x = bytearray(4 * 1024**3)\nprint('ESCAPED')\n"},
     {"name": "infinite loop", "expect": "timeout", "timeout": 2, "code": "while True:\n    pass\n"},
     {"name": "threads burning CPU", "expect": "timeout", "timeout": 2, "code":

@@ -14,6 +14,7 @@ import socket
 import string
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -105,6 +106,26 @@ def survivors() -> list[int]:
     return found
 
 
+def uid_survivors() -> list[int]:
+    """Processes of the runs' uids: as root, the fresh uids drawn for runs; as a normal user, any process
+    of ours but this runner and its victim."""
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) in (os.getpid(), victim.pid):
+            continue
+        try:
+            uid = int(next(line for line in (p / "status").read_text().splitlines() if line.startswith("Uid:")).split()[1])
+        except (OSError, StopIteration, ValueError):
+            continue
+        if (uid == os.getuid() != 0) or (os.getuid() == 0 and 0x60000000 <= uid < 0x61000000):
+            found.append(int(p.name))
+    return found
+
+
+def left_in_tmp() -> list[str]:
+    return [p.name for p in Path(tempfile.gettempdir()).glob(f"fusechat-sandbox-{os.getpid()}-*")]
+
+
 def run(attack: dict) -> dict:
     code = string.Template(attack["code"]).safe_substitute(values)
     tests = string.Template(attack["tests"]).safe_substitute(values) if attack.get("tests") else attack.get("tests")
@@ -127,6 +148,7 @@ for attack in ATTACKS:
     later = [run({"code": "def f(x):\n    return x\n", "tests": "assert f(1) == 2\n"})["status"]
              for _ in range(attack.get("then_wrong", 0))]
     time.sleep(0.2)
+    by_uid, in_tmp = uid_survivors(), left_in_tmp()
     left = survivors()
     for pid in left:
         try:
@@ -144,6 +166,7 @@ for attack in ATTACKS:
         "victim_alive": victim_alive, "connections": len(connections), "files_changed": before != after,
         "limits_changed": limits_before != {k: resource.getrlimit(getattr(resource, k)) for k in limits_before},
         "survivors": len(left), "later": later, "seconds": r["seconds"],
+        "uid_survivors": len(by_uid), "left_in_tmp": in_tmp,
     })
 victim.kill()
 if "shm" in planted:

@@ -52,7 +52,7 @@ def _run_suite(as_user: str | None, python_in_home: bool = False) -> dict:
     try:
         project, shared, home = folder / "project", folder / "shared", folder / "home"
         (project / "fusechat").mkdir(parents=True)
-        for name in ("__init__.py", "sandbox.py"):
+        for name in ("__init__.py", "sandbox.py", "sandbox_inside.py"):
             shutil.copy(HERE.parent / "fusechat" / name, project / "fusechat" / name)
         for name in ("sandbox_runner.py", "sandbox_attacks.py"):
             shutil.copy(HERE / name, project / name)
@@ -111,6 +111,8 @@ def test_attack(suite, attack):
     assert not got["files_changed"], why
     assert not got["limits_changed"], why
     assert got["survivors"] == 0, why
+    assert got["uid_survivors"] == 0, why  # nothing of the run's uid is left, whatever it did to its init
+    assert not got["left_in_tmp"], why
     assert "passed" not in got["later"], why
     if attack["expect"] == "not_passed":
         assert got["status"] != "passed", why
