@@ -80,6 +80,9 @@ def inside(folder: Path, *parts: str) -> Path:
     return path
 
 
+SHARD_FOOTER = "__fusechat_shard__"  # the key of a resume shard's last line
+
+
 def jsonl_text(records: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
 
@@ -249,10 +252,27 @@ class StageRun:
         return self.shard_path(key).exists()
 
     def write_shard(self, key: str, records: list[dict]) -> None:
-        write_atomic(self.shard_path(key), jsonl_text(records))
+        """The records, then a last line with their count and digest: a shard cut short (even at a line
+        boundary) or edited is told from a whole one."""
+        body = jsonl_text(records).encode("utf-8")
+        footer = {SHARD_FOOTER: {"records": len(records), "sha256": hashlib.sha256(body).hexdigest()}}
+        write_atomic(self.shard_path(key), body.decode("utf-8") + json.dumps(footer) + "\n")
 
     def read_shard(self, key: str) -> list[dict]:
-        return read_jsonl(self.shard_path(key))
+        path = self.shard_path(key)
+        data = path.read_bytes()
+        body, _, last = data.rstrip(b"\n").rpartition(b"\n")
+        body = body + b"\n" if body else b""
+        try:
+            footer = json.loads(last)[SHARD_FOOTER]
+        except (ValueError, TypeError, KeyError):
+            raise FusechatError(f"{path}: a damaged resume shard (its last line, the record count, is missing): "
+                                f"delete it and rerun, that part is redone") from None
+        records = list(parse_jsonl(body.splitlines(keepends=True), path))
+        if footer.get("sha256") != hashlib.sha256(body).hexdigest() or footer.get("records") != len(records):
+            raise FusechatError(f"{path}: a damaged resume shard ({len(records)} records, {footer.get('records')} "
+                                f"written, or changed since): delete it and rerun, that part is redone")
+        return records
 
     def prepare_work_dir(self) -> None:
         """Keep the work area of an interrupted run only if it was made with the same settings and input."""

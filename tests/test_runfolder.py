@@ -119,3 +119,22 @@ def test_sft_depends_on_the_sft_set_only_and_dpo_on_the_pairs_only(tmp_path):
     assert folder.input_fingerprint(stages["dpo"], None) == dpo
     folder.write("build", Outputs({"sft": [{"a": 3}], "dpo": [{"p": 3}]}))
     assert folder.input_fingerprint(stages["dpo"], None) != dpo
+
+
+@pytest.mark.parametrize("damage", ["last record cut at a line boundary", "a record edited", "footer gone", "empty"])
+def test_a_damaged_resume_shard_is_refused_in_one_line(tmp_path, damage):
+    from fusechat.runfolder import StageRun
+
+    run = StageRun(folder=RunFolder(tmp_path / "run"), name="sample", recipe=None, settings={}, input_fingerprint="x")
+    run.prepare_work_dir()
+    records = [{"prompt_id": f"p{i}", "text": f"answer {i}"} for i in range(33)]
+    run.write_shard("a-00000", records)
+    run.write_shard("b-00000", [])
+    assert run.read_shard("a-00000") == records and run.read_shard("b-00000") == []
+    path = run.shard_path("a-00000")
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text({"last record cut at a line boundary": "".join(lines[:-2] + lines[-1:]),
+                     "a record edited": "".join(lines).replace("answer 7", "answer 8"),
+                     "footer gone": "".join(lines[:-1]), "empty": ""}[damage])
+    with pytest.raises(FusechatError, match=r"a-00000\.jsonl: a damaged resume shard .*delete it"):
+        run.read_shard("a-00000")

@@ -156,3 +156,31 @@ def test_report_to_tensorboard_writes_the_loss_curve_beside_the_stage(tmp_path, 
     written = scalars(recipe.run_path / "sft" / "tracking")
     log = [json.loads(line) for line in open(recipe.run_path / "sft" / "log.jsonl")]
     assert [v for _, v in written["train/loss"]] == pytest.approx([e["loss"] for e in log if "loss" in e], abs=1e-4)
+
+
+@pytest.mark.parametrize("torn", ["weights cut short", "optimizer cut short", "trainer state cut short", "weights gone"])
+def test_a_torn_checkpoint_is_never_loaded(tmp_path, torn):
+    """A kill mid-save (or mid-rotation) leaves a checkpoint with some files whole and some not: the newest
+    whole one is used and the torn one deleted."""
+    import torch
+    from safetensors.torch import save_file
+
+    from fusechat.train.sft import last_checkpoint
+
+    for step in (2, 4):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        save_file({"w": torch.zeros(64, 64)}, folder / "model.safetensors")
+        torch.save({"state": torch.ones(256)}, folder / "optimizer.pt")
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    newest = tmp_path / "checkpoint-4"
+    target = {"weights cut short": "model.safetensors", "optimizer cut short": "optimizer.pt",
+              "trainer state cut short": "trainer_state.json", "weights gone": "model.safetensors"}[torn]
+    if torn == "weights gone":
+        (newest / target).unlink()
+    else:
+        data = (newest / target).read_bytes()
+        (newest / target).write_bytes(data[: len(data) // 2])
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert not newest.exists()

@@ -52,18 +52,52 @@ def checkpointing(config_class, on: bool) -> dict:
 
 
 def last_checkpoint(folder) -> str | None:
-    """The newest complete checkpoint in `folder`. transformers writes `trainer_state.json` last, so a
-    checkpoint without a readable one was torn by a kill mid-save: it is deleted, and the one before used."""
+    """The newest whole checkpoint in `folder`; a torn one is deleted and the one before used.
+    transformers writes `trainer_state.json` last, but not atomically, and a kill while it rotates old
+    checkpoints leaves half-deleted ones: so every file is checked, not only that one (see `_whole`)."""
     complete = []
     for path in Path(folder).glob("checkpoint-*"):
         try:
             step = int(path.name.split("-")[1])
-            json.loads((path / "trainer_state.json").read_text())
+            _whole(path)
         except (ValueError, IndexError, OSError):
             shutil.rmtree(path, ignore_errors=True)
             continue
         complete.append((step, path))
     return str(max(complete)[1]) if complete else None
+
+
+def _whole(path: Path) -> None:
+    """Raise ValueError/OSError unless the checkpoint is whole: its trainer state parses, its weights exist
+    and every safetensors file holds all the bytes its header names, and every torch.save file (a zip)
+    still has its central directory, which a file cut short loses first."""
+    import struct
+    import zipfile
+
+    json.loads((path / "trainer_state.json").read_text())
+    weights = list(path.glob("*.safetensors"))
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        named = set(json.loads(index.read_text())["weight_map"].values())
+        if not named <= {w.name for w in weights}:
+            raise ValueError(f"{path}: weight files missing")
+    if not weights and not list(path.glob("pytorch_model*.bin")) and not list(path.glob("adapter_model.*")):
+        raise ValueError(f"{path}: no weights")
+    for file in weights:
+        try:
+            with open(file, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (struct.error, KeyError, TypeError, IndexError, AttributeError):
+            raise ValueError(f"{file}: no safetensors header") from None
+        if file.stat().st_size < 8 + n + end:
+            raise ValueError(f"{file}: cut short")
+    for file in [*path.glob("*.pt"), *path.glob("*.pth"), *path.glob("*.bin")]:
+        try:
+            zipfile.ZipFile(file).close()
+        except zipfile.BadZipFile:
+            raise ValueError(f"{file}: cut short") from None
 
 
 def train_sft(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_dir: Path, progress=None):
