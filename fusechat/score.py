@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fusechat import constraints, models
+from fusechat import FusechatError, constraints, models
 from fusechat.analysis import reward_bias
 from fusechat.recipe import Recipe, RewardConfig
 from fusechat.records import CHECKED_DOMAINS, Prompt, from_dict
@@ -88,6 +88,12 @@ def score(run: StageRun) -> Outputs:
     recipe = run.recipe
     prompts = {r["id"]: from_dict(Prompt, r, f"prompt {r.get('id')}") for r in run.read("prompts", "prompts")}
     samples = run.read("sample", "samples")
+    sources = {s.name for s in recipe.sources}
+    for lineno, s in enumerate(samples, 1):
+        if s.get("prompt_id") not in prompts or s.get("source") not in sources:
+            what = (f"prompt {s.get('prompt_id')!r:.60}, not in this run's prompts" if s.get("prompt_id") not in prompts
+                    else f"source {s.get('source')!r:.60}, not in the recipe's sources")
+            raise FusechatError(f"{run.folder.stage_dir('sample') / 'samples.jsonl'}:{lineno}: the sample names {what}")
     starts = range(0, len(samples), SHARD_SAMPLES)
     task = run.progress.add_task("score", total=2 * len(samples))
     math = None

@@ -165,6 +165,8 @@ def test_a_deleted_input_of_the_next_stage(tmp_path, tiny_model_dir):
     (lambda r: r.pop("reward"), ["scored.jsonl:1", "no `reward`"]),
     (lambda r: r.update(reward="0.5"), ["scored.jsonl:1", "`reward` must be a number"]),
     (lambda r: r.update(correct="yes"), ["scored.jsonl:1", "`correct`"]),
+    (lambda r: r.update(prompt_id="not-a-prompt"), ["scored.jsonl:1", "names prompt 'not-a-prompt'", "not in this run's prompts"]),
+    (lambda r: r.update(source="gpt-9"), ["scored.jsonl:1", "names source 'gpt-9'", "not in the recipe's sources"]),
 ])
 def test_bad_scored_records(tmp_path, tiny_model_dir, edit, words):
     """Records a stage wrote wrong (its manifest agrees with them): the build names the line."""
@@ -193,6 +195,38 @@ def test_an_output_changed_after_its_stage_finished_is_refused_by_the_next(tmp_p
     prompts = tmp_path / "run" / "prompts" / "prompts.jsonl"
     prompts.write_text(prompts.read_text()[:-20])
     assert_one_line(cli("sample", path), "prompts.jsonl", "changed since stage 'prompts' finished")
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda r: r.update(prompt_id="not-a-prompt"), ["samples.jsonl:1", "prompt 'not-a-prompt'"]),
+    (lambda r: r.update(source="gpt-9"), ["samples.jsonl:1", "source 'gpt-9'"]),
+])
+def test_samples_naming_an_unknown_prompt_or_source(tmp_path, tiny_model_dir, edit, words):
+    from fusechat.runfolder import Outputs, RunFolder
+
+    path = recipe_file(tmp_path, tiny_model_dir)
+    for stage in ("prompts", "sample"):
+        assert cli(stage, path).exit_code == 0
+    folder = RunFolder(tmp_path / "run")
+    records, made = folder.records("sample", "samples"), folder.manifest("sample")
+    edit(records[0])
+    folder.write("sample", Outputs({"samples": records}, made["counts"]), made["config"], made["input_fingerprint"])
+    assert_one_line(cli("score", path), *words)
+
+
+@pytest.mark.parametrize("content, words", [
+    ("compute_environment: LOCAL_MACHINE\ndistributed_type: [oops\n", ["bad.yaml", "not a valid accelerate config"]),
+    ("compute_environment: LOCAL_MACHINE\ndistributed_type: NOPE\nnum_processes: 2\n", ["bad.yaml", "NOPE"]),
+    ("- just\n- a list\n", ["bad.yaml", "not a valid accelerate config"]),
+])
+def test_doctor_checks_an_accelerate_config_before_a_launch(tmp_path, content, words):
+    """`accelerate launch` itself answers a broken config with a traceback before fusechat runs: `fusechat
+    doctor --accelerate-config` says what is wrong in one line, and what the config will do when it is right."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content)
+    assert_one_line(cli("doctor", "--accelerate-config", bad), *words)
+    good = cli("doctor", "--accelerate-config", "recipes/accelerate/ddp.yaml")
+    assert good.exit_code == 0 and "MULTI_GPU" in good.output, good.output
 
 
 # --- the machine refuses: disk full, read-only ------------------------------------------------------------

@@ -38,6 +38,7 @@ def run_tests(code: str, tests: str, limits: SandboxConfig) -> tuple[bool, str]:
         return False, f"does not parse: {type(e).__name__} {str(e)[:100]}".rstrip()
     result = run_python(code, tests, timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
                         max_output_bytes=limits.max_output_bytes, max_procs=limits.max_procs, disk_mb=limits.disk_mb,
+                        max_files=limits.max_files,
                         isolate=not limits.allow_unisolated)
     if result.passed:
         return True, "passed"
