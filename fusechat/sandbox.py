@@ -140,7 +140,7 @@ def _runnable_bwrap() -> str | None:
 def _temporary_folder(prefix: str) -> Path:
     """A root-owned folder (mkdtemp: nobody else can have made it) removed when we exit (or, after a
     SIGKILL, by the next run: the name carries our pid)."""
-    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{_owner()}-"))
     atexit.register(shutil.rmtree, folder, True)
     return folder
 
@@ -188,7 +188,7 @@ def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memor
     if isolate and _runnable_bwrap() is None:
         raise SandboxUnavailable(f"no bubblewrap (bwrap) found to isolate model-written code: {HOW_TO_ENABLE}")
     _remove_leftovers()
-    base = Path(tempfile.mkdtemp(prefix=f"fusechat-sandbox-{os.getpid()}-"))  # parent-only (0700): job and outputs
+    base = Path(tempfile.mkdtemp(prefix=f"fusechat-sandbox-{_owner()}-"))  # parent-only (0700): job and outputs
     try:  # whatever happens, an interrupt (SIGINT, or SIGTERM from a scheduler) too, the folder goes
         return _run_in(base, code, tests, timeout_s, memory_mb, max_output_bytes, max_procs, disk_mb, max_files, isolate)
     finally:
@@ -366,19 +366,31 @@ def _cage_init(proc: subprocess.Popen, info_read: int, timeout_s: float) -> tupl
     return pidfd, pid
 
 
+def _owner() -> str:
+    """Who makes our temporary folders: our PID namespace and pid (a pid means nothing in another namespace,
+    and containers often share /tmp)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:
+        namespace = "0"
+    return f"{namespace}.{os.getpid()}"
+
+
+
 @functools.lru_cache(maxsize=None)
 def _remove_leftovers() -> None:
     """Sandbox, staging and bwrap folders of fusechat processes that were killed (SIGKILL runs no cleanup):
-    their names carry the pid that made them; the first sandbox run of a process removes those whose
-    process is gone."""
+    their names carry the PID namespace and pid that made them; the first sandbox run of a process removes
+    those of its own namespace and user whose process is gone."""
     import re
 
+    namespace = _owner().split(".")[0]
     for folder in Path(tempfile.gettempdir()).glob("fusechat-*"):
-        found = re.fullmatch(r"fusechat-(?:sandbox|python|bwrap)-(\d+)-.*", folder.name)
+        found = re.fullmatch(r"fusechat-(?:sandbox|python|bwrap)-(\d+)\.(\d+)-.*", folder.name)
         try:
-            if not found or folder.stat().st_uid != os.geteuid() or int(found[1]) == os.getpid():
+            if not found or found[1] != namespace or folder.stat().st_uid != os.geteuid() or int(found[2]) == os.getpid():
                 continue
-            os.kill(int(found[1]), 0)
+            os.kill(int(found[2]), 0)
         except ProcessLookupError:
             shutil.rmtree(folder, ignore_errors=True)
         except OSError:

@@ -25,12 +25,22 @@ share an interpreter:
   never is. Test callbacks (a lambda passed to the solution) work the other way: the worker may call
   functions and classes the tests defined, and data constructors, nothing else of the judge's.
 - Arguments that are lists, dicts, sets or bytearrays come back after each call, so in-place solutions
-  ("sort the list in place") are judged on what they did.
+  ("sort the list in place") are judged on what they did; the solution may read and set the public
+  attributes of the tests' own objects (a linked list the tests built, reversed in place).
+- The tests run as the main program, in a namespace of their own that holds the solution's names but
+  never one that would hide a built-in (`def abs(x): return 0`) or a dunder (`__builtins__`); a module
+  the solution imported (`math`), or a function from one (`from math import isclose`), is the judge's
+  own copy when it is one of the plain standard-library modules below. A `__main__` guard runs,
+  `unittest.main()` finds the tests' cases and passes only when they pass, and `def test_x():`
+  functions the file never calls are called, as pytest would.
+- An exception from the solution arrives as the first built-in class in its MRO (`class Bad(ValueError)`
+  is caught by `except ValueError`); StopIteration only ends an iteration.
 
-Known limits: tests see a snapshot of the solution's module-level data taken after it loaded; tests that
-introspect the solution (`inspect`, `isinstance` against its classes), or `eval` what it returns, do not
-work or are not protected; a test that calls a helper the solution defines (`poly` in HumanEval/32)
-trusts that helper, as it always did.
+Known limits: tests see a snapshot of the solution's module-level data taken after it loaded; a name the
+tests use without defining or importing it is the solution's word (a helper the solution defines, like
+`poly` in HumanEval/32, is trusted as it always was); tests that introspect the solution (`inspect`,
+`isinstance` against its classes), or `eval` what it returns, do not work or are not protected; a
+function named like a built-in (`def filter(...)`) is hidden from the tests by the built-in.
 
 The judge also watches the whole cage (as PID 1 it sees exactly the cage's processes): every 10 ms it
 adds up the resident memory of all of them, and counts the files in /tmp and /dev/shm; past the run's
@@ -43,6 +53,7 @@ import os
 import sys
 
 _PR_SET_DUMPABLE = 4
+_WRITE = os.write  # bound before the model's code runs: replacing os.write does not silence the worker
 _MAX_LINE = 1 << 28  # one message, 256 MB at most
 _DEPTH = 200  # nesting of one value
 
@@ -89,7 +100,7 @@ class Remote:
 
     def _ask(self, op, *args, **extra):
         channel = self._channel
-        return channel.decode(channel.request({"op": op, "id": self._id, "args": [channel.encode(a) for a in args], **extra})["ok"])
+        return channel.decoded(channel.request({"op": op, "id": self._id, "args": [channel.encode(a) for a in args], **extra})["ok"])
 
     def __call__(self, *args, **kwargs):
         return self._channel.call(self._id, args, kwargs)
@@ -213,7 +224,7 @@ class Channel:
         data = memoryview(json.dumps(message, separators=(",", ":")).encode() + b"\n")
         while data:
             try:
-                data = data[os.write(self.write_fd, data):]
+                data = data[_WRITE(self.write_fd, data):]
             except OSError:
                 raise Gone("the other side of the sandbox is gone") from None
 
@@ -223,36 +234,46 @@ class Channel:
             raise Gone("the other side of the sandbox is gone" if not line else "a message too long")
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Gone("a garbled message") from None
         if not isinstance(message, dict):
             raise Gone("a garbled message")
         return message
 
     def request(self, message):
+        iterating = message.get("op") == "next"
         self.send(message)
-        return self.wait()
-
-    def wait(self):
         while True:
             message = self.receive()
             if "op" in message:
                 self.serve(message)
                 continue
             if "raise" in message:
-                raise self._exception(message["raise"])
+                raise self._exception(message["raise"], stop=iterating)
             if "ok" not in message:
                 raise Gone("a garbled message")
             return message
+
+    def decoded(self, value):
+        """A value from the other side; any failure to read it is the channel's, never the tests' to catch."""
+        try:
+            return self.decode(value)
+        except Gone:
+            raise
+        except Exception:  # noqa: BLE001 (MemoryError, RecursionError, a dict key that is not hashable...)
+            raise Gone("a value that cannot be read") from None
 
     def call(self, ident, args, kwargs):
         sent_args = [self.encode(a) for a in args]
         sent_kwargs = [[k, self.encode(v)] for k, v in kwargs.items()]
         reply = self.request({"op": "call", "id": ident, "args": sent_args, "kwargs": sent_kwargs})
-        for arg, after in zip(list(args) + list(kwargs.values()), reply.get("after") or []):
-            if after is not None:
-                _refill(arg, self.decode(after))
-        return self.decode(reply["ok"])
+        after = reply.get("after") or []
+        if not isinstance(after, list):
+            raise Gone("a garbled message")
+        for arg, now in zip(list(args) + list(kwargs.values()), after):
+            if now is not None:
+                _refill(arg, self.decoded(now))
+        return self.decoded(reply["ok"])
 
     # values
     def encode(self, value, depth=0):
@@ -281,9 +302,15 @@ class Channel:
             return {"bytearray" if isinstance(value, bytearray) else "bytes": bytes(value).hex()}
         if isinstance(value, complex):
             return {"complex": [self.encode(value.real, d), self.encode(value.imag, d)]}
+        if isinstance(value, tuple) and hasattr(type(value), "_fields") and all(isinstance(f, str) for f in value._fields):
+            return {"namedtuple": [str(kind.__name__), list(value._fields), [self.encode(v, d) for v in value]]}
         if isinstance(value, (list, tuple, set, frozenset)):
             tag = next(t for t in (list, tuple, frozenset, set) if isinstance(value, t)).__name__
             return {tag: [self.encode(v, d) for v in value]}
+        if kind in (type({}.keys()), type({}.items())):
+            return {"set": [self.encode(v, d) for v in value]}  # views compare like sets
+        if kind is type({}.values()):
+            return {"list": [self.encode(v, d) for v in value]}
         if isinstance(value, dict):
             return {"dict": [[self.encode(k, d), self.encode(v, d)] for k, v in value.items()]}
         if isinstance(value, range):
@@ -295,6 +322,10 @@ class Channel:
             return {"fraction": [self.encode(value.numerator, d), self.encode(value.denominator, d)]}
         if (module, name) == ("decimal", "Decimal"):
             return {"decimal": str(value)}
+        if module == "datetime" and name in ("date", "datetime", "time"):
+            return {name: value.isoformat()}
+        if (module, name) == ("datetime", "timedelta"):
+            return {"timedelta": [value.days, value.seconds, value.microseconds]}
         key = id(value)
         if key not in self.ids:
             self.ids[key] = len(self.mine)
@@ -342,23 +373,48 @@ class Channel:
             if tag == "decimal":
                 import decimal
                 return decimal.Decimal(str(body))
+            if tag == "namedtuple":
+                import collections
+                fields = [str(f) for f in body[1]]
+                return collections.namedtuple(str(body[0]), fields, rename=True)(*(self.decode(v, d) for v in body[2]))
+            if tag in ("date", "datetime", "time"):
+                import datetime
+                return getattr(datetime, tag).fromisoformat(str(body))
+            if tag == "timedelta":
+                import datetime
+                return datetime.timedelta(int(body[0]), int(body[1]), int(body[2]))
+            if tag == "module" and self.judge:  # a module the solution imported: the judge's own copy
+                return _own_module(str(body))
+            if tag == "import" and self.judge:  # `from math import isclose` in the solution: the judge's own
+                found = _own_module(str(body[0]))
+                for part in str(body[1]).split("."):
+                    found = getattr(found, part)
+                return found
         except Gone:
             raise
         except Exception:
             raise Gone("a garbled value") from None
         raise Gone("a garbled value")
 
-    def _exception(self, raised):
+    def _exception(self, raised, stop=False):
+        """The exception the other side raised, as the first built-in exception class in its class's MRO
+        (`class Bad(ValueError)` arrives as a ValueError). StopIteration only ends an iteration (`next`):
+        from anything else it would silently end the tests' own loops."""
         import builtins
 
-        name, text = (str(raised[0]), str(raised[1])) if isinstance(raised, list) and len(raised) == 2 else ("", "")
-        kind = getattr(builtins, name, None)
-        if isinstance(kind, type) and issubclass(kind, Exception):
+        names, text = (raised[0], str(raised[1])) if isinstance(raised, list) and len(raised) == 2 else ([], "")
+        names = [str(n) for n in names] if isinstance(names, list) else [str(names)]
+        for name in names:
+            kind = getattr(builtins, name, None)
+            if not (isinstance(kind, type) and issubclass(kind, Exception)):
+                continue
+            if issubclass(kind, StopIteration) and not stop:
+                return RuntimeError(f"{names[0]} raised by the solution outside an iteration: {text}")
             try:
                 return kind(text)
             except Exception:  # noqa: BLE001 (a constructor that wants more arguments)
-                pass
-        return SolutionError(f"{name}: {text}")
+                break
+        return SolutionError(f"{names[0] if names else 'an exception'}: {text}")
 
     # answering the other side
     def serve(self, message):
@@ -386,13 +442,12 @@ class Channel:
         except Gone:
             raise
         except BaseException as e:  # noqa: BLE001 (whatever the code raised goes back to the caller)
-            if isinstance(e, StopIteration):
-                reply = {"raise": ["StopIteration", ""]}
-            else:
-                try:
-                    reply = {"raise": [type(e).__name__, str(e)[:2000]]}
-                except BaseException:  # noqa: BLE001 (a __str__ that raises)
-                    reply = {"raise": ["Exception", ""]}
+            names = [k.__name__ for k in type(e).__mro__ if isinstance(k.__name__, str)]
+            try:
+                text = "" if isinstance(e, StopIteration) else str(e)[:2000]
+            except BaseException:  # noqa: BLE001 (a __str__ that raises)
+                text = ""
+            reply = {"raise": [names, text]}
         self.send(reply)
 
 
@@ -441,7 +496,7 @@ def _operate(op, obj, args, message):
 
 
 _BINARY = {"add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor", "lshift", "rshift", "matmul"}
-_JUDGE_OPS = {"call", "iter", "next", "len", "bool", "repr", "str", "getattr"}
+_JUDGE_OPS = {"call", "iter", "next", "len", "bool", "repr", "str", "getattr", "setattr"}
 
 
 def _judge_allows(op, obj, message):
@@ -449,20 +504,38 @@ def _judge_allows(op, obj, message):
     iterate, read the tests' own objects' public attributes. Nothing that reaches the judge's internals."""
     if op not in _JUDGE_OPS:
         raise TypeError(f"the tests' objects cannot be asked {op!r}")
-    if op == "call" and not (_made_by_tests(obj) or obj in _DATA_TYPES):
+    if op == "call" and not (_made_by_tests(obj) or any(obj is t for t in _DATA_TYPES)
+                             or getattr(obj, "__objclass__", None) in _DATA_TYPES[:9]):  # str.lower, list.sort...
         raise TypeError("only the tests' own functions and classes can be called from the solution")
-    if op == "getattr" and (str(message.get("name", "_")).startswith("_") or not _made_by_tests(type(obj))):
-        raise TypeError("only public attributes of the tests' own objects can be read from the solution")
+    if op in ("getattr", "setattr") and (str(message.get("name", "_")).startswith("_") or not _made_by_tests(type(obj))):
+        raise TypeError("only public attributes of the tests' own objects can be used by the solution")
 
 
 _DATA_TYPES = (int, float, str, bool, list, tuple, dict, set, frozenset, bytes, complex, len, abs, min, max, sum, sorted)
 
 
 def _made_by_tests(obj):
+    """A function, method or class the tests' code defined (tests.py runs as module __main__)."""
     code = getattr(getattr(obj, "__func__", obj), "__code__", None)
     if isinstance(code, type(_made_by_tests.__code__)):
         return code.co_filename == "tests.py"
-    return isinstance(obj, type) and obj.__module__ == "tests"
+    return isinstance(obj, type) and obj.__module__ == "__main__" and obj not in (Remote, Channel, Gone, SolutionError)
+
+
+# Modules whose functions a solution may hand the tests by name (`from math import isclose`): the judge uses
+# its own copy, so a patched one in the worker decides nothing. Others stay handles.
+_PURE_MODULES = {"math", "cmath", "statistics", "fractions", "decimal", "operator", "functools", "itertools",
+                 "collections", "heapq", "bisect", "re", "string", "typing", "datetime", "copy", "numbers", "json",
+                 "textwrap", "unicodedata", "array", "enum", "dataclasses", "abc", "random", "struct", "unittest",
+                 "collections.abc", "difflib", "calendar", "hashlib", "base64", "binascii", "zlib", "time"}
+
+
+def _own_module(name):
+    import importlib
+
+    if name not in _PURE_MODULES:
+        raise Gone("a module the judge does not load")
+    return importlib.import_module(name)
 
 
 def _refill(original, now):
@@ -478,6 +551,25 @@ def _refill(original, now):
 
 
 # --- the worker: runs the model's code, answers ---------------------------------------------------------
+
+def _by_name(value):
+    """A module of _PURE_MODULES, or a function or class from one, named instead of sent as a handle."""
+    import types
+
+    if isinstance(value, types.ModuleType):
+        return {"module": value.__name__} if value.__name__ in _PURE_MODULES else None
+    module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
+    if module in _PURE_MODULES and isinstance(qualname, str) and "<" not in qualname and callable(value):
+        try:
+            found = sys.modules[module]
+            for part in qualname.split("."):
+                found = getattr(found, part)
+        except (KeyError, AttributeError):
+            return None
+        if found is value:
+            return {"import": [module, qualname]}
+    return None
+
 
 def _worker(channel):
     import resource
@@ -515,7 +607,7 @@ def _worker(channel):
             if name.startswith("__") and name.endswith("__"):
                 continue
             try:
-                names.append([name, channel.encode(value)])
+                names.append([name, _by_name(value) or channel.encode(value)])
             except ValueError:  # data that cannot be copied (it contains itself): a handle instead
                 channel.ids[id(value)] = len(channel.mine)
                 channel.mine.append(value)
@@ -577,13 +669,29 @@ def _judge(job_fd, report_fd, worker_pid, channel):
     if tests is None:
         verdict(token)
     try:
-        namespace = {"__name__": "tests", "__builtins__": builtins}
-        for name, value in loaded["names"]:
-            namespace[str(name)] = channel.decode(value)
+        # The tests run as the main program (a `__main__` guard runs, `unittest.main()` finds their cases),
+        # seeing the solution's names, except those that would hide a built-in or a dunder from them.
+        tests_module = types.ModuleType("__main__")
+        namespace = tests_module.__dict__
         solution = types.ModuleType("solution")
-        solution.__dict__.update({k: v for k, v in namespace.items() if not k.startswith("__")})
-        sys.modules["solution"] = solution
-        exec(compile(tests, "tests.py", "exec"), namespace)
+        for name, value in loaded["names"]:
+            name = str(name)
+            if not (name.startswith("__") or name in builtins.__dict__):
+                namespace[name] = channel.decoded(value)
+                setattr(solution, name, namespace[name])
+        namespace["__builtins__"] = builtins
+        sys.modules["solution"], sys.modules["__main__"] = solution, tests_module
+        sys.argv = ["tests.py"]
+        try:
+            exec(compile(tests, "tests.py", "exec"), namespace)
+            for name, test in list(namespace.items()):  # pytest-style `def test_x():` the file never calls
+                code = getattr(test, "__code__", None)
+                if (name == "test" or name.startswith("test_")) and _made_by_tests(test) and code is not None \
+                        and code.co_argcount == 0:
+                    test()
+        except SystemExit as e:  # unittest.main() ends this way: False/0/None when every test passed
+            if e.code not in (None, 0, False):
+                raise
     except BaseException:  # noqa: BLE001 (a failed assert, an error, the worker gone: all fail)
         import traceback
         traceback.print_exc()
@@ -627,22 +735,10 @@ def _watch(watch, worker_pid, verdict):
 
     baseline = files()
     while True:
-        resident = 0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            resident += int(fields[21]) * page
-            if fields[0] == b"Z" and int(entry) not in (1, worker_pid):
-                try:
-                    os.waitpid(int(entry), os.WNOHANG)  # an orphan the solution left: ours to reap
-                except ChildProcessError:
-                    pass
-        over = b"memory" if resident > limit else b"output_limit" if files() - baseline > max_files else None
+        try:
+            over = _over(limit, max_files, baseline, files, page, worker_pid)
+        except Exception:  # noqa: BLE001 (a look that failed: look again, never stop watching)
+            over = None
         if over:
             try:
                 os.kill(-1, _signal.SIGKILL)  # PID 1: every other process of the cage
@@ -650,6 +746,26 @@ def _watch(watch, worker_pid, verdict):
                 pass
             verdict(over, 1)
         time.sleep(0.01)
+
+
+def _over(limit, max_files, baseline, files, page, worker_pid):
+    """b"memory" or b"output_limit" when the cage is past a limit, else None; reaps orphans on the way."""
+    resident = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        resident += int(fields[21]) * page
+        if fields[0] == b"Z" and int(entry) not in (1, worker_pid):
+            try:
+                os.waitpid(int(entry), os.WNOHANG)  # an orphan the solution left: ours to reap
+            except ChildProcessError:
+                pass
+    return b"memory" if resident > limit else b"output_limit" if files() - baseline > max_files else None
 
 
 if __name__ == "__main__":

@@ -85,6 +85,48 @@ ATTACKS = [
           "    def __contains__(self, item):\n        return True\n    def __iter__(self):\n        return iter(())\n"
           "def add(a, b):\n    return Yes()\n",
           tests="import unittest\nassert add(2, 3) == 5 or 5 in add(2, 3) or abs(5 - add(2, 3)) < 1e-9\n"),
+    # (found by a review of the judge/worker design: names that hide the tests' built-ins, a hijacked channel,
+    # the solution's copy of a module, StopIteration, tests the harness never ran)
+    trick("a solution-level abs hides the built-in", "def truncate_number(x):\n    return 42.0\ndef abs(x):\n    return 0\n",
+          tests="def check(candidate):\n    assert abs(candidate(3.5) - 0.5) < 1e-6\ncheck(truncate_number)\n"),
+    trick("a solution-level range makes the tests' loop empty", "def add(x, y):\n    return 0\ndef range(*a):\n    return []\n",
+          tests="for i in range(100):\n    assert add(i, 1) == i + 1\n"),
+    trick("a solution-level set returns one object for both sides", "class O:\n    pass\n_o = O()\n"
+          "def f(a, b):\n    return _o\ndef set(x):\n    return _o\n", tests="assert set(f(1, 2)) == set((4, 5))\n"),
+    trick("the worker's channel hijacked to send __builtins__ with a fake __import__", "import builtins, sys\n"
+          "channel = sys._getframe(1).f_locals.get('channel')\nclass M:\n    def isclose(*a, **k):\n        return True\n"
+          "def fake_import(name, *a, **k):\n    return M()\noriginal = channel.send\ndef send(message):\n"
+          "    if 'names' in message:\n"
+          "        message['names'].append(['__builtins__', channel.encode(dict(vars(builtins), __import__=fake_import))])\n"
+          "        message['names'].append(['math', channel.encode(M())])\n    return original(message)\n"
+          "channel.send = send\ndef f(x):\n    return 0.0\n",
+          tests="import math\nassert math.isclose(f(2.0), 1.4142, rel_tol=1e-3)\n"),
+    trick("the tests use the solution's patched math", "import math\nmath.isclose = lambda *a, **k: True\n"
+          "def f(x):\n    return 0.0\n", tests="assert math.isclose(f(2.0), 1.4142, rel_tol=1e-3)\n"),
+    trick("StopIteration from a call ends the tests' loop", "def f(x):\n    raise StopIteration\n",
+          tests="cases = [(1, 2), (2, 3)]\nassert all(map(lambda c: f(c[0]) == c[1], cases))\n"),
+    trick("tests under a __main__ guard", WRONG, tests="def test():\n    " + TESTS + "if __name__ == '__main__':\n    test()\n"),
+    trick("unittest cases run by unittest.main()", WRONG, tests="import unittest\nclass T(unittest.TestCase):\n"
+          "    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\nunittest.main()\n"),
+    trick("pytest-style tests the file never calls", WRONG, tests="def test_add():\n    " + TESTS),
+    {"name": "honest: unittest.main, namedtuple fields, the tests' linked list in place, exception subclasses, "
+             "str.lower as a callback, dict views, dates", "expect": "passed", "code":
+        "import datetime, json\nfrom collections import namedtuple\nclass Bad(ValueError):\n    pass\n"
+        "def add(a, b):\n    return a + b\nPair = namedtuple('Pair', 'low high')\ndef bounds(xs):\n    return Pair(min(xs), max(xs))\n"
+        "def reverse(head):\n    prev = None\n    while head:\n        head.next, prev, head = prev, head, head.next\n    return prev\n"
+        "def check(x):\n    if x < 0:\n        raise Bad('negative')\n    json.loads('{')\n"
+        "def apply_all(f, words):\n    return [f(w) for w in words]\ndef keys(d):\n    return d.keys()\n"
+        "def day():\n    return datetime.date(2024, 2, 29)\n",
+        "tests": "import datetime, unittest\nclass Node:\n    def __init__(self, val, next=None):\n        self.val, self.next = val, next\n"
+                 "def values(node):\n    out = []\n    while node:\n        out.append(node.val)\n        node = node.next\n    return out\n"
+                 "class T(unittest.TestCase):\n    def test_all(self):\n        self.assertEqual(add(2, 3), 5)\n"
+                 "        self.assertEqual(bounds([3, 1, 2]).high, 3)\n"
+                 "        self.assertEqual(values(reverse(Node(1, Node(2, Node(3))))), [3, 2, 1])\n"
+                 "        with self.assertRaises(ValueError):\n            check(-1)\n"
+                 "        with self.assertRaises(ValueError):\n            check(1)\n"
+                 "        self.assertEqual(apply_all(str.lower, ['A', 'b']), ['a', 'b'])\n"
+                 "        self.assertEqual(keys({'a': 1}), {'a'})\n        self.assertEqual(day(), datetime.date(2024, 2, 29))\n"
+                 "if __name__ == '__main__':\n    unittest.main()\n"},
     {"name": "honest: in place, exceptions, generators, classes, callbacks, big numbers", "expect": "passed", "code":
         "import math\nfrom fractions import Fraction\nfrom collections import Counter, namedtuple\n"
         "def sort_in_place(xs):\n    xs.sort()\ndef fact(n):\n    return math.factorial(n)\n"

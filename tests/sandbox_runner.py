@@ -106,24 +106,32 @@ def survivors() -> list[int]:
     return found
 
 
-def uid_survivors() -> list[int]:
+def uid_survivors() -> list[str]:
     """Processes of the runs' uids: as root, the fresh uids drawn for runs; as a normal user, any process
     of ours but this runner and its victim."""
     found = []
     for p in Path("/proc").iterdir():
-        if not p.name.isdigit() or int(p.name) in (os.getpid(), victim.pid):
+        if not p.name.isdigit() or int(p.name) in (os.getpid(), victim.pid) or p.name in BEFORE:
             continue
         try:
             uid = int(next(line for line in (p / "status").read_text().splitlines() if line.startswith("Uid:")).split()[1])
         except (OSError, StopIteration, ValueError):
             continue
         if (uid == os.getuid() != 0) or (os.getuid() == 0 and 0x60000000 <= uid < 0x61000000):
-            found.append(int(p.name))
+            try:
+                found.append(f"{p.name} {(p / 'stat').read_text().split(')')[-1].split()[:2]} "
+                             f"{(p / 'cmdline').read_bytes()[:80]!r}")
+            except OSError:
+                continue
     return found
 
 
+BEFORE: set[str] = set()  # processes of our uid from before the first run (a previous suite's, exiting)
+BEFORE.update(entry.split()[0] for entry in uid_survivors())
+
+
 def left_in_tmp() -> list[str]:
-    return [p.name for p in Path(tempfile.gettempdir()).glob(f"fusechat-sandbox-{os.getpid()}-*")]
+    return [p.name for p in Path(tempfile.gettempdir()).glob(f"fusechat-sandbox-*.{os.getpid()}-*")]
 
 
 def run(attack: dict) -> dict:
@@ -166,7 +174,7 @@ for attack in ATTACKS:
         "victim_alive": victim_alive, "connections": len(connections), "files_changed": before != after,
         "limits_changed": limits_before != {k: resource.getrlimit(getattr(resource, k)) for k in limits_before},
         "survivors": len(left), "later": later, "seconds": r["seconds"],
-        "uid_survivors": len(by_uid), "left_in_tmp": in_tmp,
+        "uid_survivors": by_uid, "left_in_tmp": in_tmp,
     })
 victim.kill()
 if "shm" in planted:

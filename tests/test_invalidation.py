@@ -86,6 +86,7 @@ TABLE = {
     "score.code.max_output_bytes": (1000, {SC, E}),
     "score.code.disk_mb": (8, {SC, E}),
     "score.code.max_procs": (4, {SC, E}),
+    "score.code.max_files": (100, {SC, E}),
     "score.code.allow_unisolated": (True, {SC, E}),
     "score.workers": (4, NONE),
     "build.pairing": ("cross-source", {B}),

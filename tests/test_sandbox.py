@@ -112,7 +112,7 @@ def test_attack(suite, attack):
     assert not got["files_changed"], why
     assert not got["limits_changed"], why
     assert got["survivors"] == 0, why
-    assert got["uid_survivors"] == 0, why  # nothing of the run's uid is left, whatever it did to its init
+    assert not got["uid_survivors"], (got["uid_survivors"], why)  # nothing of the run's uid is left, whatever it did to its init
     assert not got["left_in_tmp"], why
     assert "passed" not in got["later"], why
     if attack["expect"] == "not_passed":
@@ -250,7 +250,7 @@ def test_a_sigkilled_scorer_leaves_no_cage_and_the_next_run_removes_its_folder()
         proc = subprocess.Popen([sys.executable, "-c", "from fusechat.sandbox import run_python\n"
                                  "run_python('import time\\ntime.sleep(60)', timeout_s=60)"], env=env)
         deadline = time.time() + 30
-        while not list(scratch.glob(f"fusechat-sandbox-{proc.pid}-*")) and time.time() < deadline:
+        while not list(scratch.glob(f"fusechat-sandbox-*.{proc.pid}-*")) and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(1.0)  # the cage is up
         assert _processes_with(b"_PR_SET_DUMPABLE"), "no judge running"
@@ -260,12 +260,12 @@ def test_a_sigkilled_scorer_leaves_no_cage_and_the_next_run_removes_its_folder()
         while _processes_with(b"_PR_SET_DUMPABLE") and time.time() < deadline:
             time.sleep(0.05)
         assert not _processes_with(b"_PR_SET_DUMPABLE")
-        assert list(scratch.glob(f"fusechat-sandbox-{proc.pid}-*"))  # SIGKILL: nothing cleaned up yet
+        assert list(scratch.glob(f"fusechat-sandbox-*.{proc.pid}-*"))  # SIGKILL: nothing cleaned up yet
         later = subprocess.run([sys.executable, "-c", "from fusechat.sandbox import run_python\n"
                                 "assert run_python('print(1)').passed"], env=env, timeout=60)
         assert later.returncode == 0
-        assert not list(scratch.glob(f"fusechat-sandbox-{proc.pid}-*"))
-        assert not list(scratch.glob(f"fusechat-bwrap-{proc.pid}-*"))
+        assert not list(scratch.glob(f"fusechat-sandbox-*.{proc.pid}-*"))
+        assert not list(scratch.glob(f"fusechat-bwrap-*.{proc.pid}-*"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
