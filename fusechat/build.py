@@ -14,6 +14,8 @@ Input: `run/prompts/prompts`, `run/score/scored`. Output: `run/build/sft` (`mess
 
 from __future__ import annotations
 
+import math
+import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -35,21 +37,28 @@ class BuildResult:
     skipped_samples: Counter = field(default_factory=Counter)  # "reason" -> samples
 
 
+def _nan(reward) -> bool:
+    return isinstance(reward, float) and math.isnan(reward)
+
+
 def _reward(s: dict) -> float:
     return s["reward"] if s["reward"] is not None else 0.0
 
 
 class Ranker:
-    """Orders samples: higher reward first; ties by source order, then sample index."""
+    """Orders samples: higher reward first; ties by source order, then sample index. An unscored sample
+    (no reward) is taken only when no scored one is there, as best or as worst: its reward is unknown, not 0."""
 
     def __init__(self, source_order: list[str]):
         self.rank = {name: i for i, name in enumerate(source_order)}
 
     def best(self, samples: list[dict]) -> dict | None:
-        return min(samples, key=lambda s: (-_reward(s), self.rank[s["source"]], s["sample_index"]), default=None)
+        return min(samples, key=lambda s: (s["reward"] is None, -_reward(s), self.rank[s["source"]], s["sample_index"]),
+                   default=None)
 
     def worst(self, samples: list[dict]) -> dict | None:
-        return min(samples, key=lambda s: (_reward(s), self.rank[s["source"]], s["sample_index"]), default=None)
+        return min(samples, key=lambda s: (s["reward"] is None, _reward(s), self.rank[s["source"]], s["sample_index"]),
+                   default=None)
 
 
 def pair_is_valid(chosen: dict, rejected: dict, domain: str, cfg: BuildConfig, by_correctness: bool) -> bool:
@@ -100,7 +109,8 @@ def _dpo(prompt: Prompt, chosen: dict, rejected: dict) -> dict:
     ))
 
 
-def build_datasets(prompts: list[Prompt], scored: list[dict], cfg: BuildConfig, source_order: list[str]) -> BuildResult:
+def build_datasets(prompts: list[Prompt], scored: list[dict], cfg: BuildConfig, source_order: list[str],
+                   sft_fraction: float = 0.4, split_seed: int = 0) -> BuildResult:
     keep = set(cfg.sources or source_order) - set(cfg.exclude_sources)
     order = [s for s in source_order if s in keep]
     ranker = Ranker(order)
@@ -110,6 +120,9 @@ def build_datasets(prompts: list[Prompt], scored: list[dict], cfg: BuildConfig, 
         if s["source"] not in keep:
             continue
         s = dict(s)
+        if _nan(s["reward"]):  # a reward model's NaN: this sample only
+            result.skipped_samples["nan_reward"] += 1
+            continue
         reason = ("sampling_error" if s["finish_reason"] == "error" else "empty" if not s["text"].strip()
                   else "truncated" if cfg.drop_truncated and s["finish_reason"] == "length" else "")
         if reason:
@@ -118,20 +131,30 @@ def build_datasets(prompts: list[Prompt], scored: list[dict], cfg: BuildConfig, 
         if s["finish_reason"] != "error" and s["text"].strip():
             by_prompt[s["prompt_id"]].append(s)
 
+    def groups_of(samples):
+        return [[s for s in samples if s["source"] == name] for name in order] if cfg.pairing == "same-source" else [samples]
+
+    dpo_ids = None  # instruction_split "pairs": the open instruction prompts that go to DPO
+    if cfg.instruction_split == "pairs":
+        open_ids = sorted(p.id for p in prompts if p.domain == "instruction" and not p.constraints)
+        paired = [i for i in open_ids if select_pair(groups_of(by_prompt.get(i, [])), "instruction", cfg, ranker, False)]
+        random.Random(split_seed).shuffle(paired)
+        dpo_ids = set(paired[: round(len(open_ids) * (1 - sft_fraction))])
+
     for prompt in prompts:
         samples = by_prompt.get(prompt.id, [])
         domain = prompt.domain
         drop = lambda reason: result.dropped.update({f"{domain}/{reason}": 1})  # noqa: E731
         usable = [s for s in samples if s["usable"]]
-        groups = ([[s for s in samples if s["source"] == name] for name in order]
-                  if cfg.pairing == "same-source" else [samples])
+        groups = groups_of(samples)
         if not samples:
             drop("no_responses")
         elif domain == "chinese":
             first = min(usable, key=lambda s: (ranker.rank[s["source"]], s["sample_index"]), default=None)
             result.sft.append(_sft(prompt, first)) if first else drop("no_usable_response")
         elif domain == "instruction" and not prompt.constraints:
-            if prompt.split == "sft":
+            split = prompt.split if dpo_ids is None else "dpo" if prompt.id in dpo_ids else "sft"
+            if split == "sft":
                 best = ranker.best(usable)
                 result.sft.append(_sft(prompt, best)) if best else drop("no_usable_response")
             else:
@@ -166,8 +189,8 @@ def check_scored(records: list[dict], path, prompt_ids: set[str], sources: set[s
         if r["source"] not in sources:
             raise FusechatError(f"{path}:{lineno}: scored record names source {r['source']!r:.60}, which is not in the "
                                 f"recipe's sources ({', '.join(sorted(sources))})")
-        reward = r["reward"]
-        if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float)) or reward != reward):
+        reward = r["reward"]  # a NaN is a number here: build skips that sample and counts it
+        if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float))):
             raise FusechatError(f"{path}:{lineno}: `reward` must be a number or null, got {reward!r:.40}")
         if r["correct"] not in (None, True, False):
             raise FusechatError(f"{path}:{lineno}: `correct` must be true, false or null, got {r['correct']!r:.40}")
@@ -181,7 +204,7 @@ def build(run: StageRun) -> Outputs:
     scored = run.read("score", "scored")
     check_scored(scored, run.folder.stage_dir("score") / "scored.jsonl", {p.id for p in prompts},
                  {s.name for s in recipe.sources})
-    result = build_datasets(prompts, scored, recipe.build, order)
+    result = build_datasets(prompts, scored, recipe.build, order, recipe.prompts.sft_fraction, recipe.prompts.split_seed)
     counts = {
         "sft": dict(Counter(r["domain"] for r in result.sft)),
         "dpo": dict(Counter(r["domain"] for r in result.dpo)),
@@ -189,7 +212,7 @@ def build(run: StageRun) -> Outputs:
         "skipped_samples": dict(result.skipped_samples),
         "sft_sources": dict(Counter(f"{r['domain']}/{r['source']}" for r in result.sft)),
         "dpo_sources": dict(Counter(f"{r['domain']}/{r['source']}" for r in result.dpo)),
-        "source_table": source_table([r for r in scored if r["source"] in keep], result.sft, result.dpo,
+        "source_table": source_table([r for r in scored if r["source"] in keep and not _nan(r["reward"])], result.sft, result.dpo,
                                      [s for s in order if s in keep]),
     }
     # The dataset card (README.md) travels with the data: `fusechat publish` pushes the folder as it is.

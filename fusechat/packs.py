@@ -103,6 +103,13 @@ def code_function_prompts(n: int, seed: int) -> list[dict]:
 
 
 _CODE_OR_MATH = re.compile(r"```|\bdef |\bcode\b|python|javascript|function|\bsql\b|equation|solve|calculate|\d+\s*[-+*/^]\s*\d+", re.I)
+
+
+def looks_like_math_or_code(text: str) -> bool:
+    """The paper removed math and code prompts from its instruction sets without saying how: a code
+    fence, `def `, a language's name, an equation or arithmetic, "solve", "calculate" (coarse, and meant to
+    be: a general prompt lost costs little, a math prompt judged by a reward model alone costs more)."""
+    return bool(_CODE_OR_MATH.search(text))
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -139,7 +146,7 @@ def sharegpt_prompts(domain: str, n: int, seed: int, options: dict) -> list[dict
         cjk = len(_CJK.findall(text)) / len(text)
         if domain == "chinese" and cjk < 0.3:
             continue
-        if domain == "instruction" and (cjk > 0 or not text.isascii() or _CODE_OR_MATH.search(text)):
+        if domain == "instruction" and (cjk > 0 or not text.isascii() or looks_like_math_or_code(text)):
             continue  # like the paper: math and code prompts removed from instruction following
         chosen.append(text)
     random.Random(seed).shuffle(chosen)

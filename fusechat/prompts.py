@@ -12,7 +12,8 @@ from pathlib import Path
 from fusechat import FusechatError
 from fusechat.benchmarks import humaneval
 from fusechat.readers import dataset_rows, file_rows, files_digest, user_text
-from fusechat.packs import code_function_prompts, constraint_prompts, reasoning_gym_prompts, sharegpt_prompts
+from fusechat.packs import (code_function_prompts, constraint_prompts, looks_like_math_or_code, reasoning_gym_prompts,
+                            sharegpt_prompts)
 from fusechat.recipe import PromptSet, Recipe
 from fusechat.records import Prompt, stable_id, to_dict
 from fusechat.runfolder import Outputs, StageRun
@@ -79,9 +80,7 @@ def load_prompt_set(spec: PromptSet) -> list[dict]:
         rows = load_prompt_file(spec.path, spec.domain)
     if not rows:
         raise FusechatError(f"{spec.path or spec.dataset}: no prompts here (after `where`)")
-    if n is not None and n < len(rows):
-        rows = random.Random(spec.seed).sample(rows, n)
-    return rows
+    return rows  # all of them: `n` is drawn in collect_prompts, after duplicates and filters
 
 
 def split_instruction(prompts: list[Prompt], sft_fraction: float, seed: int) -> None:
@@ -97,25 +96,40 @@ def split_instruction(prompts: list[Prompt], sft_fraction: float, seed: int) -> 
             p.split = "sft"
 
 
+def _why_not(spec: PromptSet, text: str, duplicate: bool, max_chars: int) -> str:
+    """Why a prompt is set aside ('' when it is kept)."""
+    if not text:
+        return "empty"
+    if len(text) > max_chars:
+        return "too_long"
+    if spec.domain == "code" and humaneval.holds_a_problem(text):  # evaluation data, never training
+        return "humaneval_overlap"
+    if spec.drop_math_and_code and looks_like_math_or_code(text):
+        return "math_or_code"
+    return "duplicate" if duplicate else ""
+
+
 def collect_prompts(recipe: Recipe) -> tuple[list[Prompt], Counter]:
+    """Every set's prompts, each once: duplicates (within and across sets) and filtered prompts are set
+    aside, and counted, before a set's `n` is drawn, so a set that holds enough yields exactly `n`."""
     dropped = Counter()
     seen: dict[str, Prompt] = {}
     for spec in recipe.prompts.sets:
+        kept: dict[str, tuple[str, dict]] = {}
         for row in load_prompt_set(spec):
             text = row["prompt"].strip()
-            if not text:
-                dropped["empty"] += 1
-                continue
-            if len(text) > recipe.prompts.max_prompt_chars:
-                dropped["too_long"] += 1
-                continue
-            if spec.domain == "code" and humaneval.holds_a_problem(text):  # evaluation data, never training
-                dropped["humaneval_overlap"] += 1
-                continue
             key = stable_id(spec.domain, text)
-            if key in seen:
-                dropped["duplicate"] += 1
-                continue
+            why = _why_not(spec, text, key in seen or key in kept, recipe.prompts.max_prompt_chars)
+            if why:
+                dropped[why] += 1
+            else:
+                kept[key] = (text, row)
+        chosen = list(kept)
+        if spec.n is not None and spec.n < len(chosen) and not spec.pack:  # a pack makes `n` itself
+            chosen = random.Random(spec.seed).sample(chosen, spec.n)
+            dropped["not_drawn"] += len(kept) - spec.n
+        for key in chosen:
+            text, row = kept[key]
             seen[key] = Prompt(
                 id=row.get("id") or key,
                 domain=spec.domain,

@@ -51,7 +51,11 @@ class PromptSet(Strict):
         None, description="dataset: our field -> its column, e.g. {prompt: problem, answer: expected_answer}")
     where: dict[str, object] | None = Field(None, description=(
         "dataset: keep rows whose column equals the value (or is one of a list of values)"))
-    n: int | None = Field(None, gt=0, description="take this many (seeded choice); all when unset")
+    n: int | None = Field(None, gt=0, description=(
+        "take this many (seeded choice), after duplicates and filtered prompts are set aside; all when unset"))
+    drop_math_and_code: bool = Field(False, description=(
+        "instruction sets: set aside prompts that look like math or code (the paper removed them from its "
+        "instruction sets; see packs.looks_like_math_or_code for the pattern)"))
     task: str | None = Field(None, description="reasoning-gym generator, e.g. basic_arithmetic")
     options: dict = Field(default_factory=dict, description="pack options, e.g. reasoning-gym difficulty")
     seed: int = 0
@@ -64,6 +68,8 @@ class PromptSet(Strict):
             raise ValueError("`columns`, `where`, `subset` and `split` go with `dataset`")
         if self.pack == "reasoning-gym" and not self.task:
             raise ValueError("the reasoning-gym pack needs `task` (e.g. basic_arithmetic)")
+        if self.drop_math_and_code and self.domain != "instruction":
+            raise ValueError("`drop_math_and_code` is for instruction sets")
         if self.pack == "constraints" and self.domain != "instruction":
             raise ValueError("the constraints pack is instruction prompts: set domain: instruction")
         return self
@@ -142,8 +148,11 @@ class Source(Strict):
     def _machine_defaults(self):
         if self.backend == "openai" and not self.endpoint:
             raise ValueError(f"source '{self.name}': backend openai needs endpoint (the server's base URL)")
-        if (self.backend == "dataset") != (self.responses is not None):
-            raise ValueError(f"source '{self.name}': `responses` goes with backend: dataset, and it needs them")
+        if self.backend == "dataset" and self.responses is None:
+            raise ValueError(f"source '{self.name}': backend dataset needs `responses` (the file or dataset holding them)")
+        if self.backend != "dataset" and self.responses is not None:
+            raise ValueError(f"source '{self.name}' has `responses`, so its backend is dataset, not {self.backend} "
+                             f"(a `sources.*.backend=...` override reaches it too: set the sampled sources by index)")
         if self.backend == "auto":
             self.backend = default_backend(self.model)
         if self.batch_size is None:
@@ -162,9 +171,11 @@ class RewardConfig(Strict):
     kind: Literal["reward-model", "judge", "none"] = "none"
     model: str | None = None
     backend: Literal["transformers", "llamacpp", "vllm"] = "llamacpp"  # judge only
-    trust_remote_code: bool = False  # reward-model: ArmoRM-style models need it
+    trust_remote_code: bool = False  # reward-model: remote-code classifiers need it (ArmoRM loads natively, without)
     batch_size: int = Field(8, gt=0, description="reward-model: sequences per batch (a judge grades one at a time)")
-    max_length: int = Field(2048, gt=0)
+    max_length: int = Field(2048, gt=0, description="reward-model: longer conversations lose prompt tokens from the left")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description=(
+        "reward-model: auto = bf16 where the device has bf16 units (every GPU since Ampere), else fp32"))
     domains: list[Domain] = Field(default_factory=lambda: ["instruction", "math", "code"])
     only_correct: bool = Field(False, description=(
         "score only responses that passed their check (or have none): a wrong answer can only be rejected, so "
@@ -220,6 +231,10 @@ class BuildConfig(Strict):
     exclude_sources: list[str] = Field(default_factory=list, description="leave-one-source-out")
     drop_truncated: bool = Field(True, description="responses cut at max_new_tokens never become chosen/SFT")
     tie_break: list[str] | None = Field(None, description="source order that breaks reward ties (default: the recipe's order)")
+    instruction_split: Literal["prompts", "pairs"] = Field("prompts", description=(
+        "open instruction prompts. prompts: the prompts stage's seeded SFT/DPO split (prompts.sft_fraction); a DPO "
+        "prompt with no pair in the window is dropped. pairs: split after pairing, the paper's counts: DPO takes "
+        "prompts with a valid pair, up to 1 - sft_fraction of them (seeded), SFT every other prompt"))
 
 
 class LoraConfig(Strict):
@@ -481,13 +496,46 @@ class Recipe(Strict):
         return Path(self.run_dir.format(name=self.name))
 
 
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first: int, second: int):
+        super().__init__(f"key {key!r} appears twice (lines {first} and {second})")
+        self.key, self.first, self.second = key, first, second
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping: PyYAML keeps the last one silently,
+    which once dropped the paper recipes' dataset blocks without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may override on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            except TypeError:  # an unhashable key: construct_mapping below says so
+                pass
+        return super().construct_mapping(node, deep)
+
+
+def strict_yaml(text: str):
+    """Safe (a tag like !!python/object is refused, never constructed) and strict (no duplicate keys)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def apply_override(data: dict, assignment: str) -> None:
     """Apply one `--set a.b.c=value`; the value is parsed as YAML (numbers, lists, null)."""
     if "=" not in assignment:
         raise FusechatError(f"--set {assignment!r}: expected key.sub=value")
     key, raw = assignment.split("=", 1)
     try:
-        value = yaml.safe_load(raw)  # safe: a tag like !!python/object is refused, never constructed
+        value = strict_yaml(raw)
+    except DuplicateKey as e:
+        raise FusechatError(f"--set {key}: in the value, key {e.key!r} appears twice") from None
     except yaml.YAMLError as e:
         raise FusechatError(f"--set {key}: the value is not valid YAML ({' '.join(str(e).split())[:200]})") from None
     set_value(data, key, value, f"--set {key}")
@@ -525,7 +573,10 @@ def set_value(data: dict, key: str, value, where: str) -> None:
 def read_yaml_mapping(path: Path, what: str = "recipe") -> dict:
     """A YAML file that must hold a mapping (a recipe, a study); every failure is one line naming the file."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = strict_yaml(path.read_text(encoding="utf-8")) or {}
+    except DuplicateKey as e:
+        raise FusechatError(f"{path}: key {e.key!r} appears twice (lines {e.first} and {e.second}); "
+                            f"YAML would keep only the second: remove one") from None
     except FileNotFoundError:
         raise FusechatError(f"{path}: {what} not found") from None
     except IsADirectoryError:

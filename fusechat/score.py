@@ -32,7 +32,7 @@ def open_reward(config: RewardConfig):
             from fusechat.scorers.reward_model import RewardModel  # torch: imported only when used
 
             path = models.resolve(config.model).hf_path()
-            return RewardModel(path, config.trust_remote_code, config.batch_size, config.max_length)
+            return RewardModel(path, config.trust_remote_code, config.batch_size, config.max_length, config.precision)
         case "judge":
             return open_judge(config.model, config.backend)
 

@@ -172,3 +172,40 @@ def test_instruction_with_constraints_is_built_by_correctness_like_math():
     assert chosen_rejected(r) == ("a0", "a1")
     assert [(e["prompt_id"], e["messages"][-1]["content"]) for e in r.sft] == [("c2", "b0")]  # judge ranks the kept ones
     assert r.dropped == {"instruction/constraints_broken": 1}
+
+
+def test_an_unscored_sample_never_outranks_a_scored_one():
+    """No reward is an unknown reward, not 0.0: it must not beat negative ones, nor be the worst."""
+    r = build([P("p", "instruction", "sft")], [sample("p", "instruction", "a", 0, None), sample("p", "instruction", "b", 0, -0.4),
+                                              sample("p", "instruction", "b", 1, -0.2)])
+    assert r.sft[0]["messages"][-1]["content"] == "b1"
+    r = build([P("p", "instruction", "dpo")], [sample("p", "instruction", "a", 0, -0.30), sample("p", "instruction", "a", 1, None),
+                                              sample("p", "instruction", "a", 2, -0.35)])
+    assert chosen_rejected(r) == ("a0", "a2")
+    only = build([P("p", "instruction", "sft")], [sample("p", "instruction", "a", 0, None)])
+    assert only.sft[0]["messages"][-1]["content"] == "a0"  # used when nothing scored is there
+
+
+def test_a_nan_reward_drops_that_sample_only_and_is_counted():
+    r = build([P("p", "instruction", "sft"), P("q", "instruction", "sft")],
+              [sample("p", "instruction", "a", 0, float("nan")), sample("p", "instruction", "a", 1, 0.1),
+               sample("q", "instruction", "b", 0, 0.2)])
+    assert [e["messages"][-1]["content"] for e in r.sft] == ["a1", "b0"]
+    assert r.skipped_samples == {"nan_reward": 1}
+
+
+def test_instruction_split_after_pairing_uses_every_prompt_once():
+    """The paper's counts: DPO takes prompts with a valid pair, up to 60%, SFT the rest; none dropped."""
+    prompts = [P(f"p{i}", "instruction", "dpo" if i % 2 else "sft") for i in range(10)]
+    samples = []
+    for i in range(10):
+        gap = 0.05 if i < 8 else 0.5  # eight prompts can pair, two cannot
+        samples += [sample(f"p{i}", "instruction", "a", 0, 0.2 + gap), sample(f"p{i}", "instruction", "a", 1, 0.2)]
+    before = build(prompts, samples)
+    assert len(before.sft) == 5 and len(before.dpo) == 4 and before.dropped == {"instruction/no_pair_in_window": 1}
+    after = build(prompts, samples, instruction_split="pairs")
+    assert len(after.dpo) == 6 and len(after.sft) == 4 and not after.dropped
+    assert {d["prompt_id"] for d in after.dpo} <= {f"p{i}" for i in range(8)}
+    assert {d["prompt_id"] for d in after.dpo} | {e["prompt_id"] for e in after.sft} == {p.id for p in prompts}
+    again = build(prompts, samples, instruction_split="pairs")
+    assert [d["prompt_id"] for d in again.dpo] == [d["prompt_id"] for d in after.dpo]  # seeded

@@ -42,7 +42,7 @@ def test_loss_matches_hand_computation(tiny_model_dir, loss, beta):
         logps, lengths = sequence_logps(model, batch, bf16=False)
     got = dpo_loss(logps, batch["ref"], lengths, beta, loss)
 
-    expected, norm_margins, summed_margins, rewards, logps_chosen = 0.0, [], [], [], []
+    expected, norm_margins, summed_margins, rewards, normalised_rewards, logps_chosen = 0.0, [], [], [], [], []
     for p, (ref_c, ref_r) in zip(pairs, refs):
         lc, lr = by_hand_logp(model, p.prompt_ids, p.chosen_ids), by_hand_logp(model, p.prompt_ids, p.rejected_ids)
         summed = (lc - ref_c) - (lr - ref_r)
@@ -51,9 +51,10 @@ def test_loss_matches_hand_computation(tiny_model_dir, loss, beta):
         expected += -math.log(1 / (1 + math.exp(-z))) / len(pairs)
         summed_margins.append(summed)
         norm_margins.append(normalised)
-        # TRL's implicit rewards: beta x the log-ratio (LN-DPO: of the length-normalised log-ratio)
-        scale = (1, 1) if loss == "dpo" else (len(p.chosen_ids), len(p.rejected_ids))
-        rewards.append((beta * (lc - ref_c) / scale[0], beta * (lr - ref_r) / scale[1]))
+        # TRL's implicit rewards: beta x the summed log-ratio, for every loss (TRL 1.16's DPOTrainer);
+        # the length-normalised ones under our own name
+        rewards.append((beta * (lc - ref_c), beta * (lr - ref_r)))
+        normalised_rewards.append((beta * (lc - ref_c) / len(p.chosen_ids), beta * (lr - ref_r) / len(p.rejected_ids)))
         logps_chosen.append(lc)
     assert got["loss"].item() == pytest.approx(expected, rel=1e-4)
     assert got["margin_summed"].tolist() == pytest.approx(summed_margins, rel=1e-4)
@@ -61,6 +62,9 @@ def test_loss_matches_hand_computation(tiny_model_dir, loss, beta):
     assert got["rewards/chosen"].tolist() == pytest.approx([c for c, _ in rewards], rel=1e-4)
     assert got["rewards/rejected"].tolist() == pytest.approx([r for _, r in rewards], rel=1e-4)
     assert got["rewards/margins"].tolist() == pytest.approx([c - r for c, r in rewards], rel=1e-4)
+    assert got["rewards/accuracies"].tolist() == [float(c > r) for c, r in rewards]
+    assert got["normalised_rewards/chosen"].tolist() == pytest.approx([c for c, _ in normalised_rewards], rel=1e-4)
+    assert got["normalised_rewards/margins"].tolist() == pytest.approx([c - r for c, r in normalised_rewards], rel=1e-4)
     assert got["logps/chosen"].tolist() == pytest.approx(logps_chosen, rel=1e-4)
 
 

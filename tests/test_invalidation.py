@@ -49,6 +49,7 @@ TABLE = {
     "prompts.sets.0.split@prompts.sets.2.split": ("test", {P}),
     "prompts.sets.0.columns@prompts.sets.2.columns": ({"prompt": "question"}, {P}),
     "prompts.sets.0.where@prompts.sets.2.where": ({"level": 1}, {P}),
+    "prompts.sets.0.drop_math_and_code@prompts.sets.1.drop_math_and_code": (True, {P}),
     "prompts.sft_fraction": (0.5, {P}),
     "prompts.split_seed": (1, {P}),
     "prompts.max_prompt_chars": (100, {P}),
@@ -77,6 +78,7 @@ TABLE = {
     "score.reward.trust_remote_code": (True, {SC}),
     "score.reward.batch_size": (2, {SC}),  # batched scores agree only to ~1e-5
     "score.reward.max_length": (512, {SC}),
+    "score.reward.precision": ("fp32", {SC}),
     "score.reward.domains": (["math"], {SC}),
     "score.reward.only_correct": (True, {SC}),
     "score.reward.only_ranked": (True, {SC}),
@@ -96,6 +98,7 @@ TABLE = {
     "build.exclude_sources": (["b"], {B}),
     "build.drop_truncated": (False, {B}),
     "build.tie_break": (["b", "d", "a"], {B}),
+    "build.instruction_split": ("pairs", {B}),
     "target.model": ("qwen2.5-coder-0.5b-instruct", {SFT, E}),
 }
 for stage in ("sft", "dpo"):

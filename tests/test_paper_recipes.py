@@ -82,8 +82,16 @@ def test_paper_recipe_end_to_end_with_tiny_models_of_its_families(name, tmp_path
                  "eval.judged=[]",  # AlpacaEval / Arena-Hard questions too (tests/test_judged.py reads local ones)
                  f"eval.judge={tiny['qwen2']}", "eval.judge_backend=transformers"]
     overrides += [f"sources.{i}.model={tiny[family(s.model)]}" for i, s in enumerate(paper.sources)]
-    # the last source is served: a llama.cpp server on loopback, reached through the OpenAI API
-    last = len(paper.sources) - 1
+    # OpenMathInstruct-2's solutions: a local file in the dataset's own columns (problem, generated_solution)
+    solutions = tmp_path / "openmath.jsonl"
+    solutions.write_text("".join(json.dumps({"problem": p, "generated_solution": f"... so the answer is \\boxed{{{a}}}."})
+                                 + "\n" for p, good in (("What is 2 + 3?", "5"), ("What is 4 * 2?", "8"))
+                                 for a in [good] * 5 + ["7"] * 3))
+    given = [i for i, s in enumerate(paper.sources) if s.backend == "dataset"]
+    assert len(given) == 1
+    overrides += [f"sources.{given[0]}.backend=dataset", f"sources.{given[0]}.responses.dataset={solutions}"]
+    # a sampled source is served: a llama.cpp server on loopback, reached through the OpenAI API
+    last = next(i for i, s in enumerate(paper.sources) if s.domains is None)
     overrides += [f"sources.{last}.backend=openai", f"sources.{last}.endpoint={server}", f"sources.{last}.model=smollm2"]
     recipe = load_recipe(builtin_recipe(name), overrides)
     assert recipe.sft.global_batch_size == recipe.dpo.global_batch_size == 128  # kept: 64 steps accumulated here

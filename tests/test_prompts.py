@@ -200,3 +200,23 @@ def test_a_hub_dataset_with_no_hub_in_reach_is_one_line_at_once(monkeypatch):
                                "prompts": {"sets": [{"domain": "instruction", "dataset": "openbmb/UltraFeedback"}]}})
     with pytest.raises(FusechatError, match="openbmb/UltraFeedback: not a local folder, and the Hugging Face hub is not reachable"):
         collect_prompts(recipe)
+
+
+def test_n_is_drawn_after_duplicates_and_filters_so_a_set_yields_exactly_n(tmp_path):
+    """HelpSteer2 repeats each prompt (one row per response): drawing n before de-duplication fell short."""
+    path = tmp_path / "helpsteer.jsonl"
+    rows = [{"prompt": f"Describe place number {i // 2}."} for i in range(80)]  # 40 prompts, each twice
+    rows += [{"prompt": "Solve 3x + 2 = 11 for x."}, {"prompt": "Write a Python function that reverses a list."},
+             {"prompt": "```js\nconsole.log(1)\n```\nWhat does this print?"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {"domain": "instruction", "path": str(path), "n": 30, "drop_math_and_code": True}
+    prompts, dropped = collect_prompts(recipe(tmp_path, [spec]))
+    assert len(prompts) == 30 and len({p.prompt for p in prompts}) == 30
+    assert dropped["duplicate"] == 40 and dropped["math_or_code"] == 3 and dropped["not_drawn"] == 10
+    # a prompt already taken by an earlier set is not drawn again by a later one
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"prompt": f"Describe place number {i}."}) + "\n" for i in range(45)))
+    both, _ = collect_prompts(recipe(tmp_path, [spec, {"domain": "instruction", "path": str(other), "n": 15}]))
+    assert len(both) == 45  # 30 from the first, and the 15 the second holds beyond them
+    with pytest.raises(Exception, match="`drop_math_and_code` is for instruction sets"):
+        recipe(tmp_path, [{"domain": "math", "path": str(path), "drop_math_and_code": True}])

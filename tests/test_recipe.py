@@ -39,6 +39,31 @@ def test_bad_value_is_reported_by_its_path(tmp_path):
         load_recipe(write(tmp_path, data))
 
 
+def test_a_duplicate_key_is_refused_in_one_line_naming_both_lines(tmp_path):
+    """PyYAML keeps the last of two equal keys without a word; that once dropped the paper recipes' datasets."""
+    from typer.testing import CliRunner
+
+    from fusechat.cli import app
+
+    path = tmp_path / "r.yaml"
+    path.write_text("name: a\nrun_dir: runs/{name}\nprompts:\n  sets: []\nname: b\n")
+    with pytest.raises(FusechatError, match=r"r\.yaml: key 'name' appears twice \(lines 1 and 5\)"):
+        load_recipe(path)
+    nested = tmp_path / "n.yaml"
+    nested.write_text("name: a\nsft:\n  epochs: 1\n  learning_rate: 1.0e-5\n  epochs: 3\n")
+    with pytest.raises(FusechatError, match=r"key 'epochs' appears twice \(lines 3 and 5\)"):
+        load_recipe(nested)
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 2 and "appears twice" in result.output and "Traceback" not in result.output
+    with pytest.raises(FusechatError, match=r"--set sft: in the value, key 'epochs' appears twice"):
+        load_recipe(builtin_recipe("cpu-default"), ["sft={epochs: 1, epochs: 2}"])
+    # a YAML merge key may override on purpose
+    merged = tmp_path / "m.yaml"
+    merged.write_text("base: &b {epochs: 1}\nsft:\n  <<: *b\n  epochs: 2\n")
+    from fusechat.recipe import read_yaml_mapping
+    assert read_yaml_mapping(merged)["sft"] == {"epochs": 2}
+
+
 def test_set_overrides(tmp_path):
     r = load_recipe(write(tmp_path, BASE), ["sources.0.sampling.temperature=0.7", "build.gap_window=null",
                                              "sources.0.samples_per_prompt={math: 2}"])
@@ -47,8 +72,11 @@ def test_set_overrides(tmp_path):
     with pytest.raises(FusechatError, match="sources.5"):
         load_recipe(write(tmp_path, BASE), ["sources.5.backend=transformers"])
     # `*` sets a key of every item: a cluster recipe's vLLM sources onto a CPU backend in one override
-    paper = load_recipe(builtin_recipe("paper-llama3.1-8b"), ["sources.*.backend=transformers"])
-    assert [s.backend for s in paper.sources] == ["transformers"] * 4
+    cpu = load_recipe(builtin_recipe("cpu-full"), ["sources.*.backend=transformers"])
+    assert [s.backend for s in cpu.sources] == ["transformers"] * 3
+    # a source whose responses are data keeps backend: dataset; `*` reaching it is named
+    with pytest.raises(FusechatError, match="'llama-3.1-405b-openmath' has `responses`.*set the sampled sources by index"):
+        load_recipe(builtin_recipe("paper-llama3.1-8b"), ["sources.*.backend=transformers"])
 
 
 def test_unknown_source_in_ablation_is_rejected(tmp_path):
@@ -72,12 +100,24 @@ def test_every_shipped_recipe_validates_and_mirrors_the_paper():
     for name, r in recipes.items():
         assert r.target is not None, name
         if name.startswith("paper-"):
-            assert r.build.gap_window == (0.01, 0.1) and len(r.sources) == 4 and r.sft.epochs == 3 and r.dpo.epochs == 1
+            assert r.build.gap_window == (0.01, 0.1) and r.sft.epochs == 3 and r.dpo.epochs == 1
+            # four general sources; math from OpenMathInstruct-2's solutions and Qwen-2.5-Math (method.md §2)
+            assert [s.samples_for("instruction") for s in r.sources] == [5, 5, 5, 5, 0, 0]
+            assert [s.backend for s in r.sources if s.samples_for("math")] == ["dataset", "vllm"]
+            assert "Math" in r.sources[5].model and r.dpo.eval_fraction == 0  # every pair trained on
+            # Table 1: per-dataset counts that sum to the paper's per-domain prompts
+            per_domain = {}
+            for spec in r.prompts.sets:
+                per_domain[spec.domain] = per_domain.get(spec.domain, 0) + spec.n
+            assert per_domain == {"instruction": 32_362 + 48_545, "math": 40_188 + 11_615, "code": 12_037 + 3_968,
+                                  "chinese": 9_952}
+            assert all(spec.drop_math_and_code for spec in r.prompts.sets if spec.domain == "instruction")
             for train, where in ((r.sft, "sft"), (r.dpo, "dpo")):  # the paper's 128, on any number of GPUs
                 assert r.sft.global_batch_size == 128
                 for gpus in (1, 2, 4, 8):
                     assert train.batch_size * train.accumulation(gpus, where) * gpus == 128
-            assert r.score.reward.kind == "reward-model" and r.score.reward.trust_remote_code
+            assert r.score.reward.kind == "reward-model" and "ArmoRM" in r.score.reward.model
+            assert not r.score.reward.trust_remote_code  # ArmoRM loads natively (scorers/armorm.py)
     paper = {n: (r.dpo.loss, r.dpo.beta, r.dpo.learning_rate, r.sft.learning_rate) for n, r in recipes.items() if n.startswith("paper-")}
     assert paper["paper-llama3.1-8b"] == ("ln-dpo", 10, 8e-7, 5e-6)
     assert paper["paper-llama3.2-1b"] == paper["paper-llama3.2-3b"] == ("ln-dpo", 10, 1e-6, 5e-6)

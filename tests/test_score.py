@@ -24,6 +24,30 @@ def test_math_equivalence(math_checker, response, gold, expected):
     assert math_checker.check(response, gold).correct is expected
 
 
+# Golds as MATH and OpenMathInstruct-2's `expected_answer` write them (bare LaTeX), each with a correct and a
+# wrong final answer as a model would box it. The bare-LaTeX ones were "unparseable" before issue 29.
+GOLDS = [
+    (r"\sqrt{5}", r"\boxed{\sqrt{5}}", r"\boxed{\sqrt{6}}"),
+    (r"\frac{\sqrt{3}}{2}", r"\boxed{\dfrac{\sqrt{3}}{2}}", r"\boxed{\frac{\sqrt{2}}{2}}"),
+    (r"\pi", r"\boxed{\pi}", r"\boxed{2\pi}"),
+    (r"\dfrac{3}{4}", r"\boxed{0.75}", r"\boxed{\frac{4}{3}}"),
+    (r"\text{Monday}", r"\boxed{\text{Monday}}", r"\boxed{\text{Tuesday}}"),
+    ("x^2+1", r"\boxed{1 + x^2}", r"\boxed{x^2 - 1}"),
+    (r"2\sqrt{2}", r"\boxed{\sqrt{8}}", r"\boxed{2}"),
+    (r"\infty", r"\boxed{\infty}", r"\boxed{0}"),
+    ("(1,2)", r"\boxed{(1, 2)}", r"\boxed{(2, 1)}"),
+    (r"\$5", r"The total is \boxed{5} dollars.", r"\boxed{6}"),
+    ("1,000", r"\boxed{1000}", r"\boxed{100}"),
+    ("-3", "so the answer is $-3$.", r"\boxed{3}"),
+]
+
+
+@pytest.mark.parametrize("gold, right, wrong", GOLDS, ids=[g for g, _, _ in GOLDS])
+def test_golds_in_bare_latex_are_scored(math_checker, gold, right, wrong):
+    assert math_checker.check(right, gold).correct is True
+    assert math_checker.check(wrong, gold).correct is False
+
+
 def test_unparseable_gold_is_flagged(math_checker):
     assert math_checker.check("\\boxed{3}", "").correct is None
 
@@ -76,8 +100,8 @@ def test_reward_model_batched_equals_one_at_a_time(smol_tokenizer_dir, tmp_path)
     LlamaForSequenceClassification(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     pairs = [("What is 2+2?", "4"), ("Write a poem.", "Roses are red, violets are blue, " * 5), ("Hi", "Hello there! How can I help?")]
-    batched = RewardModel(str(tmp_path), batch_size=8).score(pairs)
-    single = RewardModel(str(tmp_path), batch_size=1).score(pairs)
+    batched = RewardModel(str(tmp_path), batch_size=8, precision="fp32").score(pairs)
+    single = RewardModel(str(tmp_path), batch_size=1, precision="fp32").score(pairs)
     assert batched == pytest.approx(single, abs=1e-4)
     assert len(set(round(s, 4) for s in batched)) == 3  # really scores the content, not a constant
 

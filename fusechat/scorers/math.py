@@ -9,6 +9,7 @@ check overruns: a process-level timeout that works anywhere.
 from __future__ import annotations
 
 import json
+import re
 import select
 import subprocess
 import sys
@@ -21,12 +22,20 @@ class MathVerdict:
     extracted: str
 
 
+def gold_forms(gold: str) -> list[str]:
+    """How to hand a gold answer to math-verify. Datasets write golds bare (OpenMathInstruct-2's
+    `expected_answer`: `\\sqrt{5}`, `\\frac{\\sqrt{3}}{2}`, `\\text{Monday}`, `x^2+1`), which math-verify reads
+    only as LaTeX inside `$...$`, and which read bare can parse *wrong* (`2\\sqrt{2}` as 2): a gold with
+    no boxed answer and no math delimiter of its own is read in `$...$` first, bare only if that fails."""
+    if "\\boxed" in gold or re.search(r"(?<!\\)\$", gold):
+        return [gold]
+    return [f"${gold}$", gold]
+
+
 def verify_one(response: str, gold: str, parse, verify) -> tuple[bool | None, str]:
-    gold_parsed = parse(gold, parsing_timeout=None)
+    gold_parsed = next((parsed for form in gold_forms(gold) if (parsed := parse(form, parsing_timeout=None))), None)
     if not gold_parsed:
         return None, ""
-    if "\\boxed" not in gold and "$" not in gold:
-        gold_parsed = parse(f"${gold}$", parsing_timeout=None) or gold_parsed
     answer = parse(response, parsing_timeout=None)
     ok = bool(answer) and verify(gold_parsed, answer, timeout_seconds=None)
     return ok, str(answer[-1]) if answer else ""

@@ -1,60 +1,91 @@
 """Reward model: any Hugging Face sequence classifier scores a [user, assistant] conversation.
 
-ArmoRM-style models (remote code) return an output with a `score` field; plain classifiers
-return logits with one label. Batches always pad on the right, so a response gets the same
-score alone or in any batch.
+ArmoRM, the paper's, is rebuilt natively (scorers/armorm.py: its remote code no longer loads); other
+remote-code models with a `score` output and plain classifiers (logits, one label) load through
+transformers. Batches always pad on the right, so a response gets the same score alone or in any batch.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from fusechat import FusechatError
+from fusechat.scorers.armorm import conversation_ids, is_armorm, load_armorm
 
 
 class RewardModel:
-    def __init__(self, path: str, trust_remote_code: bool = False, batch_size: int = 8, max_length: int = 2048):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """Scores [user, assistant] conversations in batches of similar length, padded on the right with a
+    valid token id; a conversation longer than `max_length` loses prompt tokens, never the assistant turn's
+    start. bf16 where the hardware has it (`precision: auto`)."""
 
+    def __init__(self, path: str, trust_remote_code: bool = False, batch_size: int = 8, max_length: int = 2048,
+                 precision: str = "auto"):
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        from fusechat import hardware
+
+        bf16 = precision == "bf16" or (precision == "auto" and hardware.has_bf16())
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.armorm = None
+        try:
+            config = AutoConfig.from_pretrained(path).to_dict()  # ArmoRM's config is a plain Llama one
+        except Exception:  # noqa: BLE001 (a config only remote code reads: the classifier below says why)
+            config = {}
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                path, trust_remote_code=trust_remote_code, dtype=torch.float32
-            )
+            if is_armorm(config):  # the paper's reward model, without the remote code that no longer loads
+                self.armorm = load_armorm(local_folder(path), dtype)
+            else:
+                self.model = AutoModelForSequenceClassification.from_pretrained(
+                    path, trust_remote_code=trust_remote_code, dtype=dtype)
+        except FusechatError:
+            raise
         except Exception as e:
             raise FusechatError(f"reward model '{path}' will not load ({str(e).splitlines()[0][:200]})") from None
-        self.tokenizer.padding_side = "right"  # one fixed side: scores must not depend on the batch
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model.to(self.device).eval()
+        vocab = (config.get("vocab_size") or len(self.tokenizer))
+        pad = self.tokenizer.pad_token_id
+        # ArmoRM's pad id (128256) is one past its embedding matrix: pad with a token it has (masked anyway)
+        self.pad_id = pad if pad is not None and pad < vocab else self.tokenizer.eos_token_id
+        if self.armorm is None:
+            self.model.config.pad_token_id = self.pad_id  # where HF's classifiers find the last real token
+        self.module = (self.armorm or self.model).to(self.device).eval()
         self.batch_size, self.max_length = batch_size, max_length
-
-    def _texts(self, pairs: list[tuple[str, str]]) -> list[str]:
-        return [
-            self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
-            )
-            for p, r in pairs
-        ]
 
     @torch.inference_mode()
     def score(self, pairs: list[tuple[str, str]]) -> list[float]:
-        texts = self._texts(pairs)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths: less padding
-        scores = [0.0] * len(texts)
+        encoded = [conversation_ids(self.tokenizer, p, r, self.max_length) for p, r in pairs]
+        if self.armorm is not None and any(gate is None for _, gate in encoded):
+            raise FusechatError("the reward model's chat template renders the user turn differently alone and in a "
+                                "conversation: cannot tell where ArmoRM's gate reads")
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # similar lengths: less padding
+        scores = [0.0] * len(encoded)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            enc = self.tokenizer(
-                [texts[i] for i in chunk], return_tensors="pt", padding=True, truncation=True,
-                max_length=self.max_length, add_special_tokens=False,
-            ).to(self.device)
-            out = self.model(**enc)
-            values = out.score if getattr(out, "score", None) is not None else out.logits[:, -1]
+            width = max(len(encoded[i][0]) for i in chunk)
+            ids = torch.tensor([encoded[i][0] + [self.pad_id] * (width - len(encoded[i][0])) for i in chunk], device=self.device)
+            mask = torch.tensor([[1] * len(encoded[i][0]) + [0] * (width - len(encoded[i][0])) for i in chunk], device=self.device)
+            if self.armorm is not None:
+                values = self.armorm(ids, mask, torch.tensor([encoded[i][1] for i in chunk], device=self.device))
+            else:
+                out = self.model(input_ids=ids, attention_mask=mask)
+                values = out.score if getattr(out, "score", None) is not None else out.logits[:, -1]
             for i, v in zip(chunk, values.float().reshape(len(chunk), -1)[:, 0].tolist()):
                 scores[i] = v
         return scores
 
     def close(self) -> None:
-        del self.model
+        del self.module
+
+
+def local_folder(path: str) -> str:
+    """A checkpoint folder: `path` itself, or the hub repository's weights, config and tokenizer downloaded."""
+    if Path(path).is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(path, allow_patterns=["*.json", "*.safetensors", "tokenizer*"])

@@ -17,10 +17,13 @@ import torch.nn.functional as F
 
 from fusechat.train.common import chat_prompt_ids, completion_ids, fit_to_length
 
-# What a training step logs, by name: ours, then TRL's DPOTrainer names for the same quantities (its
-# "rewards" are the implicit rewards beta x log-ratio; for LN-DPO, of the length-normalised log-ratio).
+# What a training step logs, by name: ours, then TRL's DPOTrainer names with TRL's values. TRL (1.x) logs
+# `rewards/*` as beta x the *summed* log-ratio for every loss type, LN-DPO (`sigmoid_norm`) included, so a
+# run is comparable with a TRL run by name; the length-normalised rewards LN-DPO trains on are ours,
+# under `normalised_rewards/*` (and `accuracy` is on the margin the loss uses).
 METRICS = ("loss", "margin_summed", "margin_normalised", "accuracy", "rewards/chosen", "rewards/rejected",
-           "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
+           "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected",
+           "normalised_rewards/chosen", "normalised_rewards/rejected", "normalised_rewards/margins")
 
 
 @dataclass
@@ -105,20 +108,23 @@ def dpo_loss(logps: torch.Tensor, ref: torch.Tensor, lengths: torch.Tensor, beta
     summed_margin = ratios[:n] - ratios[n:]
     norm_margin = normalised[:n] - normalised[n:]
     margin = summed_margin if loss == "dpo" else norm_margin
-    rewards = beta * (ratios if loss == "dpo" else normalised).detach()
-    accuracy = (margin > 0).float().detach()
+    rewards = beta * ratios.detach()  # TRL's, whatever the loss
+    normalised_rewards = beta * normalised.detach()
     return {
         "loss": -F.logsigmoid(beta * margin).mean(),
         "margin": margin.detach(),
         "margin_summed": summed_margin.detach(),
         "margin_normalised": norm_margin.detach(),
-        "accuracy": accuracy,
+        "accuracy": (margin > 0).float().detach(),
         "rewards/chosen": rewards[:n],
         "rewards/rejected": rewards[n:],
         "rewards/margins": rewards[:n] - rewards[n:],
-        "rewards/accuracies": accuracy,
+        "rewards/accuracies": (rewards[:n] > rewards[n:]).float(),
         "logps/chosen": logps[:n].detach(),
         "logps/rejected": logps[n:].detach(),
+        "normalised_rewards/chosen": normalised_rewards[:n],
+        "normalised_rewards/rejected": normalised_rewards[n:],
+        "normalised_rewards/margins": normalised_rewards[:n] - normalised_rewards[n:],
     }
 
 
