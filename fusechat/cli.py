@@ -285,6 +285,44 @@ def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt):
     print_eval_table(r)
 
 
+@app.command("rehearse")
+@user_errors
+def rehearse_command(recipe: str = typer.Argument(..., help="a recipe file or a built-in name (paper-llama3.1-8b)"),
+                     scale: int = typer.Option(1000, "--scale", help="divide every count (prompts per set, eval items) by this"),
+                     max_new_tokens: int = typer.Option(16, "--max-new-tokens", help="answer cap: random stand-ins never stop"),
+                     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="default: runs/rehearse-<name>"),
+                     gpus: int = typer.Option(8, "--gpus", help="the real run's GPUs, for its plan"),
+                     gpu_memory: float = typer.Option(80.0, "--gpu-memory", help="GB per GPU, for the real run's plan")):
+    """Run RECIPE exactly as shipped, every stage, on tiny stand-ins (random models of each model's family,
+    fixtures in each dataset's real columns, counts divided by --scale): what to run before renting the nodes.
+    Says in one line each what could not be had here, and ends with the plan for the real run beside what
+    each stage took."""
+    from fusechat.recipe import builtin_recipe
+    from fusechat.rehearse import comparison, prepare
+    from fusechat.pipeline import run_all
+
+    path = Path(recipe)
+    if not path.exists() and builtin_recipe(recipe).exists():
+        path = builtin_recipe(recipe)
+    check_hardware(gpus, gpu_memory)
+    r = prepare(path, scale, max_new_tokens, run_dir, gpus, gpu_memory)
+    console.print(f"rehearsing [bold]{r.recipe.name}[/] in {r.recipe.run_path} (counts / {scale})")
+    for note in r.notes:
+        console.print(f"  [yellow]stand-in[/] {note}", highlight=False, soft_wrap=True)
+    with progress_bar() as progress:
+        r.manifests = run_all(r.recipe, progress=progress, on_stage=report)
+    table = Table(title=f"the real run (plan, {gpus} GPUs of {gpu_memory:g} GB) beside the rehearsal (measured here)")
+    for col in ("stage", "plan: real run", "rehearsal"):
+        table.add_column(col)
+    for stage, planned, measured in comparison(r):
+        table.add_row(stage, "-" if planned is None else _duration(planned), "-" if measured is None else f"{measured:.1f}s")
+    Console().print(table)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f}s"
+
+
 @app.command("plan")
 @user_errors
 def plan(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
@@ -301,15 +339,19 @@ def plan(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
     `fusechat run` prints the same plan first and stops before any work if a model cannot fit."""
     from fusechat.calibrate import calibrate as measure
 
-    if gpus is not None and gpus < 0:
-        raise FusechatError(f"--gpus {gpus}: a number of GPUs is 0 or more")
-    if gpu_memory is not None and not (math.isfinite(gpu_memory) and gpu_memory > 0):
-        raise FusechatError(f"--gpu-memory {gpu_memory}: GB per GPU, a positive number")
+    check_hardware(gpus, gpu_memory)
     r = load(recipe, set_)
     here_gpus, here_gb = hardware.gpus()
     if calibrate:
         measure(r, say=lambda line: console.print(line, highlight=False))
     print_plan(r, here_gpus if gpus is None else gpus, gpu_memory or here_gb, refuse=False)
+
+
+def check_hardware(gpus: Optional[int], gpu_memory: Optional[float]) -> None:
+    if gpus is not None and gpus < 0:
+        raise FusechatError(f"--gpus {gpus}: a number of GPUs is 0 or more")
+    if gpu_memory is not None and not (math.isfinite(gpu_memory) and gpu_memory > 0):
+        raise FusechatError(f"--gpu-memory {gpu_memory}: GB per GPU, a positive number")
 
 
 def print_plan(recipe, gpus: int, gpu_gb: float, refuse: bool = True) -> None:

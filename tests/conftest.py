@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-FIXTURES = Path(__file__).parent / "fixtures"
+TOKENIZER = Path(__file__).parent.parent / "fusechat" / "standins" / "smollm2-tokenizer"  # shipped: `fusechat rehearse` uses it
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def smol_tokenizer_dir(tmp_path_factory) -> Path:
     import shutil
 
     folder = tmp_path_factory.mktemp("smol-tokenizer")
-    for path in (FIXTURES / "smollm2-tokenizer").iterdir():
+    for path in TOKENIZER.iterdir():
         if path.suffix == ".gz":
             (folder / path.stem).write_bytes(gzip.decompress(path.read_bytes()))
         else:

@@ -1,0 +1,338 @@
+"""`fusechat rehearse RECIPE`: the recipe exactly as shipped, every stage, on tiny stand-ins.
+
+What a user runs before renting the nodes. Every part of the recipe is kept (its prompt sets with their
+columns, filters and splits, its sources and their sampling, its reward model's class, its build rules,
+its training settings with the global batch, its evaluation) except what cannot be had on this machine,
+and each such replacement is one line of the rehearsal's notes:
+
+- each model becomes a tiny random model of its architecture family (Llama, Qwen2, Mistral, Gemma2) with
+  SmolLM2's tokenizer and chat template (shipped in `fusechat/standins/`: the only one every machine has
+  offline); ArmoRM becomes a tiny ArmoRM with its state-dict names, other reward models a tiny classifier;
+- each hub dataset becomes a small fixture in that dataset's real columns (a `save_to_disk` folder, so
+  split names like OpenMathInstruct-2's `train_1M` work), each missing prompt file a small file;
+- counts are divided by `scale` (prompts per set, evaluation items; at least one each);
+- vLLM, llama.cpp and OpenAI-compatible sources are sampled with transformers (a GPU or a server is what
+  the rehearsal cannot have), lm-eval's hub tasks are skipped, judged question sets become fixtures;
+- random models never stop, so answers are capped at `max_new_tokens` and cut answers are kept.
+
+It ends with the plan's estimate for the real run beside what each stage took here.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fusechat import FusechatError
+from fusechat.plan import Plan, make_plan
+from fusechat.recipe import Recipe, read_yaml_mapping, recipe_from_dict
+
+TOKENIZER = Path(__file__).parent / "standins" / "smollm2-tokenizer"
+
+# The columns of the datasets the shipped recipes name, so a fixture has the real layout (a row per item;
+# PROMPT, ANSWER and the like are filled in per row).
+LAYOUTS = {
+    "openbmb/UltraFeedback": {"source": "evol_instruct", "instruction": "PROMPT", "models": [], "completions": []},
+    "Magpie-Align/Magpie-Pro-DPO-100K-v0.1": {"uuid": "ID", "instruction": "PROMPT", "task_category": "Information seeking",
+                                              "difficulty": "easy", "chosen": [], "rejected": []},
+    "nvidia/HelpSteer2": {"prompt": "PROMPT", "response": "RESPONSE", "helpfulness": 3, "correctness": 3},
+    "nvidia/OpenMathInstruct-2": {"problem": "PROMPT", "generated_solution": "SOLUTION", "expected_answer": "ANSWER",
+                                  "problem_source": "augmented_math"},
+    "llm-wizard/alpaca-gpt4-data-zh": {"instruction": "PROMPT", "input": "", "output": "RESPONSE"},
+    "Magpie-Align/Magpie-Qwen2-Pro-200K-Chinese": {"uuid": "ID", "instruction": "PROMPT", "response": "RESPONSE"},
+    "FuseAI/FuseChat-3.0-SFT-Data": {"messages": "CONVERSATION"},
+    "FuseAI/FuseChat-3.0-DPO-Data": {"prompt": "PROMPT", "chosen": "CHOSEN", "rejected": "REJECTED"},
+}
+TOPICS = ["rivers", "tea", "birds", "autumn", "maps", "bread", "bridges", "music", "gardens", "trains", "clouds",
+          "libraries", "forests", "kites", "lighthouses", "markets"]
+SOLUTIONS_PER_PROBLEM = 8  # a dataset of responses holds several per problem (5 right, 3 wrong here)
+
+
+@dataclass
+class Rehearsal:
+    recipe: Recipe  # what ran: the shipped recipe with its stand-ins
+    plan: Plan  # the plan's estimate for the real run
+    notes: list[str] = field(default_factory=list)  # what stood in for what, one line each
+    manifests: dict = field(default_factory=dict)
+
+
+def family(model: str) -> str:
+    name = model.lower()
+    return "gemma2" if "gemma" in name else "mistral" if "mistral" in name else "qwen2" if "qwen" in name else "llama"
+
+
+def prepare(path: str | Path, scale: int = 1000, max_new_tokens: int = 16, run_dir: str | Path | None = None,
+            gpus: int = 8, gpu_gb: float = 80.0) -> Rehearsal:
+    """The stand-in recipe (models, fixtures and folders made under the run folder), not yet run, and the
+    plan of the real run on `gpus` GPUs of `gpu_gb` GB (the nodes it is meant for)."""
+    path = Path(path)
+    shipped = read_yaml_mapping(path)  # the strict loader: a duplicate key stops here
+    real = recipe_from_dict(copy.deepcopy(shipped), str(path))
+    if scale < 1:
+        raise FusechatError(f"--scale {scale}: divide counts by 1 or more")
+    data = copy.deepcopy(shipped)
+    run = Path(run_dir or f"runs/rehearse-{real.name}")
+    data["run_dir"] = str(run)
+    work = run / "standins"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        plan = make_plan(real, gpus, gpu_gb)
+    except FusechatError as e:  # the real data is not readable here: no estimate, said so
+        plan = Plan(recipe=real.name, hardware=f"{gpus} GPUs of {gpu_gb:g} GB", notes=[str(e)])
+    r = Rehearsal(recipe=real, plan=plan)
+    if not plan.rows:
+        r.notes.append(f"plan: no estimate for the real run ({'; '.join(plan.notes) or 'nothing to plan'})")
+    models = _Models(work)
+    fixtures = _Fixtures(work, scale)
+
+    def scaled(n):
+        return None if n is None else max(1, math.ceil(n / scale))
+
+    for spec, raw in zip(real.prompts.sets if real.prompts else [], (data.get("prompts") or {}).get("sets", [])):
+        if spec.n is not None:
+            raw["n"] = scaled(spec.n)
+        if spec.dataset:
+            raw["dataset"] = str(fixtures.dataset(spec.dataset, spec.split or "train", spec.domain, scaled(spec.n) or 8,
+                                                  spec.columns, spec.where))
+        elif spec.path and not Path(spec.path).exists():
+            raw["path"] = str(fixtures.prompt_file(spec.path, spec.domain, scaled(spec.n) or 8))
+            r.notes.append(f"prompts: {spec.path} is not here; a {spec.domain} file of the same fields stands in")
+    if real.data is not None:  # sets made elsewhere (FuseChat-3.0's own): fixtures in their columns
+        for kind, count in (("sft", 94_539), ("dpo", 64_128)):
+            if getattr(real.data, kind):
+                data["data"][kind] = str(fixtures.dataset(getattr(real.data, kind), real.data.split, "instruction",
+                                                          scaled(count), None, None))
+    cut = set()
+    for source, raw in zip(real.sources, data.get("sources", [])):
+        if source.backend == "dataset":
+            responses = source.responses
+            raw["responses"]["dataset"] = str(fixtures.dataset(responses.dataset, responses.split or "train", "math",
+                                                               None, responses.columns, None))
+            continue
+        raw["model"] = str(models.causal(family(source.model)))
+        if source.backend in ("vllm", "llamacpp", "openai", "auto"):
+            cut.add(source.backend)
+            raw["backend"] = "transformers"
+            raw.pop("endpoint", None)
+            raw.pop("api_key_env", None)
+            raw.pop("tensor_parallel_size", None)
+        raw.setdefault("sampling", {})["max_new_tokens"] = min(max_new_tokens, source.sampling.max_new_tokens)
+    if cut:
+        r.notes.append(f"sources: {', '.join(sorted(cut))} sampled with transformers (the rehearsal has no GPU "
+                       f"or server); a random model never stops: answers capped at {max_new_tokens} tokens")
+    if real.sources:
+        data.setdefault("build", {})["drop_truncated"] = False  # every stand-in answer is cut at the cap
+    reward = real.score.reward if real.score else None
+    if reward is not None and reward.kind == "reward-model":
+        data["score"]["reward"]["model"] = str(models.reward(reward.model))
+        data["score"]["reward"].pop("trust_remote_code", None)
+        data["score"]["reward"]["precision"] = "fp32"  # tiny models: bf16 is slower and noisier
+    elif reward is not None and reward.kind == "judge":
+        data["score"]["reward"]["model"] = str(models.causal(family(reward.model)))
+        data["score"]["reward"]["backend"] = "transformers"
+    if real.target is not None:
+        data["target"]["model"] = str(models.causal(family(real.target.model)))
+    for stage in ("sft", "dpo"):
+        if stage in data:
+            data[stage]["precision"] = "fp32"
+    if real.eval is not None and "eval" in data:
+        _eval(real, data["eval"], models, fixtures, scaled, max_new_tokens, r.notes)
+    r.recipe = recipe_from_dict(data, f"{path} (rehearsal)")
+    return r
+
+
+def _eval(real: Recipe, raw: dict, models, fixtures, scaled, max_new_tokens: int, notes: list[str]) -> None:
+    ev = real.eval
+    for name in ("humaneval", "mtbench", "constraints"):
+        if getattr(ev, name):
+            raw[name] = scaled(getattr(ev, name))
+    if ev.math is not None:
+        raw["math"] = (raw.get("math") or {}) | {"n": scaled(ev.math.n)}
+    raw["max_new_tokens"] = min(max_new_tokens, ev.max_new_tokens)
+    if ev.judge:
+        raw["judge"] = str(models.causal(family(ev.judge)))
+        raw["judge_backend"] = "transformers"
+    if ev.harness:
+        notes.append(f"eval: lm-evaluation-harness tasks ({', '.join(ev.harness)}) read the hub: skipped")
+        raw["harness"] = []
+    for spec, judged in zip(ev.judged, raw.get("judged", [])):
+        judged["questions"] = str(fixtures.questions(spec.format, scaled(spec.n or 805)))
+        judged.pop("split", None)
+    if ev.pairwise_judge is not None:
+        notes.append("eval: the pairwise judge is an endpoint the rehearsal cannot reach: skipped")
+        raw.pop("pairwise_judge")
+    if ev.extra_models:
+        raw["extra_models"] = {name: str(models.causal(family(m))) for name, m in ev.extra_models.items()}
+
+
+def rehearse(path: str | Path, scale: int = 1000, max_new_tokens: int = 16, run_dir: str | Path | None = None,
+             gpus: int = 8, gpu_gb: float = 80.0, progress=None, on_stage=None) -> Rehearsal:
+    """Prepare the stand-ins and run every stage of the recipe on them."""
+    from fusechat.pipeline import run_all
+
+    r = prepare(path, scale, max_new_tokens, run_dir, gpus, gpu_gb)
+    r.manifests = run_all(r.recipe, progress=progress, on_stage=on_stage)
+    return r
+
+
+def comparison(r: Rehearsal) -> list[tuple[str, float | None, float | None]]:
+    """(stage, the plan's seconds for the real run, the rehearsal's seconds) per stage."""
+    planned: dict[str, float] = {}
+    for row in r.plan.rows:
+        if row.seconds is not None:
+            planned[row.stage] = planned.get(row.stage, 0.0) + row.seconds
+    return [(stage, planned.get(stage), m.get("seconds")) for stage, m in r.manifests.items()]
+
+
+# ---- stand-in models ------------------------------------------------------------------------------------
+
+class _Models:
+    """Tiny random models, one per kind, made once under the rehearsal's folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder / "models"
+
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        plain = self.folder / "tokenizer"
+        if not (plain / "tokenizer.json").exists():
+            plain.mkdir(parents=True, exist_ok=True)
+            for f in TOKENIZER.iterdir():
+                if f.suffix == ".gz":
+                    (plain / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
+                else:
+                    shutil.copy(f, plain / f.name)
+        return AutoTokenizer.from_pretrained(plain)
+
+    def _common(self, tokenizer) -> dict:
+        return dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+
+    def causal(self, kind: str) -> Path:
+        folder = self.folder / kind
+        if (folder / "config.json").exists():
+            return folder
+        import torch
+        from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
+
+        tokenizer = self.tokenizer()
+        common = self._common(tokenizer)
+        config = {"llama": LlamaConfig(**common), "qwen2": Qwen2Config(**common), "mistral": MistralConfig(**common),
+                  "gemma2": Gemma2Config(**common, head_dim=16)}[kind]
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        return folder
+
+    def reward(self, model: str) -> Path:
+        """A tiny ArmoRM (its config layout and state-dict names) when the recipe's is ArmoRM, else a tiny classifier."""
+        import torch
+        from transformers import LlamaConfig, LlamaForSequenceClassification
+
+        armorm = "armorm" in model.lower()
+        folder = self.folder / ("armorm" if armorm else "reward")
+        if (folder / "config.json").exists():
+            return folder
+        tokenizer = self.tokenizer()
+        torch.manual_seed(0)
+        if not armorm:
+            config = LlamaConfig(**self._common(tokenizer), num_labels=1, pad_token_id=tokenizer.pad_token_id)
+            LlamaForSequenceClassification(config).save_pretrained(folder)
+        else:
+            from safetensors.torch import save_file
+
+            from fusechat.scorers.armorm import ARCHITECTURE, ArmoRM
+
+            config = LlamaConfig(**self._common(tokenizer), num_objectives=19, gating_hidden_dim=16, gating_n_hidden=3,
+                                 gating_temperature=10)
+            config.architectures = [ARCHITECTURE]
+            model = ArmoRM(config)
+            with torch.no_grad():
+                model.reward_transform_matrix.add_(0.1 * torch.randn(19, 19))
+            folder.mkdir(parents=True, exist_ok=True)
+            config.save_pretrained(folder)
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+        tokenizer.save_pretrained(folder)
+        return folder
+
+
+# ---- fixtures ---------------------------------------------------------------------------------------------
+
+class _Fixtures:
+    def __init__(self, folder: Path, scale: int):
+        self.folder = folder / "data"
+        self.scale = scale
+        self.made: dict[tuple[str, str], Path] = {}
+
+    def dataset(self, name: str, split: str, domain: str, n: int | None, columns: dict | None, where: dict | None) -> Path:
+        """A save_to_disk folder with `split`, in `name`'s real columns (or the recipe's column map), holding
+        enough rows for `n` prompts (twice as many, and several responses per math problem)."""
+        import datasets
+
+        key = (name, split)
+        if key in self.made:
+            return self.made[key]
+        layout = dict(LAYOUTS.get(name) or {})
+        for ours, theirs in (columns or {}).items():
+            layout.setdefault(theirs, {"prompt": "PROMPT", "answer": "ANSWER", "response": "SOLUTION", "tests": "TESTS",
+                                       "entry_point": "ENTRY", "id": "ID"}[ours])
+        for column, value in (where or {}).items():
+            layout[column] = value[0] if isinstance(value, list) else value
+        if not layout:
+            layout = {"instruction": "PROMPT", "input": "", "output": "RESPONSE"}
+        count = max(2 * (n or 8), 16)
+        rows = []
+        for i in range(count):
+            for k in range(SOLUTIONS_PER_PROBLEM if domain == "math" else 1):
+                rows.append({column: _fill(value, domain, i, k) for column, value in layout.items()})
+        folder = self.folder / name.replace("/", "__") / split
+        shutil.rmtree(folder, ignore_errors=True)
+        datasets.DatasetDict({split: datasets.Dataset.from_list(rows)}).save_to_disk(str(folder))
+        self.made[key] = folder
+        return folder
+
+    def prompt_file(self, name: str, domain: str, n: int) -> Path:
+        path = self.folder / Path(name).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fields = {"prompt": "PROMPT"} | ({"answer": "ANSWER"} if domain == "math" else {}) | (
+            {"tests": "TESTS", "entry_point": "ENTRY"} if domain == "code" else {})
+        path.write_text("".join(json.dumps({k: _fill(v, domain, i, 0) for k, v in fields.items()}, ensure_ascii=False) + "\n"
+                                for i in range(max(2 * n, 8))))
+        return path
+
+    def questions(self, fmt: str, n: int) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        prompts = [f"Write two sentences about {TOPICS[i % len(TOPICS)]} (question {i})." for i in range(n)]
+        if fmt == "alpaca_eval":
+            path = self.folder / "alpaca_eval.json"
+            path.write_text(json.dumps([{"instruction": p, "dataset": "helpful_base"} for p in prompts]))
+        else:
+            path = self.folder / "arena_hard_question.jsonl"
+            path.write_text("".join(json.dumps({"question_id": f"q{i}", "category": "arena-hard-v0.1",
+                                                "turns": [{"content": p}]}) + "\n" for i, p in enumerate(prompts)))
+        return path
+
+
+def _fill(value, domain: str, i: int, k: int):
+    """One cell of a fixture row: row `i`, response `k` of it."""
+    topic = TOPICS[i % len(TOPICS)]
+    a, b = i + 2, 3 * i + 1
+    prompt = {"math": f"What is {a} + {b}?", "code": f"Write a Python function add_{i}(a, b) that returns a + b.",
+              "chinese": f"请用一句话介绍{topic}。（第{i}题）"}.get(domain, f"Give one tip about {topic} (request {i}).")
+    if not isinstance(value, str):
+        return value
+    return {
+        "PROMPT": prompt, "ID": f"item-{i}", "ANSWER": str(a + b), "RESPONSE": f"Here is a short answer about {topic}.",
+        "SOLUTION": f"Adding gives {a + b if k < 5 else a + b + 1}, so the answer is \\boxed{{{a + b if k < 5 else a + b + 1}}}.",
+        "TESTS": f"assert add_{i}(1, 2) == 3\n", "ENTRY": f"add_{i}",
+        "CONVERSATION": [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"About {topic}: be patient."}],
+        "CHOSEN": [{"role": "assistant", "content": f"A careful answer about {topic}."}],
+        "REJECTED": [{"role": "assistant", "content": "No."}],
+    }.get(value, value)
