@@ -1,5 +1,6 @@
 """A paper recipe end to end on this CPU with one source served over HTTP (every paper recipe as shipped:
-tests/test_rehearse.py). Each model is replaced by a tiny random one of its own architecture family (with SmolLM2's real tokenizer and chat template); everything a CPU can run is kept:
+tests/test_rehearse.py). Each model is replaced by a tiny random one of its own architecture family (with
+SmolLM2's real tokenizer and chat template); everything a CPU can run is kept:
 the global batch of 128 and the gradient accumulation it implies, every stage, the reward model, the
 judge, one source served over HTTP by a local llama.cpp server (`backend: openai`). The vLLM sources
 move to transformers by one override (`sources.*.backend=transformers`)."""
