@@ -285,6 +285,25 @@ def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt):
     print_eval_table(r)
 
 
+@app.command("convert-code")
+@user_errors
+def convert_code_command(kind: str = typer.Argument(..., help="leetcode (greengerong/leetcode) or self-oss "
+                                                                "(bigcode/self-oss-instruct-sc2-exec-filter-50k)"),
+                         dataset: str = typer.Argument(..., help="the set's hub id, a local folder or a file"),
+                         out: Path = typer.Argument(..., help="the JSONL prompt file to write ({prompt, tests, entry_point})"),
+                         split: str = typer.Option("train", "--split"),
+                         limit: Optional[int] = typer.Option(None, "--limit", help="the first rows only"),
+                         verify: bool = typer.Option(True, "--verify/--no-verify",
+                                                     help="keep only rows whose reference passes its tests (in the sandbox)")):
+    """Make a code prompt file with runnable tests from LeetCode or self-oss-instruct (the paper's code sets, which
+    ship no test column): LeetCode's examples become asserts, self-oss-instruct's test block is kept."""
+    from fusechat.convert_code import convert
+
+    counts = convert(kind, dataset, out, split, limit, verify)
+    console.print(f"[green]{out}[/]: {counts['kept']} prompts with tests; " +
+                  ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "kept"), highlight=False, soft_wrap=True)
+
+
 @app.command("rehearse")
 @user_errors
 def rehearse_command(recipe: str = typer.Argument(..., help="a recipe file or a built-in name (paper-llama3.1-8b)"),

@@ -291,7 +291,7 @@ class _Fixtures:
         rows = []
         for i in range(count):
             for k in range(SOLUTIONS_PER_PROBLEM if domain == "math" else 1):
-                rows.append({column: _fill(value, domain, i, k) for column, value in layout.items()})
+                rows.append({column: _fill(value, domain, i, k, name.split("/")[-1]) for column, value in layout.items()})
         folder = self.folder / name.replace("/", "__") / split
         shutil.rmtree(folder, ignore_errors=True)
         datasets.DatasetDict({split: datasets.Dataset.from_list(rows)}).save_to_disk(str(folder))
@@ -303,7 +303,7 @@ class _Fixtures:
         path.parent.mkdir(parents=True, exist_ok=True)
         fields = {"prompt": "PROMPT"} | ({"answer": "ANSWER"} if domain == "math" else {}) | (
             {"tests": "TESTS", "entry_point": "ENTRY"} if domain == "code" else {})
-        path.write_text("".join(json.dumps({k: _fill(v, domain, i, 0) for k, v in fields.items()}, ensure_ascii=False) + "\n"
+        path.write_text("".join(json.dumps({k: _fill(v, domain, i, 0, path.stem) for k, v in fields.items()}, ensure_ascii=False) + "\n"
                                 for i in range(max(2 * n, 8))))
         return path
 
@@ -320,12 +320,12 @@ class _Fixtures:
         return path
 
 
-def _fill(value, domain: str, i: int, k: int):
-    """One cell of a fixture row: row `i`, response `k` of it."""
+def _fill(value, domain: str, i: int, k: int, tag: str = ""):
+    """One cell of a fixture row: row `i`, response `k` of it; `tag` keeps one set's prompts apart from another's."""
     topic = TOPICS[i % len(TOPICS)]
     a, b = i + 2, 3 * i + 1
-    prompt = {"math": f"What is {a} + {b}?", "code": f"Write a Python function add_{i}(a, b) that returns a + b.",
-              "chinese": f"请用一句话介绍{topic}。（第{i}题）"}.get(domain, f"Give one tip about {topic} (request {i}).")
+    prompt = {"math": f"What is {a} + {b}?", "code": f"Write a Python function add_{i}(a, b) that returns a + b (from {tag}).",
+              "chinese": f"请用一句话介绍{topic}。（{tag}第{i}题）"}.get(domain, f"Give one tip about {topic} for {tag} (request {i}).")
     if not isinstance(value, str):
         return value
     return {
