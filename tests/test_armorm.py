@@ -86,6 +86,9 @@ def test_the_score_is_armorms_formula_and_the_same_in_any_batch(armorm_dir):
     batched = rm.score(PAIRS)
     single = RewardModel(str(armorm_dir), batch_size=1, precision="fp32").score(PAIRS)
     assert batched == pytest.approx(single, abs=1e-5)  # a padded batch, pad id outside the embeddings
+    # data parallel: batches dealt to replicas (one per GPU; two on the CPU here), the same scores
+    parallel = RewardModel(str(armorm_dir), batch_size=1, precision="fp32", replicas=2)
+    assert len(parallel.replicas) == 2 and parallel.score(PAIRS) == pytest.approx(single, abs=1e-6)
     for (prompt, response), got in zip(PAIRS, batched):
         ids, _ = conversation_ids(rm.tokenizer, prompt, response, 4096)
         assert got == pytest.approx(by_hand(armorm_dir, ids), abs=1e-5)
