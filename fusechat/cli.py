@@ -154,7 +154,37 @@ def stage_command(name: str, doc: str):
 
 
 stage_command("prompts", "Load the recipe's prompt sets: domains, gold answers, tests, dedupe, the 40:60 SFT/DPO split.")
-stage_command("sample", "Draw N responses per prompt from every source (its own chat template and sampling settings).")
+
+
+@app.command("sample")
+@user_errors
+def sample_command(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt, force: bool = ForceOpt,
+                   part: Optional[str] = typer.Option(None, "--part", metavar="I/K", help=(
+                       "do the I-th of K disjoint shares of the shards (1 <= I <= K), e.g. one job of a Slurm array "
+                       "on a run folder every node sees; a run without --part then merges them"))):
+    """Draw N responses per prompt from every source (its own chat template and sampling settings)."""
+    from fusechat.pipeline import run_stage
+    from fusechat.runfolder import RunFolder
+
+    share = parse_part(part) if part else None
+    r = load(recipe, set_)
+    with progress_bar() as progress:
+        manifest = run_stage("sample", r, force=force, progress=progress, part=share)
+    if "part_done" in manifest:
+        console.print(f"[green]sample[/] {manifest['part_done']}", highlight=False, soft_wrap=True)
+        return
+    report("sample", manifest)
+    console.print(f"output: {RunFolder(r.run_path).stage_dir('sample')}")
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    try:
+        i, k = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise FusechatError(f"--part {text}: write I/K, e.g. 2/8 for the second of eight jobs") from None
+    if not 1 <= i <= k:
+        raise FusechatError(f"--part {text}: I goes from 1 to K")
+    return i, k
 stage_command("score", "Score responses: math against gold answers, code against tests in the sandbox, reward model or judge.")
 stage_command("build", "Build the SFT set (best response) and same-source DPO pairs (best vs worst, gap in window).")
 stage_command("sft", "Fine-tune the target on the SFT set (TRL SFTTrainer, loss on assistant tokens; full or LoRA).")
@@ -348,7 +378,11 @@ def plan(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
          gpus: Optional[int] = typer.Option(None, "--gpus", help="GPUs to plan for (default: this machine's; 0: CPU)"),
          gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", help="GB per GPU (default: this machine's, else 80)"),
          calibrate: bool = typer.Option(False, "--calibrate", help="first measure this machine's speeds (a minute or "
-                                        "two on a CPU; cached) with a few of the recipe's own prompts")):
+                                        "two on a CPU; cached) with a few of the recipe's own prompts"),
+         nodes: Optional[int] = typer.Option(None, "--nodes", help="sample on this many nodes: also write the Slurm "
+                                             "array script that runs `fusechat sample --part I/N` on each"),
+         gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="with --nodes: GPUs on each node "
+                                                     "(default --gpus, else 8)")):
     """What RECIPE will cost before it runs: per stage the work (prompts x sources x samples, expected
     tokens), each model's memory and where it fits (one GPU, vLLM tensor parallel, CPU RAM), an estimated
     wall time and the disk it needs. Reads model configs only, never weights.
@@ -363,6 +397,22 @@ def plan(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
     here_gpus, here_gb = hardware.gpus()
     if calibrate:
         measure(r, say=lambda line: console.print(line, highlight=False))
+    if nodes is not None:
+        if nodes < 1 or (gpus_per_node is not None and gpus_per_node < 1):
+            raise FusechatError("--nodes and --gpus-per-node: 1 or more")
+        per_node = gpus_per_node or gpus or 8
+        print_plan(r, per_node, gpu_memory or here_gb or 80.0, refuse=False)
+        from fusechat.plan import slurm_sample_script
+
+        script = r.run_path / "slurm-sample.sh"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(slurm_sample_script(r, recipe or "cpu-default", nodes, per_node))
+        console.print(f"sampling split over {nodes} nodes of {per_node} GPUs (each a share of the shards: the sample "
+                      f"row's time / {nodes}): [bold]{script}[/]\n  fusechat prompts {recipe or 'cpu-default'}\n"
+                      f"  jobid=$(sbatch --parsable {script})\n"
+                      f"  sbatch --dependency=afterok:$jobid --gres=gpu:{per_node} --wrap 'fusechat run {recipe or 'cpu-default'}'",
+                      highlight=False, soft_wrap=True)
+        return
     print_plan(r, here_gpus if gpus is None else gpus, gpu_memory or here_gb, refuse=False)
 
 

@@ -25,7 +25,7 @@ STAGES = {
     s.name: s
     for s in [
         StageDef("prompts", prompts, r.prompts_settings, external=prompt_files_fingerprint),
-        StageDef("sample", sample, r.sample_settings, reads=("prompts",), external=responses_fingerprint),
+        StageDef("sample", sample, r.sample_settings, reads=("prompts",), external=responses_fingerprint, parts=True),
         StageDef("score", score, r.score_settings, reads=("prompts", "sample")),
         StageDef("build", build, r.build_settings, reads=("prompts", "score")),
         StageDef("sft", sft, r.sft_settings, reads=("build",), only=("build/sft",), distributed=True),
@@ -56,9 +56,10 @@ def stages_of(recipe: r.Recipe) -> list[str]:
     return [n for n in names if recipe.target is not None or n in DATA_STAGES]
 
 
-def run_stage(name: str, recipe: r.Recipe, force: bool = False, progress=None) -> dict:
-    """Run one stage unless it is current (or `force`); its manifest, with `skipped: True` when current."""
-    return RunFolder(recipe.run_path).run(stage_def(name, recipe), recipe, force=force, progress=progress)
+def run_stage(name: str, recipe: r.Recipe, force: bool = False, progress=None, part: tuple[int, int] | None = None) -> dict:
+    """Run one stage unless it is current (or `force`); its manifest, with `skipped: True` when current
+    (`part_done` instead when `part` did its share: see RunFolder.run)."""
+    return RunFolder(recipe.run_path).run(stage_def(name, recipe), recipe, force=force, progress=progress, part=part)
 
 
 def run_all(recipe: r.Recipe, progress=None, on_stage=None) -> dict[str, dict]:

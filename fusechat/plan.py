@@ -352,3 +352,28 @@ def refuse_what_cannot_fit(plan: Plan) -> None:
 
 
 # ---- calibration (CPU) ------------------------------------------------------------------------------
+
+
+def slurm_sample_script(recipe: Recipe, recipe_arg: str, nodes: int, gpus_per_node: int) -> str:
+    """A Slurm array of `nodes` jobs, each sampling its share of the shards (`fusechat sample --part I/N`) into
+    one run folder on storage every node sees. Plain `sbatch`, not submitit: no extra dependency, and a
+    script the user can read and edit for their site (partition, account, time limit)."""
+    import os
+    import shlex
+
+    return f"""#!/bin/bash
+# fusechat: sample {recipe.name} as a Slurm array of {nodes} jobs, one node of {gpus_per_node} GPUs each, into
+# {recipe.run_path} (storage every node sees). Each job samples every {nodes}th shard; finished shards are kept.
+#   fusechat prompts {recipe_arg}                      # once, first: every job reads the same prompt list
+#   jobid=$(sbatch --parsable {recipe.run_path}/slurm-sample.sh)
+#   sbatch --dependency=afterok:$jobid --gres=gpu:{gpus_per_node} --wrap 'fusechat run {recipe_arg}'   # merge, then the rest
+# A job that died: resubmit its index alone (sbatch --array=I ...); it redoes only its missing shards.
+#SBATCH --job-name=fusechat-sample-{recipe.name}
+#SBATCH --array=1-{nodes}
+#SBATCH --nodes=1
+#SBATCH --gres=gpu:{gpus_per_node}
+#SBATCH --output={recipe.run_path}/slurm-sample-%A_%a.out
+set -euo pipefail
+cd {shlex.quote(os.getcwd())}
+fusechat sample {shlex.quote(recipe_arg)} --part "${{SLURM_ARRAY_TASK_ID}}/{nodes}"
+"""

@@ -173,6 +173,7 @@ class StageDef:
     uses: tuple[str, ...] = ()  # stages read when they have finished (eval, report)
     external: Callable | None = None  # recipe -> fingerprint of inputs outside the run folder (prompt files)
     distributed: bool = False  # runs in every process of `accelerate launch`; the main one writes
+    parts: bool = False  # its shards can be shared out among K processes (`--part i/K`), e.g. over nodes
 
 
 class Processes:
@@ -196,6 +197,10 @@ class Processes:
             self.state.wait_for_everyone()
 
 
+class PartDone(Exception):
+    """A `--part` process finished its share; the message says what is left (not an error)."""
+
+
 @dataclass
 class StageRun:
     """What a stage's work function gets: its recipe, its folders, its inputs and a progress bar."""
@@ -208,6 +213,11 @@ class StageRun:
     inputs: tuple[str, ...] = ()  # the stages it declared (reads + uses): the only ones it may open
     progress: object = field(default_factory=NullProgress)
     is_main: bool = True
+    part: tuple[int, int] | None = None  # (i, K): this process does the i-th of K disjoint shares (1-based)
+
+    def mine(self, n: int) -> bool:
+        """Is the n-th work unit (shards numbered in the stage's own fixed order) this process's?"""
+        return self.part is None or n % self.part[1] == self.part[0] - 1
 
     @property
     def key(self) -> dict:
@@ -387,14 +397,19 @@ class RunFolder:
                 return False
         return True
 
-    def run(self, stage: StageDef, recipe, force: bool = False, progress=None) -> dict:
-        """Run `stage` unless it is current (or `force`); return its manifest (`skipped: True` when current)."""
+    def run(self, stage: StageDef, recipe, force: bool = False, progress=None, part: tuple[int, int] | None = None) -> dict:
+        """Run `stage` unless it is current (or `force`); return its manifest (`skipped: True` when current).
+        With `part` (i, K), do only this process's share of the work units and write no manifest: the stage is
+        finished by a run without `part` once every part has finished (it then redoes nothing)."""
         if stage.name in self.shared:
             raise RuntimeError(f"stage '{stage.name}' of {self.path} is shared from {self.shared[stage.name].path}")
         run = StageRun(self, stage.name, recipe, stage.settings(recipe), self.input_fingerprint(stage, recipe),
-                       stage.reads + stage.uses)
+                       stage.reads + stage.uses, part=part)
         if run.is_done() and not force:
             return self.manifest(stage.name) | {"skipped": True}
+        if part is not None and (force or not stage.parts):
+            raise FusechatError(f"stage '{stage.name}': --part " + ("and --force do not go together" if force
+                                                                 else "is for the stages cut into shards by source (sample)"))
         processes = Processes(stage.distributed)
         run.is_main = processes.is_main
         run.progress = progress if progress is not None and processes.is_main else NullProgress()
@@ -402,7 +417,10 @@ class RunFolder:
         if processes.is_main:
             run.prepare_work_dir()
         processes.wait()
-        outputs = stage.work(run)
+        try:
+            outputs = stage.work(run)
+        except PartDone as done:
+            return {"part_done": str(done)}
         manifest = {}
         if processes.is_main:
             manifest = self.write(stage.name, outputs, run.settings, run.input_fingerprint, started)

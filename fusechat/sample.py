@@ -7,6 +7,7 @@ first unfinished shard and never repeats or loses a sample.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 
@@ -15,7 +16,7 @@ from fusechat.backends.factory import open_backend
 from fusechat.readers import files_digest
 from fusechat.recipe import Source
 from fusechat.records import Prompt, Sample, from_dict, stable_id, to_dict
-from fusechat.runfolder import Outputs, StageRun
+from fusechat.runfolder import Outputs, PartDone, StageRun, write_atomic
 
 
 def sample_seed(base: int, prompt_id: str, source: str, index: int) -> int:
@@ -49,16 +50,22 @@ def sample_shard(backend, source: Source, prompts: list[Prompt], seed: int) -> l
 
 
 def sample(run: StageRun) -> Outputs:
+    """Every source's shards; with `run.part` (i, K) only every K-th shard (all sources' shards numbered in
+    one fixed order), so K processes on any nodes that share the run folder fill it together; a run without
+    a part then merges them (sampling only what is still missing)."""
     recipe = run.recipe
     prompts = [from_dict(Prompt, r, f"prompt {r.get('id')}") for r in run.read("prompts", "prompts")]
     seed = recipe.seed
     plans = {s.name: shard_plan(prompts, s, recipe.shard_size) for s in recipe.sources}
-    total = sum(s.samples_for(p.domain) for s in recipe.sources for _, chunk in plans[s.name] for p in chunk)
+    numbered = [(s, key, chunk) for s in recipe.sources for key, chunk in plans[s.name]]
+    mine = {key for n, (_, key, _) in enumerate(numbered) if run.mine(n)}
+    total = sum(s.samples_for(p.domain) for s, key, chunk in numbered if key in mine for p in chunk)
     task = run.progress.add_task("sample", total=total)
     timings = {}
     for source in recipe.sources:
-        todo = [(key, chunk) for key, chunk in plans[source.name] if not run.has_shard(key)]
-        done = sum(source.samples_for(p.domain) for key, chunk in plans[source.name] if run.has_shard(key) for p in chunk)
+        todo = [(key, chunk) for key, chunk in plans[source.name] if key in mine and not run.has_shard(key)]
+        done = sum(source.samples_for(p.domain) for key, chunk in plans[source.name] if key in mine and run.has_shard(key)
+                   for p in chunk)
         run.progress.update(task, advance=done, description=f"sample {source.name}")
         if not todo:
             continue
@@ -72,6 +79,14 @@ def sample(run: StageRun) -> Outputs:
         seconds = time.time() - started
         timings[source.name] = {"seconds": round(seconds, 2), "completion_tokens": tokens,
                                 "tokens_per_s": round(tokens / max(seconds, 1e-9), 1), "backend": source.backend}
+    if run.part is not None:
+        _keep_timings(run, timings)
+        missing = [key for _, key, _ in numbered if not run.has_shard(key)]
+        i, k = run.part
+        raise PartDone(f"part {i}/{k} done: {len(mine)} of {len(numbered)} shards are its share; "
+                       + (f"{len(missing)} of other parts' are still missing" if missing else
+                          "every shard is there: `fusechat sample` (or `fusechat run`) merges them, sampling nothing again"))
+    timings = _merged_timings(run, timings)
 
     records = [r for s in recipe.sources for key, _ in plans[s.name] for r in run.read_shard(key)]
     counts = {
@@ -80,6 +95,27 @@ def sample(run: StageRun) -> Outputs:
         "finish_reason": dict(Counter(r["finish_reason"] for r in records)),
     }
     return Outputs({"samples": records}, counts, extra={"timings": timings})
+
+
+def _keep_timings(run: StageRun, timings: dict) -> None:
+    """A part's speeds, kept in the work area for the merge's manifest (the plan reads speeds there)."""
+    if timings:
+        write_atomic(run.work_dir / f"timings-part-{run.part[0]}-of-{run.part[1]}-{time.time_ns()}.json", json.dumps(timings))
+
+
+def _merged_timings(run: StageRun, timings: dict) -> dict:
+    """This process's speeds, else the parts': their tokens and seconds summed per source."""
+    if timings:
+        return timings
+    merged: dict = {}
+    for path in sorted(run.work_dir.glob("timings-part-*.json")):
+        for name, t in json.loads(path.read_text()).items():
+            m = merged.setdefault(name, {"seconds": 0.0, "completion_tokens": 0, "backend": t["backend"]})
+            m["seconds"] = round(m["seconds"] + t["seconds"], 2)
+            m["completion_tokens"] += t["completion_tokens"]
+    for m in merged.values():
+        m["tokens_per_s"] = round(m["completion_tokens"] / max(m["seconds"], 1e-9), 1)
+    return merged
 
 
 def responses_fingerprint(recipe) -> str:

@@ -155,3 +155,75 @@ def test_a_source_whose_responses_come_from_a_dataset_is_scored_and_built_like_a
     # a changed response file reruns sampling (its contents are part of the stage's input)
     (tmp_path / "solutions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
     assert not run_stage("sample", recipe).get("skipped")
+
+
+def test_k_parts_on_one_run_folder_equal_one_process(tmp_path, tiny_model_dir):
+    """Three `--part i/3` processes at once (a Slurm array on shared storage), one killed after its first
+    shard and rerun, then a merge: record for record the one-process run, nothing lost or duplicated."""
+    def recipe_file(run_dir):
+        path = write_recipe(tmp_path, tiny_model_dir, run_dir, n_math=12)
+        data = yaml.safe_load(path.read_text())
+        data["sources"].append(dict(data["sources"][0], name="tiny2", samples_per_prompt={"math": 1, "code": 2}))
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    parts_path, single_path = recipe_file(tmp_path / "parts"), recipe_file(tmp_path / "single")
+    for path in (parts_path, single_path):
+        run_stage("prompts", load_recipe(path))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "fusechat", "sample", str(parts_path), "--part"]
+    shards = tmp_path / "parts" / "sample" / "shards"
+    procs = {i: subprocess.Popen(command + [f"{i}/3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in (1, 2, 3)}
+    # part 2's shards are the 2nd, 5th, 8th... of all sources' shards: kill it once its first is written
+    deadline = time.time() + 120
+    while time.time() < deadline and not (shards / "tiny-00001.jsonl").exists():
+        time.sleep(0.01)
+    procs[2].send_signal(signal.SIGKILL)
+    procs[2].wait()
+    for i in (1, 3):
+        out, _ = procs[i].communicate(timeout=300)
+        assert procs[i].returncode == 0 and f"part {i}/3 done" in out, out
+    assert RunFolder(tmp_path / "parts").manifest("sample") is None  # parts never finish the stage
+    rerun = subprocess.run(command + ["2/3"], env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and "every shard is there" in rerun.stdout + rerun.stderr, rerun.stdout + rerun.stderr
+    merged = subprocess.run([sys.executable, "-m", "fusechat", "sample", str(parts_path)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    run_stage("sample", load_recipe(single_path))
+    key = lambda s: (s["source"], s["prompt_id"], s["sample_index"])  # noqa: E731
+    parts = sorted(RunFolder(tmp_path / "parts").records("sample", "samples"), key=key)
+    single = sorted(RunFolder(tmp_path / "single").records("sample", "samples"), key=key)
+    assert len(parts) == len(single) == 12 * 2 + 2 * 1 + 12 * 1 + 2 * 2
+    assert len({key(s) for s in parts}) == len(parts)
+    assert [json.dumps(s, sort_keys=True) for s in parts] == [json.dumps(s, sort_keys=True) for s in single]
+    manifest = RunFolder(tmp_path / "parts").manifest("sample")
+    assert set(manifest["timings"]) == {"tiny", "tiny2"}  # the parts' speeds, kept for the plan
+
+
+def test_a_part_is_i_of_k(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from fusechat.cli import app
+
+    path = write_recipe(tmp_path, tiny_model_dir, tmp_path / "run")
+    run_stage("prompts", load_recipe(path))
+    for bad, words in (("4/3", "I goes from 1 to K"), ("x", "write I/K")):
+        result = CliRunner().invoke(app, ["sample", str(path), "--part", bad])
+        assert result.exit_code == 2 and words in result.output, result.output
+    result = CliRunner().invoke(app, ["sample", str(path), "--part", "1/2", "--force"])
+    assert result.exit_code == 2 and "--part and --force do not go together" in result.output, result.output
+
+
+def test_plan_writes_the_slurm_array_that_runs_the_parts(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from fusechat.cli import app
+
+    path = write_recipe(tmp_path, tiny_model_dir, tmp_path / "run")
+    result = CliRunner().invoke(app, ["plan", str(path), "--nodes", "4", "--gpus-per-node", "8"])
+    assert result.exit_code == 0, result.output
+    script = (tmp_path / "run" / "slurm-sample.sh").read_text()
+    assert "#SBATCH --array=1-4" in script and "#SBATCH --gres=gpu:8" in script
+    assert f'fusechat sample {path} --part "${{SLURM_ARRAY_TASK_ID}}/4"' in script
+    assert "afterok" in result.output and "fusechat prompts" in result.output
