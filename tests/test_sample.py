@@ -227,3 +227,30 @@ def test_plan_writes_the_slurm_array_that_runs_the_parts(tmp_path, tiny_model_di
     assert "#SBATCH --array=1-4" in script and "#SBATCH --gres=gpu:8" in script
     assert f'fusechat sample {path} --part "${{SLURM_ARRAY_TASK_ID}}/4"' in script
     assert "afterok" in result.output and "fusechat prompts" in result.output
+
+
+def test_an_over_long_prompt_is_an_error_sample_under_every_backend(tmp_path, tiny_model_dir, server):
+    """A prompt longer than the model's context becomes an `error` sample beside the others' answers, never
+    an exception that stops the shard (and the rerun) for good. (vLLM: scripts/vllm_cpu_check.sh.)"""
+    from fusechat.backends.base import Request
+    from fusechat.backends.hf import TransformersBackend
+    from fusechat.backends.llamacpp import LlamaCppBackend
+    from fusechat.backends.openai_api import OpenAIBackend
+    from fusechat.export import export_gguf
+    from fusechat.recipe import Sampling
+
+    short = [{"role": "user", "content": "Say hi."}]
+    long = [{"role": "user", "content": "word " * 9000}]  # past 2,048 (tiny), 512 (llama.cpp slot), 2,048 (server slot)
+    requests = [Request(short, 1), Request(long, 2), Request(short, 3)]
+    sampling = Sampling(temperature=0.0, max_new_tokens=4)
+    backends = {
+        "transformers": lambda: TransformersBackend(str(tiny_model_dir), dtype="float32"),
+        "llamacpp": lambda: LlamaCppBackend(export_gguf(tiny_model_dir, tmp_path / "tiny.gguf", "f16"), slots=1,
+                                            ctx_per_slot=512),
+        "openai": lambda: OpenAIBackend(server, "smollm2"),
+    }
+    for name, make in backends.items():
+        with make() as backend:
+            got = backend.generate(requests, sampling)
+        assert [g.finish_reason == "error" for g in got] == [False, True, False], (name, [g.error for g in got])
+        assert got[1].error and got[1].seed == 2, name

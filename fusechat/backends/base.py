@@ -34,6 +34,13 @@ class Generation:
         self.text, self.error = writable(self.text), writable(self.error)
 
 
+def over_context(prompt_tokens: int, context: int, seed: int) -> Generation:
+    """A prompt the model cannot take: an `error` sample saying so (counted by the build), never a crash
+    that would stop the shard, and the rerun, on the same prompt for good."""
+    return Generation("", prompt_tokens, 0, "error", seed,
+                      error=f"the prompt has {prompt_tokens} tokens; the model's context holds {context}")
+
+
 def writable(text: str) -> str:
     """`text` with what UTF-8 cannot hold (a lone surrogate such as "\\ud800", which JSON can spell and a
     server may send) replaced by U+FFFD, so the record can be written."""

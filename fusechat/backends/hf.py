@@ -13,7 +13,7 @@ import torch
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
 from fusechat.hardware import cpu_has_bf16, device
-from fusechat.backends.base import Backend, Generation, Request, read_template, render_chat
+from fusechat.backends.base import Backend, Generation, Request, over_context, read_template, render_chat
 
 
 def pick_dtype(dtype: str, device: str) -> torch.dtype:
@@ -71,9 +71,15 @@ class TransformersBackend(Backend):
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
         texts = [render_chat(self.tokenizer, r.messages, self.path) for r in requests]
-        # Sorting by length keeps padding small; results go back in request order.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         results: list[Generation | None] = [None] * len(texts)
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context:  # a prompt the model cannot take is an error sample, the others go on
+            lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+            for i, n in enumerate(lengths):
+                if n >= context:
+                    results[i] = over_context(n, context, requests[i].seed)
+        # Sorting by length keeps padding small; results go back in request order.
+        order = sorted((i for i in range(len(texts)) if results[i] is None), key=lambda i: len(texts[i]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             seed = requests[chunk[0]].seed

@@ -1,9 +1,9 @@
 """vLLM backend (optional: `pip install 'fusechat[vllm]'`, imported only when a recipe names it).
 
 Offline `LLM.chat` over the whole shard at once: vLLM schedules the sequences itself (continuous
-batching, paged KV cache, prefix caching so a prompt's N samples share its prefix). The N samples
-of a prompt are one request with `n=N`, seeded by the first sample's seed. One source is loaded at
-a time: the sample stage closes a source's backend before it opens the next.
+batching, paged KV cache, prefix caching so a prompt's N samples share its prefix). Each sample is its
+own sequence with its own seed. One source is loaded at a time: the sample stage closes a source's
+backend before it opens the next.
 
 Multi-node: run vLLM's own OpenAI server per node (or `vllm serve --data-parallel-size`, Ray for
 tensor parallelism across nodes) and point an `openai` source at it; fusechat has no scheduler.
@@ -11,12 +11,10 @@ tensor parallelism across nodes) and point an `openai` source at it; fusechat ha
 
 from __future__ import annotations
 
-from itertools import groupby
-
 from fusechat import FusechatError
 from fusechat.hardware import has_gpu
 from fusechat.recipe import Sampling
-from fusechat.backends.base import Backend, Generation, Request, read_template
+from fusechat.backends.base import Backend, Generation, Request, over_context, read_template
 
 
 class VLLMBackend(Backend):
@@ -34,21 +32,31 @@ class VLLMBackend(Backend):
         self.chat_template = read_template(chat_template)
 
     def generate(self, requests: list[Request], sampling: Sampling) -> list[Generation]:
+        """Every request its own sequence with its own seed (prefix caching makes a prompt's N samples share
+        its prompt's work), so each sample records the seed that made it; a prompt longer than the model's
+        context is an `error` sample (vLLM would raise for the whole call, and the rerun again)."""
         from vllm import SamplingParams
 
-        # Consecutive requests with the same messages are one prompt's N samples (the stage makes them so).
-        groups = [list(g) for _, g in groupby(requests, key=lambda r: repr(r.messages))]
-        params = [SamplingParams(n=len(g), temperature=sampling.temperature, top_p=sampling.top_p,
+        results: list[Generation | None] = [None] * len(requests)
+        context = self.llm.llm_engine.model_config.max_model_len
+        tokenizer = self.llm.get_tokenizer()
+        for i, r in enumerate(requests):
+            n = len(tokenizer.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=True,
+                                                  **({"chat_template": self.chat_template} if self.chat_template else {})))
+            if n >= context:
+                results[i] = over_context(n, context, r.seed)
+        todo = [i for i, g in enumerate(results) if g is None]
+        params = [SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
                                  repetition_penalty=sampling.repetition_penalty, max_tokens=sampling.max_new_tokens,
-                                 seed=g[0].seed) for g in groups]
-        outputs = self.llm.chat([g[0].messages for g in groups], params, chat_template=self.chat_template, use_tqdm=False)
-        results = []
-        for group, out in zip(groups, outputs):
-            for completion in out.outputs:
-                results.append(Generation(
-                    text=completion.text, prompt_tokens=len(out.prompt_token_ids or []),
-                    completion_tokens=len(completion.token_ids),
-                    finish_reason="length" if completion.finish_reason == "length" else "stop", seed=group[0].seed))
+                                 seed=requests[i].seed) for i in todo]
+        outputs = self.llm.chat([requests[i].messages for i in todo], params, chat_template=self.chat_template,
+                                use_tqdm=False) if todo else []
+        for i, out in zip(todo, outputs):
+            completion = out.outputs[0]
+            results[i] = Generation(
+                text=completion.text, prompt_tokens=len(out.prompt_token_ids or []),
+                completion_tokens=len(completion.token_ids),
+                finish_reason="length" if completion.finish_reason == "length" else "stop", seed=requests[i].seed)
         return results
 
     def first_token_logprobs(self, messages: list[dict], top: int = 20) -> dict[str, float]:
