@@ -142,6 +142,9 @@ class Source(Strict):
     batch_size: int | None = Field(None, gt=0, description="transformers: sequences per batch; llama.cpp: parallel "
                                    "slots; openai: requests in flight; vllm: unused; default: the fastest measured")
     threads: int | None = SpeedOnly(gt=0, description="CPU threads; all cores when unset")
+    in_flight: int | None = SpeedOnly(gt=0, description=(
+        "requests handed to the backend in one call, several shards together (shards stay the unit of resume). "
+        "Unset: 4096 for vllm, whose scheduler needs thousands of sequences to keep a GPU busy; one shard otherwise"))
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
 
     @model_validator(mode="after")

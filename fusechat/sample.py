@@ -32,6 +32,21 @@ def shard_plan(prompts: list[Prompt], source: Source, size: int) -> list[tuple[s
     ]
 
 
+def in_flight_groups(todo: list[tuple[str, list[Prompt]]], source: Source) -> list[list[tuple[str, list[Prompt]]]]:
+    """Consecutive shards put together until they hold `in_flight` requests (one shard each when unset, but
+    for vLLM); the requests do not depend on how they are grouped, so neither do the samples."""
+    limit = source.in_flight or (4096 if source.backend == "vllm" else 0)
+    groups, current, size = [], [], 0
+    for key, chunk in todo:
+        n = sum(source.samples_for(p.domain) for p in chunk)
+        if current and size + n > limit:
+            groups.append(current)
+            current, size = [], 0
+        current.append((key, chunk))
+        size += n
+    return groups + [current] if current else groups
+
+
 def sample_shard(backend, source: Source, prompts: list[Prompt], seed: int) -> list[dict]:
     requests, keys = [], []
     for p in prompts:
@@ -71,9 +86,11 @@ def sample(run: StageRun) -> Outputs:
             continue
         with open_backend(source, ctx_per_slot=source.sampling.max_new_tokens + 2048) as backend:
             started, tokens = time.time(), 0
-            for key, chunk in todo:
-                records = sample_shard(backend, source, chunk, seed)
-                run.write_shard(key, records)
+            for group in in_flight_groups(todo, source):
+                records = sample_shard(backend, source, [p for _, chunk in group for p in chunk], seed)
+                for key, chunk in group:  # each shard written whole: a kill loses at most the group in flight
+                    ids = {p.id for p in chunk}
+                    run.write_shard(key, [r for r in records if r["prompt_id"] in ids])
                 tokens += sum(r["completion_tokens"] for r in records)
                 run.progress.update(task, advance=len(records))
         seconds = time.time() - started

@@ -70,6 +70,7 @@ TABLE = {
     "sources.0.domains": (["math"], {SA}),
     "sources.0.batch_size": (3, {SA}),
     "sources.0.threads": (1, NONE),
+    "sources.0.in_flight": (64, NONE),
     "sources.0.dtype": ("float32", {SA}),
     "sources.0.responses@sources.2.responses": ({"dataset": "other.jsonl"}, {SA}),
     "score.reward.kind": ("reward-model", {SC}),

@@ -254,3 +254,35 @@ def test_an_over_long_prompt_is_an_error_sample_under_every_backend(tmp_path, ti
             got = backend.generate(requests, sampling)
         assert [g.finish_reason == "error" for g in got] == [False, True, False], (name, [g.error for g in got])
         assert got[1].error and got[1].seed == 2, name
+
+
+def test_several_shards_in_flight_give_the_same_shards(tmp_path):
+    """`in_flight`: one backend call for several shards (vLLM needs thousands of sequences at once); each
+    shard is still written whole, holding its own prompts' samples, and the samples are the same."""
+    from fusechat.records import Prompt, from_dict
+    from fusechat.sample import in_flight_groups, shard_plan
+
+    answers = tmp_path / "answers.jsonl"
+    prompts_file = tmp_path / "p.jsonl"
+    rows = [{"prompt": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(10)]
+    prompts_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    answers.write_text("".join(json.dumps({"prompt": r["prompt"], "response": f"\\boxed{{{r['answer']}}} #{k}"}) + "\n"
+                               for r in rows for k in range(3)))
+    runs = {}
+    for name, extra in (("one", {}), ("grouped", {"in_flight": 12})):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": name, "run_dir": str(tmp_path / name), "shard_size": 2,
+            "prompts": {"sets": [{"domain": "math", "path": str(prompts_file)}]},
+            "sources": [{"name": "data", "model": "x", "backend": "dataset", "responses": {"dataset": str(answers)},
+                         "samples_per_prompt": {"math": 3}, **extra}]}))
+        recipe = load_recipe(path)
+        run_stage("prompts", recipe)
+        run_stage("sample", recipe)
+        runs[name] = RunFolder(recipe.run_path).records("sample", "samples")
+        if extra:  # 5 shards of 2 prompts x 3 samples: two shards (12 requests) a call
+            prompts = [from_dict(Prompt, p, "prompt") for p in RunFolder(recipe.run_path).records("prompts", "prompts")]
+            groups = in_flight_groups(shard_plan(prompts, recipe.sources[0], 2), recipe.sources[0])
+            assert [len(g) for g in groups] == [2, 2, 1]
+    key = lambda s: (s["prompt_id"], s["sample_index"])  # noqa: E731
+    assert sorted(runs["one"], key=key) == sorted(runs["grouped"], key=key) and len(runs["one"]) == 30
