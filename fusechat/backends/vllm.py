@@ -41,8 +41,10 @@ class VLLMBackend(Backend):
         context = self.llm.llm_engine.model_config.max_model_len
         tokenizer = self.llm.get_tokenizer()
         for i, r in enumerate(requests):
-            n = len(tokenizer.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=True,
-                                                  **({"chat_template": self.chat_template} if self.chat_template else {})))
+            # rendered as text, then counted: transformers 5's tokenize=True returns a mapping, not ids
+            text = tokenizer.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False,
+                                                 **({"chat_template": self.chat_template} if self.chat_template else {}))
+            n = len(tokenizer.encode(text, add_special_tokens=False))
             if n >= context:
                 results[i] = over_context(n, context, r.seed)
         todo = [i for i, g in enumerate(results) if g is None]
