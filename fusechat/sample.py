@@ -34,7 +34,8 @@ def shard_plan(prompts: list[Prompt], source: Source, size: int) -> list[tuple[s
 
 def in_flight_groups(todo: list[tuple[str, list[Prompt]]], source: Source) -> list[list[tuple[str, list[Prompt]]]]:
     """Consecutive shards put together until they hold `in_flight` requests (one shard each when unset, but
-    for vLLM); the requests do not depend on how they are grouped, so neither do the samples."""
+    for vLLM). Under vLLM, a server or a dataset each request stands alone, so the samples do not depend
+    on the grouping; transformers batches what it is given, so there a grouping changes batches."""
     limit = source.in_flight or (4096 if source.backend == "vllm" else 0)
     groups, current, size = [], [], 0
     for key, chunk in todo:
