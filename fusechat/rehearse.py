@@ -61,6 +61,17 @@ class Rehearsal:
     manifests: dict = field(default_factory=dict)
 
 
+def unpack_tokenizer(folder: Path) -> Path:
+    """SmolLM2's tokenizer and chat template, shipped gzipped in fusechat/standins/, as a plain folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in TOKENIZER.iterdir():
+        if f.suffix == ".gz":
+            (folder / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
+        else:
+            shutil.copy(f, folder / f.name)
+    return folder
+
+
 def family(model: str) -> str:
     name = model.lower()
     return "gemma2" if "gemma" in name else "mistral" if "mistral" in name else "qwen2" if "qwen" in name else "llama"
@@ -202,12 +213,7 @@ class _Models:
 
         plain = self.folder / "tokenizer"
         if not (plain / "tokenizer.json").exists():
-            plain.mkdir(parents=True, exist_ok=True)
-            for f in TOKENIZER.iterdir():
-                if f.suffix == ".gz":
-                    (plain / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
-                else:
-                    shutil.copy(f, plain / f.name)
+            unpack_tokenizer(plain)
         return AutoTokenizer.from_pretrained(plain)
 
     def _common(self, tokenizer) -> dict:

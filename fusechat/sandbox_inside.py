@@ -504,14 +504,15 @@ def _judge_allows(op, obj, message):
     iterate, read the tests' own objects' public attributes. Nothing that reaches the judge's internals."""
     if op not in _JUDGE_OPS:
         raise TypeError(f"the tests' objects cannot be asked {op!r}")
-    if op == "call" and not (_made_by_tests(obj) or any(obj is t for t in _DATA_TYPES)
-                             or getattr(obj, "__objclass__", None) in _DATA_TYPES[:9]):  # str.lower, list.sort...
+    if op == "call" and not (_made_by_tests(obj) or any(obj is t for t in _DATA_TYPES + _DATA_FUNCTIONS)
+                             or getattr(obj, "__objclass__", None) in _DATA_TYPES):  # str.lower, list.sort...
         raise TypeError("only the tests' own functions and classes can be called from the solution")
     if op in ("getattr", "setattr") and (str(message.get("name", "_")).startswith("_") or not _made_by_tests(type(obj))):
         raise TypeError("only public attributes of the tests' own objects can be used by the solution")
 
 
-_DATA_TYPES = (int, float, str, bool, list, tuple, dict, set, frozenset, bytes, complex, len, abs, min, max, sum, sorted)
+_DATA_TYPES = (int, float, str, bool, list, tuple, dict, set, frozenset, bytes, complex)
+_DATA_FUNCTIONS = (len, abs, min, max, sum, sorted)
 
 
 def _made_by_tests(obj):

@@ -10,7 +10,6 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-TOKENIZER = Path(__file__).parent.parent / "fusechat" / "standins" / "smollm2-tokenizer"  # shipped: `fusechat rehearse` uses it
 
 
 @pytest.fixture(scope="session")
@@ -18,16 +17,9 @@ def smol_tokenizer_dir(tmp_path_factory) -> Path:
     """SmolLM2's real tokenizer and ChatML template, kept in the repo (saved from the catalog GGUF with
     `AutoTokenizer.from_pretrained(..., gguf_file=...).save_pretrained`, tokenizer.json gzipped):
     fast tests install no model."""
-    import gzip
-    import shutil
+    from fusechat.rehearse import unpack_tokenizer
 
-    folder = tmp_path_factory.mktemp("smol-tokenizer")
-    for path in TOKENIZER.iterdir():
-        if path.suffix == ".gz":
-            (folder / path.stem).write_bytes(gzip.decompress(path.read_bytes()))
-        else:
-            shutil.copy(path, folder / path.name)
-    return folder
+    return unpack_tokenizer(tmp_path_factory.mktemp("smol-tokenizer"))
 
 
 @pytest.fixture(scope="session")
