@@ -7,7 +7,10 @@ those alone whether it is current, so a changed setting reruns exactly the stage
 
 from __future__ import annotations
 
+import functools
+
 from fusechat import FusechatError
+from fusechat import launch
 from fusechat import recipe as r
 from fusechat.build import build
 from fusechat.evaluate import evaluate
@@ -58,8 +61,13 @@ def stages_of(recipe: r.Recipe) -> list[str]:
 
 def run_stage(name: str, recipe: r.Recipe, force: bool = False, progress=None, part: tuple[int, int] | None = None) -> dict:
     """Run one stage unless it is current (or `force`); its manifest, with `skipped: True` when current
-    (`part_done` instead when `part` did its share: see RunFolder.run)."""
-    return RunFolder(recipe.run_path).run(stage_def(name, recipe), recipe, force=force, progress=progress, part=part)
+    (`part_done` instead when `part` did its share: see RunFolder.run). sft and dpo start `accelerate launch`
+    themselves where the recipe or the machine asks for several processes (fusechat.launch)."""
+    stage = stage_def(name, recipe)
+    elsewhere = None
+    if stage.distributed and (where := launch.plan(recipe)) is not None:
+        elsewhere = functools.partial(launch.launch, name, recipe, *where, force=force, progress=progress)
+    return RunFolder(recipe.run_path).run(stage, recipe, force=force, progress=progress, part=part, elsewhere=elsewhere)
 
 
 def run_all(recipe: r.Recipe, progress=None, on_stage=None) -> dict[str, dict]:

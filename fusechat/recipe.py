@@ -319,6 +319,19 @@ class DPOTrainConfig(TrainConfig):
         description="compute logits for the completion positions only (same loss, less time and memory); unset: on")
 
 
+class LaunchConfig(Strict):
+    """How sft and dpo use the machine's devices. Not hashed: with `global_batch_size` set, the number of
+    processes changes the speed, not the maths (tests/test_distributed.py compares the weights)."""
+
+    accelerate_config: str | None = Field(None, description=(
+        "an accelerate config file, or a shipped one by name (ddp, fsdp, deepspeed-zero3): `fusechat run`, "
+        "`sft` and `dpo` then start `accelerate launch` themselves. Unset: on a machine with several GPUs, "
+        "fsdp for full fine-tuning that one GPU cannot hold and ddp otherwise; one process on one GPU or a "
+        "CPU. `none`: always one process"))
+    processes: int | None = Field(None, gt=0, description=(
+        "processes to launch; unset: one per GPU (the config's num_processes, at most the cores, on a CPU)"))
+
+
 class TargetConfig(Strict):
     model: str = Field(description="the small model to fuse into: catalog name, HF folder, .gguf or hub id")
 
@@ -458,6 +471,7 @@ class Recipe(Strict):
     sft: SFTTrainConfig = Field(default_factory=SFTTrainConfig)
     dpo: DPOTrainConfig = Field(default_factory=DPOTrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
 
     @model_validator(mode="after")
     def _unique_sources(self):

@@ -397,10 +397,12 @@ class RunFolder:
                 return False
         return True
 
-    def run(self, stage: StageDef, recipe, force: bool = False, progress=None, part: tuple[int, int] | None = None) -> dict:
+    def run(self, stage: StageDef, recipe, force: bool = False, progress=None, part: tuple[int, int] | None = None,
+            elsewhere: Callable[[], None] | None = None) -> dict:
         """Run `stage` unless it is current (or `force`); return its manifest (`skipped: True` when current).
         With `part` (i, K), do only this process's share of the work units and write no manifest: the stage is
-        finished by a run without `part` once every part has finished (it then redoes nothing)."""
+        finished by a run without `part` once every part has finished (it then redoes nothing). `elsewhere`
+        runs the stage in other processes (`accelerate launch`), which write the manifest."""
         if stage.name in self.shared:
             raise RuntimeError(f"stage '{stage.name}' of {self.path} is shared from {self.shared[stage.name].path}")
         run = StageRun(self, stage.name, recipe, stage.settings(recipe), self.input_fingerprint(stage, recipe),
@@ -410,6 +412,9 @@ class RunFolder:
         if part is not None and (force or not stage.parts):
             raise FusechatError(f"stage '{stage.name}': --part " + ("and --force do not go together" if force
                                                                  else "is for the stages cut into shards by source (sample)"))
+        if elsewhere is not None:
+            elsewhere()
+            return self.finished(stage.name)
         processes = Processes(stage.distributed)
         run.is_main = processes.is_main
         run.progress = progress if progress is not None and processes.is_main else NullProgress()

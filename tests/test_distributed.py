@@ -1,9 +1,11 @@
-"""Two CPU processes (gloo) through a few SFT and DPO steps under `accelerate launch`."""
+"""Two CPU processes (gloo) through SFT and DPO under `accelerate launch`: started by fusechat from the
+recipe (the shipped fsdp.yaml) and by hand (the README's ddp.yaml command)."""
 
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 import yaml
@@ -17,72 +19,85 @@ DPO = [{"prompt": [{"role": "user", "content": f"Double {i}."}], "chosen": [{"ro
         "chosen_reward": None, "rejected_reward": None} for i in range(8)]
 
 
-# --multi_gpu is the DDP launcher; with no GPU our stages ask accelerate for CPU processes on gloo.
-DDP = ["--multi_gpu"]
-# FSDP2 shards every decoder layer; the saved model must be the gathered full weights, not a shard.
-FSDP = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
-        "--fsdp_state_dict_type", "FULL_STATE_DICT", "--fsdp_reshard_after_forward", "true"]
-
-
-# Both stages in one launch (what `fusechat sft` and `fusechat dpo` each call): saves a launch's start-up.
-BOTH = "from sys import argv; from fusechat.pipeline import run_stage; from fusechat.recipe import load_recipe; " \
-       "[run_stage(s, load_recipe(argv[1])) for s in ('sft', 'dpo')]"
-
-
-def launch(stage, recipe_path, mode=DDP):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    program = ["-m", "fusechat", stage, str(recipe_path)]
-    if stage == "sft+dpo":
-        script = recipe_path.with_name("both.py")
-        script.write_text(BOTH.replace("; ", "\n"))
-        program = [str(script), str(recipe_path)]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", *program]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
-def run_both_stages(tmp_path, tiny_model_dir, mode):
+def recipe_for(tmp_path, tiny_model_dir, launch: dict) -> Path:
+    """A run whose build stage is written by hand; global batches of 4, so one process (2 x 2 accumulated)
+    and two (2 each) take the same optimizer steps."""
     run = tmp_path / "run"
-    data = {"name": "ddp", "run_dir": str(run),
+    train = {"epochs": 1, "batch_size": 2, "global_batch_size": 4, "learning_rate": 1e-3, "precision": "fp32",
+             "warmup_ratio": 0.0}
+    data = {"name": "dist", "run_dir": str(run),
             "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 1}]},
             "sources": [{"name": "a", "model": str(tiny_model_dir)}], "target": {"model": str(tiny_model_dir)},
-            "sft": {"epochs": 1, "batch_size": 2, "grad_accum": 1, "learning_rate": 1e-3, "precision": "fp32"},
-            "dpo": {"epochs": 1, "batch_size": 2, "grad_accum": 1, "learning_rate": 1e-3, "precision": "fp32",
-                    "eval_fraction": 0.0, "save_steps": 1}}
+            "sft": train, "dpo": train | {"eval_fraction": 0.25, "save_steps": 1, "max_tokens_per_forward": 64},
+            "launch": launch}
     tmp_path.mkdir(exist_ok=True)
     recipe_path = tmp_path / "r.yaml"
     recipe_path.write_text(yaml.safe_dump(data))
     RunFolder(run).write("build", Outputs({"sft": SFT, "dpo": DPO}))
-    if mode is DDP:  # the commands the README gives
-        launch("sft", recipe_path, mode)
-        launch("dpo", recipe_path, mode)
-    else:
-        launch("sft+dpo", recipe_path, mode)
-    return run
+    return recipe_path
 
 
-def test_sft_and_dpo_under_accelerate_launch_ddp_and_fsdp(tmp_path, tiny_model_dir):
+def fusechat(*args, env=None):
+    result = subprocess.run([sys.executable, "-m", "fusechat", *map(str, args)], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def weights(folder):
     from transformers import AutoModelForCausalLM
 
-    run = run_both_stages(tmp_path / "ddp", tiny_model_dir, DDP)
-    sft = json.loads((run / "sft" / "manifest.json").read_text())
-    assert sft["counts"]["processes"] == 2 and sft["counts"]["steps"] == 2  # 8 examples / (2 per process x 2)
-    dpo = json.loads((run / "dpo" / "manifest.json").read_text())
-    assert dpo["counts"]["processes"] == 2 and dpo["counts"]["steps"] == 2
+    return AutoModelForCausalLM.from_pretrained(folder).state_dict()
+
+
+def test_fusechat_launches_fsdp_itself_and_trains_the_weights_one_process_trains(tmp_path, tiny_model_dir):
+    """The shipped fsdp.yaml, named in the recipe: `fusechat sft` and `fusechat dpo` start two processes
+    themselves, and end with the weights of the one-process run; each process computes half the reference."""
+    from fusechat.pipeline import run_stage
+    from fusechat.recipe import load_recipe
+
+    single = load_recipe(recipe_for(tmp_path / "one", tiny_model_dir, {"accelerate_config": "none"}))
+    for stage in ("sft", "dpo"):
+        run_stage(stage, single)
+
+    sharded = recipe_for(tmp_path / "fsdp", tiny_model_dir, {"accelerate_config": "fsdp", "processes": 2})
+    fusechat("sft", sharded)
+    fusechat("dpo", sharded)
+    run, base = tmp_path / "fsdp" / "run", weights(tiny_model_dir)
+    for stage in ("sft", "dpo"):
+        manifest = json.loads((run / stage / "manifest.json").read_text())
+        assert manifest["counts"]["processes"] == 2 and manifest["counts"]["steps"] == 2  # 8 examples / 4 a step
+        want, got = weights(single.run_path / stage / "model"), weights(run / stage / "model")
+        assert want.keys() == got.keys() and all(not torch.equal(base[k], got[k]) for k in base)  # it trained
+        for name in want:
+            assert torch.allclose(want[name], got[name], atol=1e-4), (stage, name)
+    counts = json.loads((run / "dpo" / "manifest.json").read_text())["counts"]
+    assert counts["reference_pairs_per_process"] == [4, 4]  # 8 pairs: each process its half, none twice
+    a, b = counts["forward_passes_per_process"]
+    assert a == b > 0  # FSDP gathers weights in every forward: unequal counts would hang
     log = [json.loads(line) for line in open(run / "dpo" / "log.jsonl")]
     assert all(e["loss"] == e["loss"] for e in log)  # finite, not NaN
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    for stage_name in ("sft", "dpo"):
-        trained = AutoModelForCausalLM.from_pretrained(run / stage_name / "model")
-        assert all(not torch.equal(a, b) for a, b in zip(base.parameters(), trained.parameters()))
+    # A current stage launches nothing: the rerun is skipped in this process.
+    from fusechat.recipe import load_recipe as again
 
-    # The same training sharded with FSDP2 must save the same full model (gathered, not one shard).
-    sharded = run_both_stages(tmp_path / "fsdp", tiny_model_dir, FSDP)
-    for stage_name in ("sft", "dpo"):
-        want = AutoModelForCausalLM.from_pretrained(run / stage_name / "model").state_dict()
-        got = AutoModelForCausalLM.from_pretrained(sharded / stage_name / "model").state_dict()
-        assert want.keys() == got.keys()
-        for name in want:
-            assert torch.allclose(want[name], got[name], atol=1e-4), (stage_name, name)
+    assert run_stage("dpo", again(sharded)).get("skipped")
+
+
+def test_the_readme_command_ddp_yaml_under_accelerate_launch(tmp_path, tiny_model_dir):
+    """`accelerate launch --config_file recipes/accelerate/ddp.yaml -m fusechat sft RECIPE` (then dpo), as the
+    README gives it, on two CPU processes: the stages see they are launched and train in place."""
+    from fusechat.recipe import builtin_recipe
+
+    recipe = recipe_for(tmp_path, tiny_model_dir, {})
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for stage in ("sft", "dpo"):
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(builtin_recipe("accelerate/ddp")),
+               "--num_processes", "2", "-m", "fusechat", stage, str(recipe)]
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    base = weights(tiny_model_dir)
+    for stage in ("sft", "dpo"):
+        manifest = json.loads((tmp_path / "run" / stage / "manifest.json").read_text())
+        assert manifest["counts"]["processes"] == 2
+        trained = weights(tmp_path / "run" / stage / "model")
+        assert all(not torch.equal(base[k], trained[k]) for k in base)

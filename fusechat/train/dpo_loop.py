@@ -38,28 +38,63 @@ from fusechat.train.dpo_loss import (METRICS, Pair, collate, dpo_loss, micro_bat
                                      step_share, tokenize_pairs)
 
 
+def shared_passes(pairs: list[Pair], max_tokens: int, rank: int, world: int) -> list[tuple[list[int], bool]]:
+    """This process's share of a pass over `pairs` (no gradients): micro-batches of pair indices, every
+    `world`-th pair by length, padded with repeats (marked False, results unused) to the count of the
+    process with the most. FSDP and ZeRO-3 gather the weights in every forward, so a process that ran
+    fewer forwards than the others would leave them waiting for ever."""
+    order = sorted(range(len(pairs)), key=lambda i: pair_length(pairs[i]))
+    plans = []
+    for r in range(world):
+        share = order[r::world]
+        plans.append(micro_batches(share, max_tokens, key=lambda i: pair_length(pairs[i])) if share else [])
+    most = max(len(p) for p in plans)
+    mine = [(chunk, True) for chunk in plans[rank]]
+    filler = plans[rank][0] if plans[rank] else order[:1]
+    return mine + [(filler, False)] * (most - len(mine))
+
+
 @torch.no_grad()
-def fill_reference(model, pairs: list[Pair], max_tokens: int, pad_id: int, bf16: bool) -> None:
+def fill_reference(accelerator, model, pairs: list[Pair], max_tokens: int, pad_id: int, bf16: bool) -> int:
+    """The reference log-probs of every pair, each process computing its share and all of them gathering
+    the lot. Returns how many pairs this process computed."""
+    from accelerate.utils import gather_object
+
     model.eval()
-    for chunk in micro_batches(sorted(pairs, key=pair_length), max_tokens):
-        logps, _ = sequence_logps(model, collate(chunk, pad_id), bf16)  # all logits or not: the same numbers
-        for p, c, r in zip(chunk, logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist()):
-            p.ref_chosen, p.ref_rejected = c, r
+    found = []
+    for chunk, real in shared_passes(pairs, max_tokens, accelerator.process_index, accelerator.num_processes):
+        logps, _ = sequence_logps(model, collate([pairs[i] for i in chunk], pad_id), bf16)  # all logits or not: the same numbers
+        count_forward()
+        if real:
+            found += zip(chunk, logps[: len(chunk)].tolist(), logps[len(chunk) :].tolist())
+    for i, c, r in gather_object(found) if accelerator.num_processes > 1 else found:
+        pairs[i].ref_chosen, pairs[i].ref_rejected = c, r
     model.train()
+    return len(found)
 
 
 @torch.no_grad()
-def preference_accuracy(model, pairs: list[Pair], cfg: DPOTrainConfig, pad_id: int, bf16: bool) -> float:
+def preference_accuracy(accelerator, model, pairs: list[Pair], cfg: DPOTrainConfig, pad_id: int, bf16: bool) -> float:
+    """Held-out preference accuracy by the loss's own score, each process scoring its share."""
     if not pairs:
         return float("nan")
     model.eval()
     hits = 0.0
-    for chunk in micro_batches(sorted(pairs, key=pair_length), forward_tokens(cfg)):
-        batch = collate(chunk, pad_id)
+    for chunk, real in shared_passes(pairs, forward_tokens(cfg), accelerator.process_index, accelerator.num_processes):
+        batch = collate([pairs[i] for i in chunk], pad_id)
         logps, lengths = sequence_logps(model, batch, bf16, cfg.completion_only_logits is not False)
-        hits += dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss)["accuracy"].sum().item()
+        count_forward()
+        if real:
+            hits += dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss)["accuracy"].sum().item()
     model.train()
-    return hits / len(pairs)
+    return accelerator.reduce(torch.tensor(hits, device=accelerator.device), reduction="sum").item() / len(pairs)
+
+
+FORWARDS = [0]  # forward passes this process ran (counted so a test can check every process ran as many)
+
+
+def count_forward() -> None:
+    FORWARDS[0] += 1
 
 
 @contextlib.contextmanager
@@ -83,17 +118,39 @@ def forward_tokens(cfg: DPOTrainConfig) -> int:
     return cfg.max_tokens_per_forward or (8192 if has_gpu() else 1024)
 
 
-def batch_stream(train: list[Pair], cfg: DPOTrainConfig, global_batch: int) -> list[list[int]]:
-    """One fixed stream of global batches (reshuffled per epoch): a resumed run sees the same batches,
-    and each process takes its own slice of every batch. Grouped by length unless the recipe says not."""
+def batch_stream(train: list[Pair], cfg: DPOTrainConfig, step_batch: int) -> list[list[int]]:
+    """One fixed stream of optimizer steps' batches (reshuffled per epoch): a resumed run sees the same
+    batches, and one process or eight see the same pairs in each step (each its slice). Grouped by
+    length unless the recipe says not."""
     lengths = [pair_length(p) for p in train]
     stream = []
     for epoch in range(math.ceil(cfg.epochs)):  # similar lengths: far less padding (BENCHMARKS.md)
         if cfg.length_grouping is False:
-            stream += shuffled_batches(len(train), global_batch, cfg.seed + epoch)
+            stream += shuffled_batches(len(train), step_batch, cfg.seed + epoch)
         else:
-            stream += length_grouped_batches(lengths, global_batch, cfg.seed + epoch)
+            stream += length_grouped_batches(lengths, step_batch, cfg.seed + epoch)
     return stream[: max(1, round(len(stream) * cfg.epochs / math.ceil(cfg.epochs)))]
+
+
+def step_forwards(train: list[Pair], step: list[int], cfg: DPOTrainConfig, grad_accum: int, rank: int,
+                  world: int) -> list[tuple[list[Pair], float]]:
+    """This process's forward passes of one optimizer step: (pairs, weight of their mean loss in the step's
+    loss). The step's pairs are cut into `grad_accum` slices of batch_size x world, each process takes its
+    part of every slice and splits it by the token budget; the list is padded with weight-0 passes to the
+    count of the process with the most, so that every process runs as many forwards and backwards (FSDP
+    and ZeRO-3 gather and reduce in each)."""
+    width = cfg.batch_size * world
+    slices = [step[i : i + width] for i in range(0, len(step), width)][:grad_accum]
+    plans = []
+    for r in range(world):
+        forwards = []
+        for indices in slices:
+            mine, share = step_share(indices, r, world, cfg.batch_size)
+            forwards += [(chunk, share * len(chunk) / len(mine) / len(slices))
+                         for chunk in micro_batches([train[i] for i in mine], forward_tokens(cfg))]
+        plans.append(forwards)
+    most = max(len(p) for p in plans)
+    return plans[rank] + [(plans[rank][0][0], 0.0)] * (most - len(plans[rank]))
 
 
 def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: Path, progress=None,
@@ -129,9 +186,9 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
         enable({"use_reentrant": False})  # non-reentrant: correct with frozen inputs (LoRA) and under FSDP
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    stream = batch_stream(train, cfg, cfg.batch_size * world)
     grad_accum = cfg.accumulation(world, "dpo")
-    total = math.ceil(len(stream) / grad_accum)
+    stream = batch_stream(train, cfg, cfg.batch_size * world * grad_accum)
+    total = len(stream)
     scheduler = make_scheduler(optimizer, cfg, total)  # stepped by hand: accelerate's wrapper would step it per process
     model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -139,7 +196,7 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
 
     state_file = workdir / "state.json"
     state = read_state(state_file, workdir)
-    step, log, checkpoints = 0, [], []
+    step, log, checkpoints, referenced = 0, [], [], 0
     if state:  # resume: the reference log-probs were saved with the first checkpoint
         for p, (c, r) in zip(pairs, state["reference"]):
             p.ref_chosen, p.ref_rejected = c, r
@@ -150,25 +207,21 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
             scheduler.last_epoch = step - 1
             scheduler.step()
     else:
-        fill_reference(model, pairs, forward_tokens(cfg), pad_id, bf16)
+        referenced = fill_reference(accelerator, model, pairs, forward_tokens(cfg), pad_id, bf16)
 
     progress = progress if progress is not None and accelerator.is_main_process else NullProgress()
     task = progress.add_task("dpo", total=total, completed=step)
     started, tokens = time.time(), 0
     while step < total:
         stats = dict.fromkeys(METRICS, 0.0)
-        accumulated = stream[step * grad_accum : (step + 1) * grad_accum]
-        forwards = []  # (pairs, weight of their mean loss in the step's loss)
-        for indices in accumulated:
-            mine, share = step_share(indices, rank, world, cfg.batch_size)
-            forwards += [(chunk, share * len(chunk) / len(mine) / len(accumulated))
-                         for chunk in micro_batches([train[i] for i in mine], forward_tokens(cfg))]
+        forwards = step_forwards(train, stream[step], cfg, grad_accum, rank, world)
         for k, (chunk, weight) in enumerate(forwards):
             batch = collate(chunk, pad_id)
             with accumulating(accelerator, model, last=k == len(forwards) - 1):
                 logps, lengths = sequence_logps(model, batch, bf16, completion_only)
                 out = dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss)
                 accelerator.backward(out["loss"] * weight)
+            count_forward()
             tokens += int(batch["attention_mask"].sum()) if weight else 0
             for name in METRICS:
                 stats[name] += weight * out[name].float().mean().item()
@@ -183,7 +236,7 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
         accelerator.log({k: v for k, v in log[-1].items() if k != "step"}, step=step)
         progress.update(task, advance=1)
         if step % cfg.save_steps == 0 or step == total:
-            accuracy = preference_accuracy(model, held_out, cfg, pad_id, bf16)
+            accuracy = preference_accuracy(accelerator, model, held_out, cfg, pad_id, bf16)
             log[-1]["eval_accuracy"] = accuracy
             accelerator.log({"eval_accuracy": accuracy}, step=step)
             checkpoints = keep_checkpoint(accelerator, step, accuracy, checkpoints, workdir)
@@ -199,6 +252,11 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
     summary = {"steps": step, "pairs": len(train), "held_out": len(held_out), "kept_step": best["step"],
                "held_out_accuracy": best["accuracy"], "bf16": bf16, "processes": world,
                "tokens_per_s": round(tokens * world / max(seconds, 1e-9), 1)}
+    if world > 1:  # what each process did: its share of the reference pass, and as many forwards as the others
+        from accelerate.utils import gather_object
+
+        summary["reference_pairs_per_process"] = gather_object([referenced])
+        summary["forward_passes_per_process"] = gather_object([FORWARDS[0]])
     for tracker in accelerator.trackers:  # not end_training(): it also tears down the process group
         tracker.finish()
     unwrapped = accelerator.unwrap_model(model)

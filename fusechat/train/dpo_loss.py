@@ -86,17 +86,18 @@ def pair_length(p) -> int:
     return len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids))
 
 
-def micro_batches(pairs: list, max_tokens: int) -> list[list]:
+def micro_batches(pairs: list, max_tokens: int, key=pair_length) -> list[list]:
     """Consecutive runs of pairs whose padded [chosen..., rejected...] batch holds at most `max_tokens`
     tokens (always at least one pair). The DPO loss is a mean over pairs, so a batch's gradient is the
-    sum of its micro-batches' gradients: memory is bounded and the result is the same."""
+    sum of its micro-batches' gradients: memory is bounded and the result is the same. `key` gives an
+    item's length when the items are not Pairs (their indices)."""
     out, current, width = [], [], 0
     for p in pairs:
-        if current and 2 * (len(current) + 1) * max(width, pair_length(p)) > max_tokens:
+        if current and 2 * (len(current) + 1) * max(width, key(p)) > max_tokens:
             out.append(current)
             current, width = [], 0
         current.append(p)
-        width = max(width, pair_length(p))
+        width = max(width, key(p))
     return out + [current] if current else out
 
 
