@@ -79,10 +79,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def command(stage: str, recipe_file: Path, config: Path, processes: int, force: bool) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-            "--num_processes", str(processes), "--num_machines", "1", "--main_process_port", str(free_port()),
-            "-m", "fusechat", stage, str(recipe_file), *(["--force"] if force else [])]
+def command(stage: str, recipe: Recipe, recipe_file: Path, config: Path, processes: int, force: bool) -> list[str]:
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+              "--num_processes", str(processes), "--num_machines", "1", "--main_process_port", str(free_port())]
+    if read_yaml_mapping(config, "accelerate config").get("distributed_type") == "DEEPSPEED":
+        # DeepSpeed keeps its weights in the launch's precision and refuses a trainer that says otherwise:
+        # the recipe's precision decides (the other configs leave it to the stage's own autocast)
+        bf16 = getattr(recipe, stage).bf16()
+        launch += ["--mixed_precision", "bf16" if bf16 else "no"]
+    return launch + ["-m", "fusechat", stage, str(recipe_file), *(["--force"] if force else [])]
 
 
 def launch(stage: str, recipe: Recipe, config: Path, processes: int, force: bool, progress=None) -> None:
@@ -97,7 +102,7 @@ def launch(stage: str, recipe: Recipe, config: Path, processes: int, force: bool
     if progress is not None:
         progress.stop()  # the launched processes draw their own bars on this terminal
     try:
-        code = subprocess.run(command(stage, recipe_file, config, processes, force), env=env).returncode
+        code = subprocess.run(command(stage, recipe, recipe_file, config, processes, force), env=env).returncode
     finally:
         if progress is not None:
             progress.start()

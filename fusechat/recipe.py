@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fusechat import FusechatError
 from fusechat.catalog import CATALOG
-from fusechat.hardware import has_gpu
+from fusechat.hardware import has_bf16, has_gpu
 from fusechat.readers import files_digest
 from fusechat.records import DOMAINS
 
@@ -277,6 +277,10 @@ class TrainConfig(Strict):
             "experiment trackers for the training curves, as transformers names them; TensorBoard files go "
             "to run/STAGE/tracking/ (`tensorboard --logdir runs/NAME`). The run's log.jsonl is always written"))
 
+
+    def bf16(self) -> bool:
+        """bf16 autocast over fp32 weights: asked for, or `auto` on a device with bf16 units."""
+        return self.precision == "bf16" or self.precision == "auto" and has_bf16()
 
     def accumulation(self, processes: int, where: str) -> int:
         """Gradient accumulation steps for `processes` processes (`where`: the recipe section, for errors)."""

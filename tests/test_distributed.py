@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -101,3 +102,26 @@ def test_the_readme_command_ddp_yaml_under_accelerate_launch(tmp_path, tiny_mode
         assert manifest["counts"]["processes"] == 2
         trained = weights(tmp_path / "run" / stage / "model")
         assert all(not torch.equal(base[k], trained[k]) for k in base)
+
+
+
+def test_sft_and_dpo_under_deepspeed_zero3(tmp_path, tiny_model_dir):
+    """The shipped deepspeed-zero3.yaml with DeepSpeed's CPU accelerator (gloo), two processes started by
+    fusechat: DPO has no dataloader for accelerate to read a micro-batch size from, so the loop gives it.
+    Runs where deepspeed is installed (`pip install deepspeed`); CI does not install it."""
+    pytest.importorskip("deepspeed")
+    from fusechat.pipeline import run_stage
+    from fusechat.recipe import load_recipe
+
+    single = load_recipe(recipe_for(tmp_path / "one", tiny_model_dir, {"accelerate_config": "none"}))
+    for stage in ("sft", "dpo"):
+        run_stage(stage, single)
+    zero3 = recipe_for(tmp_path / "zero3", tiny_model_dir, {"accelerate_config": "deepspeed-zero3", "processes": 2})
+    fusechat("sft", zero3)
+    fusechat("dpo", zero3)
+    for stage in ("sft", "dpo"):
+        manifest = json.loads((tmp_path / "zero3" / "run" / stage / "manifest.json").read_text())
+        assert manifest["counts"]["processes"] == 2
+        want, got = weights(single.run_path / stage / "model"), weights(tmp_path / "zero3" / "run" / stage / "model")
+        for name in want:
+            assert torch.allclose(want[name], got[name].float(), atol=1e-4), (stage, name)

@@ -12,16 +12,11 @@ from pathlib import Path
 import torch
 
 from fusechat import FusechatError
-from fusechat.hardware import has_bf16
 from fusechat.recipe import TrainConfig
 
 
 def use_bf16(cfg: TrainConfig) -> bool:
-    if cfg.precision == "bf16":
-        return True
-    if cfg.precision == "fp32":
-        return False
-    return has_bf16()
+    return cfg.bf16()
 
 
 def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):

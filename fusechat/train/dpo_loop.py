@@ -190,6 +190,11 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
     stream = batch_stream(train, cfg, cfg.batch_size * world * grad_accum)
     total = len(stream)
     scheduler = make_scheduler(optimizer, cfg, total)  # stepped by hand: accelerate's wrapper would step it per process
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:  # no dataloader for accelerate to read them from (older versions raise at prepare):
+        # the loop's micro-batch, and its own accumulation (accelerate marks each step's last backward)
+        plugin.deepspeed_config.update(train_micro_batch_size_per_gpu=cfg.batch_size, gradient_accumulation_steps=1,
+                                       train_batch_size=cfg.batch_size * world)
     model, optimizer = accelerator.prepare(model, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
     completion_only = cfg.completion_only_logits is not False

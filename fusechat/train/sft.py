@@ -202,7 +202,8 @@ def sft(run: StageRun) -> Outputs:
     with tracking_dir(run.dir / "tracking"):
         trainer, result = train_sft(load_model(path, cfg), tokenizer, rows, cfg, run.work_dir,
                                     run.progress if run.watched else None)
-    state_dict = trainer.accelerator.get_state_dict(trainer.model)  # every process joins the gather (FSDP/ZeRO-3)
+    # every process joins the gather (FSDP/ZeRO-3); DeepSpeed answers only through its engine, the wrapped model
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     if not run.is_main:
         return Outputs()
     folder = save_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, run.work_dir / "model", state_dict)
