@@ -28,6 +28,19 @@ def gpus() -> tuple[int, float]:
     return torch.cuda.device_count(), torch.cuda.get_device_properties(0).total_memory / 1e9
 
 
+def release_memory() -> None:
+    """Give a freed model's memory back: collect its reference cycles (transformers' models keep some), then
+    return CUDA's cached blocks, so that the next model of the process (vLLM, which sizes its cache from
+    the GPU's free memory at start) finds the GPU empty."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def device() -> str:
     return "cuda" if has_gpu() else "cpu"
 

@@ -29,6 +29,7 @@ PAPER_CONFIGS = {
     "google/gemma-2-9b-it": (3584, 42, 16, 8, 256, 14336, 256000, True),
     "mistralai/Mistral-Large-Instruct-2407": (12288, 88, 96, 8, 128, 28672, 32768, False),
     "Qwen/Qwen2.5-72B-Instruct": (8192, 80, 64, 8, 128, 29568, 152064, False),
+    "Qwen/Qwen2.5-Math-72B-Instruct": (8192, 80, 64, 8, 128, 29568, 152064, False),
     "Qwen/Qwen2.5-7B-Instruct": (3584, 28, 28, 4, 128, 18944, 152064, False),
     "meta-llama/Llama-3.1-70B-Instruct": (8192, 80, 64, 8, 128, 28672, 128256, False),
     "meta-llama/Llama-3.1-8B-Instruct": (4096, 32, 32, 8, 128, 14336, 128256, False),
@@ -166,7 +167,8 @@ def generation_fit(arch: Arch | None, backend: str, gpus: int, gpu_gb: float, se
     tp = tensor_parallel or tensor_parallel_for(arch, gpus, gpu_gb, tokens)  # vllm
     if tp is None or tp > gpus:
         return Fit(f"tensor parallel {tp or '?'}", arch.weight_bytes / GIB / max(gpus, 1), False,
-                   f"weights {arch.weight_bytes / GIB:.0f} GiB do not fit {gpus} GPU(s) of {gpu_gb:g} GB: "
+                   f"weights {arch.weight_bytes / GIB:.0f} GiB and a cache of 16 x {tokens} tokens do not fit "
+                   f"{gpus} GPU(s) of {gpu_gb:g} GB: "
                    "serve it elsewhere (backend: openai, an endpoint)")
     need = arch.weight_bytes / GIB / tp
     return Fit(f"vLLM, tensor parallel {tp}", need + 0.1 * usable, need <= 0.9 * usable)

@@ -23,8 +23,10 @@ from pathlib import Path
 from fusechat import FusechatError, benchmarks
 from fusechat.catalog import cache_dir
 from fusechat.hardware import describe, ram_gib, usable_cores
+from fusechat.benchmarks.harness import TASK_SIZES
 from fusechat.import_data import data_rows
-from fusechat.modelfacts import GIB, Arch, Fit, generation_fit, model_arch, training_fit
+from fusechat.launch import default_config
+from fusechat.modelfacts import GIB, Arch, Fit, generation_fit, model_arch, tensor_parallel_for, training_fit
 from fusechat.prompts import collect_prompts
 from fusechat.recipe import Recipe
 from fusechat.records import CHECKED_DOMAINS
@@ -43,6 +45,7 @@ ANY_SPLIT = {"sft": 0.3, "dpo": 0.5}
 H100_FLOPS = 989e12
 UTILISATION = {"generate": 0.15, "score": 0.30, "sft": 0.30, "dpo": 0.30}
 FLOPS_PER_PARAM = {"generate": 2, "score": 2, "sft": 6, "dpo": 8}
+MATH_CHECK_S = 0.01  # one math-verify check in the worker (BENCHMARKS.md)
 
 # ---- work and time ----------------------------------------------------------------------------------
 
@@ -164,7 +167,10 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
     disk = 0.0
     prompt_tokens = []  # measured prompt lengths, for the training rows
 
-    def speed(kind: str, model: str, backend: str, batch: int, arch: Arch | None, measured_name: str = ""):
+    def speed(kind: str, model: str, backend: str, batch: int, arch: Arch | None, measured_name: str = "",
+              devices: int | None = None, how: str = ""):
+        """Tokens/s and where the figure comes from; on GPUs, `devices` of them busy (what the code runs
+        the work on, said in `how`), at the planning utilisation."""
         if measured_name and measured_name in seen["tokens_per_s"]:
             return seen["tokens_per_s"][measured_name], "measured in this run folder"
         if backend == "dataset":
@@ -174,9 +180,9 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
                 return None, "an endpoint: not estimated"
             if arch is None:
                 return None, "unknown model size"
-            # generation runs one model on the GPUs that hold it, replicated over the rest (data parallel)
-            return gpus * H100_FLOPS * UTILISATION[kind] / (FLOPS_PER_PARAM[kind] * arch.params), \
-                "H100 roofline at BENCHMARKS.md's planning utilisation (estimate)"
+            devices = devices or gpus
+            return devices * H100_FLOPS * UTILISATION[kind] / (FLOPS_PER_PARAM[kind] * arch.params), \
+                f"{how or f'{devices} GPU(s)'}; H100 roofline at {UTILISATION[kind]:.0%} (estimate)"
         entry = cal.get(calibration_key(kind, model, backend, batch))
         if entry:
             return entry["tokens_per_s"], "calibrated on this machine"
@@ -196,9 +202,11 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
                 prompt_tokens.append(entry["prompt_tokens"])
             samples, tokens = samples + k, tokens + k * length
         total_samples += samples
-        rate, basis = speed("generate", source.model, source.backend, source.batch_size, arch, source.name)
-        fit = generation_fit(arch, source.backend, gpus, gpu_gb, source.batch_size or 8,
-                             PROMPT_TOKENS + source.sampling.max_new_tokens, source.tensor_parallel_size)
+        context = source.sampling.max_new_tokens + 2048  # the context the sample stage gives a vLLM engine
+        fit = generation_fit(arch, source.backend, gpus, gpu_gb, source.batch_size or 8, context,
+                             source.tensor_parallel_size)
+        devices, how = generation_devices(source, arch, gpus, gpu_gb, context)
+        rate, basis = speed("generate", source.model, source.backend, source.batch_size, arch, source.name, devices, how)
         plan.rows.append(Row("sample", source.name, f"{samples:,} answers", tokens,
                              tokens / rate if rate else None, basis, fit))
         disk += samples * (4 * tokens / max(samples, 1) + 400) * 2  # JSONL + Arrow copy
@@ -233,8 +241,14 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
             per = entry["seconds_per_item"] + entry.get("load_s", 0) / judged if entry else None
             fit = generation_fit(arch, reward.backend, gpus, gpu_gb, 1, 4096)
             basis = "calibrated on this machine" if per else "not calibrated: run `fusechat plan --calibrate`"
+        elif reward.endpoint:
+            per, basis, fit = None, "an endpoint (score.reward.endpoint): not estimated", Fit("endpoint", 0.0, True)
         else:
-            rate, basis = speed("score", reward.model, "transformers", reward.batch_size, arch)
+            bf16 = reward.precision == "bf16" or reward.precision == "auto" and bool(gpus)  # every GPU since Ampere
+            rate, basis = speed("score", reward.model, "transformers", reward.batch_size, arch, devices=gpus,
+                                how=f"one {'bf16' if bf16 else 'fp32'} replica per GPU ({gpus})")
+            if gpus and rate and not bf16:  # fp32 runs on TF32 tensor cores at about half the bf16 rate
+                rate /= 2
             if not gpus and rate:  # calibrated decoding; one forward pass over a sequence runs ~10x faster
                 rate *= 10
             length = PROMPT_TOKENS + (sum(seen["lengths"].values()) / len(seen["lengths"]) if seen["lengths"]
@@ -243,6 +257,10 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
             fit = generation_fit(arch, "transformers", gpus, gpu_gb, reward.batch_size, reward.max_length)
         work = f"{'~' if reward.only_correct or reward.only_ranked else ''}{judged:,} responses rewarded ({reward.kind})"
         plan.rows.append(Row("score", reward.model, work, 0, per * judged if per else None, basis, fit))
+    checks = sum(by_domain["math"] * s.samples_for("math") for s in recipe.sources)
+    if checks:  # math-verify in one worker process (fusechat.scorers.math)
+        plan.rows.append(Row("score", "math-verify", f"{checks:,} answers checked", 0, checks * MATH_CHECK_S,
+                             f"one worker; BENCHMARKS.md: ~{MATH_CHECK_S * 1000:.0f} ms a check"))
     code = sum(by_domain["code"] * s.samples_for("code") for s in recipe.sources)
     if code:
         plan.rows.append(Row("score", "sandbox", f"{code:,} programs run", 0,
@@ -267,12 +285,16 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
         length = prompt + (sum(answer_lengths) / len(answer_lengths) if answer_lengths else
                            min((s.sampling.max_new_tokens for s in recipe.sources), default=1024) * DEFAULT_LENGTH_SHARE)
         batch = recipe.sft.batch_size
+        config, processes, sharded = training_launch(recipe, gpus, gpu_gb)
+        how = f"{processes} process(es), {config}" if gpus else ""
         for stage, cfg, n, per_item in (("sft", recipe.sft, sft_n, 1), ("dpo", recipe.dpo, dpo_n, 2)):
             tokens = n * per_item * min(length, cfg.max_length) * cfg.epochs
-            rate, basis = speed(stage, target, "train", batch, arch)
+            # DPO: 8 x params a token, the reference pass once (shared by the processes) beside training's 6
+            rate, basis = speed(stage, target, "train", batch, arch, devices=processes,
+                                how=how + ("; reference pass once, shared" if stage == "dpo" and how else ""))
             plan.rows.append(Row(stage, target, f"~{n:,} {'examples' if per_item == 1 else 'pairs'} "
                                  f"x {cfg.epochs:g} epoch(s)", tokens, tokens / rate if rate else None, basis,
-                                 training_fit(arch, gpus, gpu_gb, cfg.lora is not None)))
+                                 training_fit(arch, processes if sharded else min(gpus, 1), gpu_gb, cfg.lora is not None)))
             if arch:  # the saved model (bf16)
                 disk += arch.params * 2
         if arch:  # at the peak, during one training stage: two checkpoints of fp32 weights and AdamW moments
@@ -281,10 +303,10 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
     # eval
     ev = recipe.eval
     if target:
-        # the benchmarks answered here (the judged sets' answers are in a note below)
-        own = [b for b in benchmarks.BENCHMARKS.values() if b not in benchmarks.JUDGED_SETS]
-        items = {b.NAME: b.count(recipe) for b in own}
-        caps = {b.NAME: b.max_new_tokens(recipe) for b in own}
+        # every benchmark's answers (the judged sets' too) come from one transformers model on one GPU
+        answered = list(benchmarks.BENCHMARKS.values())
+        items = {b.NAME: b.count(recipe) for b in answered if b.count(recipe)}
+        caps = {b.NAME: b.max_new_tokens(recipe) for b in answered if b.count(recipe)}
         tokens = sum(n * caps[b] * DEFAULT_LENGTH_SHARE for b, n in items.items())
         entry = cal.get(calibration_key("eval", target, "transformers", ev.batch_size))
         models = len(ev.models) + len(ev.extra_models)
@@ -292,7 +314,8 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
             tokens = sum(n * entry["lengths"].get(b, caps[b] * DEFAULT_LENGTH_SHARE) for b, n in items.items())
             rate, basis = entry["tokens_per_s"], "calibrated on this machine"
         else:
-            rate, basis = speed("generate", target, "transformers", ev.batch_size, model_arch(target))
+            rate, basis = speed("generate", target, "transformers", ev.batch_size, model_arch(target), devices=1,
+                                how="transformers on 1 GPU")
         work = f"{models} model(s) x {sum(items.values()):,} items"
         plan.rows.append(Row("eval", target, work, tokens * models,
                              tokens * models / rate if rate else None, basis,
@@ -308,16 +331,53 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
         plan.rows.append(Row("eval", f"judge {judge}", f"{judged:,} MT-Bench answers judged", 0,
                              per * judged if per else None, "calibrated on this machine" if entry else basis,
                              generation_fit(arch, ev.judge_backend, gpus, gpu_gb, 1, 4096)))
-    if target and ev.harness:
-        plan.notes.append(f"eval.harness: lm-eval runs {', '.join(ev.harness)} on every model; not in the estimate")
-    if target and ev.judged:
-        sets = ", ".join(f"{s.format} ({benchmarks.BENCHMARKS[s.format].count(recipe)} questions)" for s in ev.judged)
-        plan.notes.append(f"eval.judged: every model answers {sets}{', judged both ways' if ev.pairwise_judge else ''}; "
-                          "not in the estimate")
+    models = len(ev.models) + len(ev.extra_models)
+    if target and ev.harness:  # lm-eval on one GPU (vLLM where installed), each model in turn
+        known = [t for t in ev.harness if t in TASK_SIZES]
+        sizes = {t: min(TASK_SIZES[t][0], ev.harness_limit or TASK_SIZES[t][0]) for t in known}
+        # a log-likelihood item: 4 choices scored in forward passes, each token ~10x cheaper than a generated one
+        tokens = sum(n * (TASK_SIZES[t][1] * DEFAULT_LENGTH_SHARE or 4 * PROMPT_TOKENS / 10) for t, n in sizes.items())
+        rate, basis = speed("generate", target, "harness", ev.batch_size, model_arch(target), devices=1,
+                            how="lm-eval on 1 GPU")
+        plan.rows.append(Row("eval", "lm-eval " + ", ".join(ev.harness), f"{models} model(s) x {sum(sizes.values()):,} items",
+                             tokens * models, tokens * models / rate if rate else None, basis))
+        if len(known) < len(ev.harness):
+            plan.notes.append(f"eval.harness: {', '.join(t for t in ev.harness if t not in known)}: size unknown to "
+                              "fusechat, not in the estimate")
+    if target and ev.judged and ev.pairwise_judge:  # each model against the baseline, both orders, at an endpoint
+        questions = sum(benchmarks.BENCHMARKS[spec.format].count(recipe) for spec in ev.judged)
+        judgments = 2 * questions * max(models - 1, 0)
+        plan.rows.append(Row("eval", f"judge {ev.pairwise_judge.model}", f"{judgments:,} pairwise judgments", 0, None,
+                             "an endpoint (eval.pairwise_judge): not estimated"))
     plan.disk_gib = disk / GIB
     if any(r.seconds is None for r in plan.rows):
         plan.notes.append("rows without a time have no throughput figure; the total leaves them out")
     return plan
+
+
+def generation_devices(source, arch: Arch | None, gpus: int, gpu_gb: float, tokens: int) -> tuple[int, str]:
+    """The GPUs a source's sampling keeps busy, and how: vLLM runs `replicas` engines of tensor-parallel
+    size TP (fusechat.backends.replicas), transformers one model on one GPU."""
+    if source.backend != "vllm" or not gpus:
+        return (1, "transformers on 1 GPU") if gpus else (0, "")
+    tp = source.tensor_parallel_size or (tensor_parallel_for(arch, gpus, gpu_gb, tokens) if arch else None) or 1
+    replicas = source.replicas or max(1, gpus // tp)
+    return min(replicas * tp, gpus), f"{replicas} vLLM engine(s) x TP {tp} = {min(replicas * tp, gpus)} of {gpus} GPUs"
+
+
+def training_launch(recipe: Recipe, gpus: int, gpu_gb: float) -> tuple[str, int, bool]:
+    """What sft and dpo run under on `gpus` GPUs (fusechat.launch's choice): the accelerate config, the
+    processes, and whether the weights are sharded (FSDP, ZeRO-3) or whole on each GPU (DDP)."""
+    if gpus < 1:
+        return "this CPU", 0, False
+    name = recipe.launch.accelerate_config
+    if name == "none" or (name is None and gpus < 2):
+        return "one process", 1, False
+    if name is None:
+        name = default_config(recipe, gpus, gpu_gb)
+    processes = recipe.launch.processes or gpus
+    sharded = name in ("fsdp", "deepspeed-zero3") or "fsdp" in name.lower() or "zero3" in name.lower()
+    return Path(name).stem, processes, sharded
 
 
 def duration(seconds: float | None) -> str:

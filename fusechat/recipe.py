@@ -135,6 +135,9 @@ class Source(Strict):
     max_retries: int | None = SpeedOnly(ge=0, description="openai: retries of a 429/5xx/timeout/dropped request (8)")
     tensor_parallel_size: int | None = Field(None, gt=0, description=(
         "vllm: GPUs one model is split over; unset: the fewest that hold it (from its config.json)"))
+    replicas: int | None = SpeedOnly(gt=0, description=(
+        "vllm: engines serving this source, each in its own process on tensor_parallel_size GPUs, prompts shared "
+        "out among them (data parallel). Unset: as many as the GPUs hold; one on a CPU"))
     chat_template: str | None = Field(None, description="Jinja template (inline or a file) overriding the model's")
     sampling: Sampling = Field(default_factory=Sampling)
     samples_per_prompt: dict[Domain, int] = Field(default_factory=lambda: dict(DEFAULT_SAMPLES))
@@ -174,8 +177,13 @@ class RewardConfig(Strict):
     kind: Literal["reward-model", "judge", "none"] = "none"
     model: str | None = None
     backend: Literal["transformers", "llamacpp", "vllm"] = "llamacpp"  # judge only
+    endpoint: str | list[str] | None = Field(None, description=(
+        "reward-model: score on a served model instead of loading it here: the base URL of `vllm serve MODEL "
+        "--runner pooling` (or a list of replicas); `model` is then the name the server knows it by"))
+    api_key_env: str | None = Field(None, description="reward-model endpoint: environment variable holding the API key")
     trust_remote_code: bool = False  # reward-model: remote-code classifiers need it (ArmoRM loads natively, without)
-    batch_size: int = Field(8, gt=0, description="reward-model: sequences per batch (a judge grades one at a time)")
+    batch_size: int = Field(8, gt=0, description=(
+        "reward-model: sequences per batch, or requests in flight to an endpoint (a judge grades one at a time)"))
     max_length: int = Field(2048, gt=0, description="reward-model: longer conversations lose prompt tokens from the left")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description=(
         "reward-model: auto = bf16 where the device has bf16 units (every GPU since Ampere), else fp32"))
@@ -192,6 +200,8 @@ class RewardConfig(Strict):
     def _model_needed(self):
         if self.kind != "none" and not self.model:
             raise ValueError(f"reward kind '{self.kind}' needs `model`")
+        if self.endpoint and self.kind != "reward-model":
+            raise ValueError(f"score.reward.endpoint is for kind reward-model (a served classifier), not {self.kind}")
         return self
 
 

@@ -28,6 +28,10 @@ def open_reward(config: RewardConfig):
     match config.kind:
         case "none":
             return None
+        case "reward-model" if config.endpoint:
+            from fusechat.scorers.reward_server import RewardServer
+
+            return RewardServer(config.endpoint, config.model, config.batch_size, config.max_length, config.api_key_env)
         case "reward-model":
             from fusechat.scorers.reward_model import RewardModel  # torch: imported only when used
 

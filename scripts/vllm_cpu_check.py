@@ -6,7 +6,11 @@ JSON line of results (and exits 1 if a check failed). Each step says what it che
    and the same prompts through transformers and llama.cpp for comparison;
 2. a judge reads first-token log-probabilities through vLLM (P(Yes) of a yes/no question);
 3. an over-long prompt is an `error` sample beside the others' answers;
-4. two `vllm serve` replicas answer an `openai` source; one is killed mid-stage; every request is answered once.
+4. two `vllm serve` replicas answer an `openai` source; one is killed mid-stage; every request is answered once;
+5. `backend: vllm` with `replicas: 2`: two engines in child processes (a core each) share the prompts, every
+   sample once, each with the seed the one-engine run recorded for it;
+6. a reward model served by `vllm serve --runner pooling` (a small random Llama classifier with SmolLM2's
+   tokenizer) scores conversations through `score.reward.endpoint` as fusechat's in-process RewardModel does.
 """
 
 import json
@@ -48,7 +52,8 @@ def sample(path: Path) -> dict:
     records = RunFolder(r.run_path).records("sample", "samples")
     return {"samples": len(records), "errors": sum(s["finish_reason"] == "error" for s in records),
             "seconds": round(time.time() - started, 1), "timings": manifest.get("timings", {}),
-            "keys": len({(s["prompt_id"], s["sample_index"]) for s in records})}
+            "keys": len({(s["prompt_id"], s["sample_index"]) for s in records}),
+            "seeds": {f'{s["prompt_id"]}/{s["sample_index"]}': s["seed"] for s in records}}
 
 
 def port() -> int:
@@ -76,7 +81,7 @@ def main() -> None:
     out, failed = {}, []
     folder = Path(tempfile.mkdtemp(prefix="fusechat-vllm-check-"))
 
-    steps = {int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "1234")}  # e.g. `... 34`: steps 3 and 4 only
+    steps = {int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "123456")}  # e.g. `... 34`: steps 3 and 4 only
     # 1. sampling: vLLM, transformers, llama.cpp on the same prompts and settings
     for backend in ("vllm", "transformers", "llamacpp") if 1 in steps else ():
         model = hf if backend != "llamacpp" else MODEL
@@ -89,6 +94,16 @@ def main() -> None:
         check_judge_and_long_prompt(VLLMBackend(hf, max_model_len=512), out, failed)
     if 4 in steps:
         check_served(hf, folder, out, failed)
+    if 5 in steps:  # 5. data parallel: two engines, each in its own process
+        one = out.get("sample_vllm") or sample(recipe(folder, "s-vllm", {"model": hf, "backend": "vllm"}))
+        out["sample_vllm_2_replicas"] = two = sample(recipe(folder, "s-vllm-2", {"model": hf, "backend": "vllm", "replicas": 2}))
+        if two["samples"] != 32 or two["errors"] or two["keys"] != 32 or two["seeds"] != one["seeds"]:
+            failed.append(f"vllm replicas: {two}")
+    if 6 in steps:
+        check_reward_server(folder, out, failed)
+    for got in out.values():
+        if isinstance(got, dict):
+            got.pop("seeds", None)
     out["failed"] = failed
     print(json.dumps(out))
     sys.exit(1 if failed else 0)
@@ -151,6 +166,41 @@ def check_served(hf: str, folder: Path, out: dict, failed: list) -> None:
                 os.killpg(s.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def check_reward_server(folder: Path, out: dict, failed: list) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    from fusechat.rehearse import unpack_tokenizer
+    from fusechat.scorers.reward_model import RewardModel
+    from fusechat.scorers.reward_server import RewardServer
+
+    rm = folder / "tiny-rm"
+    tokenizer = AutoTokenizer.from_pretrained(unpack_tokenizer(folder / "tokenizer"))
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=2048)).save_pretrained(rm)
+    tokenizer.save_pretrained(rm)
+    pairs = [("What is 2 + 2?", "4."), ("Name a colour.", "Blue."), ("Say hi.", "Hello there! " * 30), ("Is 7 prime?", "Yes.")]
+    want = RewardModel(str(rm), precision="fp32", max_length=512).score(pairs)
+    at = port()
+    server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(rm),
+                               "--runner", "pooling", "--dtype", "float32", "--max-model-len", "512", "--port", str(at),
+                               "--served-model-name", "tiny-rm"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        if not healthy(f"http://127.0.0.1:{at}", time.time() + 900):
+            failed.append("reward server: vllm serve --runner pooling did not start")
+            return
+        got = RewardServer(f"http://127.0.0.1:{at}/v1", "tiny-rm", max_length=512).score(pairs)
+        out["reward_server"] = {"in_process": [round(x, 5) for x in want], "served": [round(x, 5) for x in got]}
+        if any(abs(a - b) > 1e-3 for a, b in zip(want, got)):
+            failed.append(f"reward server: {out['reward_server']}")
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":  # vLLM's engine starts its processes with spawn: they re-import this module

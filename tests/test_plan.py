@@ -47,7 +47,9 @@ def test_what_fits_where():
 def test_a_paper_recipe_on_one_gpu_is_refused_in_one_line_before_any_work(tmp_path):
     recipe = load_recipe(builtin_recipe("paper-llama3.1-8b"), [f"run_dir={tmp_path}/run"])
     plan = make_plan(recipe, gpus=1, gpu_gb=80)
-    with pytest.raises(FusechatError, match=r"^sample mistral-large: weights 228 GiB do not fit 1 GPU") as e:
+    # the sample stage gives a vLLM engine max_new_tokens + 2048 of context for 16 sequences: Gemma-2-27B's
+    # 51 GiB of weights and their cache do not fit one 80 GB GPU either (the code refuses it the same way)
+    with pytest.raises(FusechatError, match=r"^sample gemma-2-27b: weights 51 GiB and a cache of 16 x 4096 tokens do not fit 1 GPU") as e:
         refuse_what_cannot_fit(plan)
     assert "\n" not in str(e.value)
     eight = make_plan(recipe, gpus=8, gpu_gb=80)
@@ -153,3 +155,30 @@ def test_calibration_measures_the_recipe_the_way_its_stages_run_it(tmp_path, mon
     assert set(evaluation["lengths"]) == {"math", "constraints"} and evaluation["lengths"]["math"] <= 4
     plan = make_plan(recipe)
     assert all(r.seconds is not None for r in plan.rows), render(plan)
+
+
+def test_the_paper_plan_on_eight_gpus_follows_what_the_code_runs():
+    """Each GPU row says what the code runs the work on: vLLM engines x TP over the GPUs, the reward model
+    one bf16 replica per GPU, training under the launch fusechat would start (FSDP for an 8B target, DDP
+    for a 1B one), eval on one GPU; math-verify, lm-eval and the pairwise judge have rows of their own."""
+    recipe = load_recipe(builtin_recipe("paper-llama3.1-8b"))
+    rows = {(r.stage, r.what): r for r in make_plan(recipe, gpus=8, gpu_gb=80).rows}
+    assert rows[("sample", "llama-3.1-70b")].basis.startswith("2 vLLM engine(s) x TP 4 = 8 of 8 GPUs")
+    assert rows[("sample", "qwen-2.5-math-72b")].seconds  # its size is known now (the config snapshot)
+    assert rows[("score", "RLHFlow/ArmoRM-Llama3-8B-v0.1")].basis.startswith("one bf16 replica per GPU (8)")
+    math = sum(recipe.prompts.sets[i].n * s.samples_for("math") for i, p in enumerate(recipe.prompts.sets)
+               if p.domain == "math" for s in recipe.sources)
+    assert rows[("score", "math-verify")].work == f"{math:,} answers checked"
+    target = recipe.target.model
+    assert rows[("sft", target)].basis.startswith("8 process(es), fsdp") and "sharded" in rows[("sft", target)].fit.where
+    assert "reference pass once, shared" in rows[("dpo", target)].basis
+    assert rows[("eval", target)].basis.startswith("transformers on 1 GPU")
+    assert any(what.startswith("lm-eval gsm8k") and r.seconds for (stage, what), r in rows.items())
+
+    one = {(r.stage, r.what): r for r in make_plan(load_recipe(builtin_recipe("paper-llama3.2-1b")), gpus=8, gpu_gb=80).rows}
+    sft = next(r for (stage, _), r in one.items() if stage == "sft")
+    assert sft.basis.startswith("8 process(es), ddp") and sft.fit.where == "1 GPU"  # a 1B target fits one GPU: DDP
+
+    served = load_recipe(builtin_recipe("paper-llama3.1-8b"), ["score.reward.endpoint=http://rm:8000"])
+    rm = next(r for r in make_plan(served, gpus=8, gpu_gb=80).rows if r.what == "RLHFlow/ArmoRM-Llama3-8B-v0.1")
+    assert rm.seconds is None and "endpoint" in rm.basis

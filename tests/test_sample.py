@@ -286,3 +286,69 @@ def test_several_shards_in_flight_give_the_same_shards(tmp_path):
             assert [len(g) for g in groups] == [2, 2, 1]
     key = lambda s: (s["prompt_id"], s["sample_index"])  # noqa: E731
     assert sorted(runs["one"], key=key) == sorted(runs["grouped"], key=key) and len(runs["one"]) == 30
+
+
+def test_a_source_in_child_process_replicas_answers_as_in_process(tiny_model_dir):
+    """fusechat.backends.replicas (how every vLLM source runs) with a transformers source, so it runs here:
+    two child processes share the prompts out, keep each prompt's samples together, answer in request order
+    exactly what the model answers in this process, and leave no process behind."""
+    import psutil
+    import pytest
+
+    from fusechat import FusechatError
+    from fusechat.backends.base import Request
+    from fusechat.backends.factory import open_backend
+    from fusechat.backends.replicas import Replicas, share_out
+    from fusechat.recipe import Sampling, Source
+
+    # batch_size 1: each sequence alone, so padding cannot change a greedy answer between the two ways
+    source = Source(name="a", model=str(tiny_model_dir), backend="transformers", batch_size=1, threads=1)
+    prompts = [[{"role": "user", "content": f"Count to {i}."}] for i in range(5)]
+    requests = [Request(p, 10 * i + k) for i, p in enumerate(prompts) for k in range(2)]
+    shares = share_out(requests, 2)
+    assert sorted(i for s in shares for i in s) == list(range(10)) and {len(s) for s in shares} == {4, 6}
+    assert all(requests[i].messages != requests[j].messages for i in shares[0] for j in shares[1])  # a prompt on one engine
+
+    greedy = Sampling(temperature=0, max_new_tokens=6)
+    with open_backend(source) as here:
+        want = here.generate(requests, greedy)
+        want_judge = here.first_token_logprobs(prompts[0], top=5)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    backend = Replicas(source, 512, replicas=2)
+    try:
+        children = [r.process.pid for r in backend.replicas]
+        assert len(set(children)) == 2 and os.getpid() not in children
+        got = backend.generate(requests, greedy)
+        assert [(g.text, g.seed, g.completion_tokens) for g in got] == [(g.text, g.seed, g.completion_tokens) for g in want]
+        judged = backend.first_token_logprobs(prompts[0], top=5)
+        assert judged.keys() == want_judge.keys()
+        assert all(abs(judged[k] - want_judge[k]) < 1e-4 for k in judged)
+
+        os.kill(children[1], signal.SIGKILL)  # one engine dies: one line, not a hang or a traceback
+        with pytest.raises(FusechatError, match="replica 1 stopped"):
+            backend.generate(requests, greedy)
+    finally:
+        backend.close()
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+
+    # A model that will not load: the child's one-line reason, and no child left
+    broken = Source(name="b", model=str(tiny_model_dir / "missing"), backend="transformers")
+    with pytest.raises(FusechatError, match="missing': not a catalog name"):  # said by the child that tried
+        Replicas(broken, 512, replicas=2)
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+
+
+def test_a_closed_transformers_model_is_freed(tiny_model_dir):
+    """close() leaves nothing holding the weights (then release_memory returns a GPU's cache), so the next
+    model of the process, e.g. the eval stage's vLLM judge after the transformers eval, finds the memory free."""
+    import gc
+    import weakref
+
+    from fusechat.backends.factory import open_backend
+    from fusechat.recipe import Source
+
+    backend = open_backend(Source(name="a", model=str(tiny_model_dir), backend="transformers", threads=1))
+    model = weakref.ref(backend.model)
+    backend.close()
+    assert model() is None
+    gc.collect()

@@ -5,13 +5,14 @@ Its own module, so that the interface (fusechat.backends.base) imports none of t
 
 from __future__ import annotations
 
-from fusechat import FusechatError, models
+from fusechat import FusechatError, hardware, models
 from fusechat.backends.base import Backend
 from fusechat.modelfacts import tensor_parallel
 
 
-def open_backend(source, ctx_per_slot: int = 4096) -> Backend:
-    """Load a source's model in its backend (picked by a plain match on the recipe's string)."""
+def open_backend(source, ctx_per_slot: int = 4096, in_process: bool = False) -> Backend:
+    """Load a source's model in its backend (picked by a plain match on the recipe's string). vLLM runs in
+    child processes (fusechat.backends.replicas) unless `in_process` (what each child asks for)."""
     match source.backend:
         case "llamacpp":
             from fusechat.backends.llamacpp import LlamaCppBackend
@@ -33,9 +34,14 @@ def open_backend(source, ctx_per_slot: int = 4096) -> Backend:
 
             return DatasetBackend(source.responses)
         case "vllm":
+            size = source.tensor_parallel_size or tensor_parallel(source.name, source.model, ctx_per_slot)
+            if not in_process:
+                from fusechat.backends.replicas import Replicas
+
+                gpus = hardware.gpus()[0]
+                return Replicas(source, ctx_per_slot, source.replicas or max(1, gpus // size), size, gpus)
             from fusechat.backends.vllm import VLLMBackend
 
-            size = source.tensor_parallel_size or tensor_parallel(source.name, source.model, ctx_per_slot)
             return VLLMBackend(models.resolve(source.model).hf_path(), source.chat_template, source.dtype,
                                size, ctx_per_slot)
     raise FusechatError(f"source '{source.name}': unknown backend {source.backend!r}")

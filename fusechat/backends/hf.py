@@ -12,7 +12,7 @@ import torch
 
 from fusechat import FusechatError
 from fusechat.recipe import Sampling
-from fusechat.hardware import cpu_has_bf16, device
+from fusechat.hardware import cpu_has_bf16, device, release_memory
 from fusechat.backends.base import Backend, Generation, Request, over_context, read_template, render_chat
 
 
@@ -179,3 +179,4 @@ class TransformersBackend(Backend):
 
     def close(self) -> None:
         del self.model
+        release_memory()

@@ -95,20 +95,21 @@ class OpenAIBackend(Backend):
             self.failed[url] = now = time.monotonic()
             return any(now - self.failed.get(u, -REVIVE_S) >= REVIVE_S for u in self.urls)
 
-    def _post(self, url: str, body: dict) -> dict:
+    def _post(self, url: str, body: dict, route: str) -> dict:
         data = json.dumps(body).encode()
-        request = urllib.request.Request(url + "/chat/completions", data=data, headers=self.headers)
+        request = urllib.request.Request(url + route, data=data, headers=self.headers)
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
             return json.loads(response.read())
 
-    def complete(self, body: dict) -> dict:
-        """One chat-completions call with retries; raises FusechatError when they run out."""
+    def complete(self, body: dict, route: str = "/chat/completions") -> dict:
+        """One call (chat completions, or another `route` of the same server) with retries; a refusal for good
+        comes back as {"error": ...}; raises FusechatError when the retries run out."""
         last, attempt = "", 0
         while True:
             wait = self.backoff_s * 2**attempt * (0.5 + random.random())  # jitter spreads the retries out
             url = self._pick()
             try:
-                return self._post(url, body)
+                return self._post(url, body, route)
             except urllib.error.HTTPError as e:
                 detail = e.read()[:300].decode(errors="replace")
                 if e.code not in RETRYABLE:

@@ -2,17 +2,18 @@
 
 Offline `LLM.chat` over the whole shard at once: vLLM schedules the sequences itself (continuous
 batching, paged KV cache, prefix caching so a prompt's N samples share its prefix). Each sample is its
-own sequence with its own seed. One source is loaded at a time: the sample stage closes a source's
-backend before it opens the next.
+own sequence with its own seed. This class is one engine in this process; `open_backend` runs it in
+child processes, one per group of GPUs (fusechat.backends.replicas), so that each source starts on
+clean GPUs and a tensor-parallel-1 source uses all of them.
 
-Multi-node: run vLLM's own OpenAI server per node (or `vllm serve --data-parallel-size`, Ray for
-tensor parallelism across nodes) and point an `openai` source at it; fusechat has no scheduler.
+Multi-node: `fusechat sample --part I/K` per node on a shared run folder (`fusechat plan --nodes N`
+writes the Slurm array), or vLLM's own OpenAI server per node behind an `openai` source.
 """
 
 from __future__ import annotations
 
 from fusechat import FusechatError
-from fusechat.hardware import has_gpu
+from fusechat.hardware import release_memory
 from fusechat.recipe import Sampling
 from fusechat.backends.base import Backend, Generation, Request, over_context, read_template
 
@@ -70,11 +71,5 @@ class VLLMBackend(Backend):
         return {lp.decoded_token: lp.logprob for lp in first.values()}
 
     def close(self) -> None:
-        import gc
-
-        import torch
-
-        del self.llm  # free the GPU before the next source loads
-        gc.collect()
-        if has_gpu():
-            torch.cuda.empty_cache()
+        del self.llm
+        release_memory()  # the process's own next model; the sample stage runs each source in its own process

@@ -19,6 +19,11 @@ from fusechat import FusechatError
 from fusechat.hardware import has_gpu
 from fusechat.recipe import EvalConfig
 
+# The stock tasks the paper recipes name, as lm-eval's task files define them: (items, generated tokens at
+# most; 0 for a log-likelihood task, one forward pass a choice). For the plan only.
+TASK_SIZES = {"gsm8k": (1319, 256), "minerva_math": (5000, 256), "mmlu_pro": (12032, 2048),
+              "gpqa_diamond_zeroshot": (198, 0), "ifeval": (541, 1280)}
+
 def run_harness(path: str, cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
     """lm-eval on one model folder: (one summary row per task and metric, one row per item)."""
     try:
