@@ -23,7 +23,7 @@ WRONG = ["So the total is $\\boxed{41}$.", "Dividing, we get $\\boxed{\\frac{4}{
 
 
 def main(n: int = 400) -> None:
-    reasoning = "First we set up the equation carefully. " * 20  # the worked solution before the answer
+    reasoning = "First we set up the equation $x + 1 = 2$ carefully. " * 40  # ~2,000 characters of worked solution
     jobs = [(reasoning + (RIGHT if i % 2 else WRONG)[i % 8], GOLDS[i % 8]) for i in range(n)]
     checker = MathChecker()
     checker.check(*jobs[0])  # the worker's start-up is paid once per stage, not per check

@@ -23,6 +23,7 @@ from fusechat.backends.base import Request
 from fusechat.backends.factory import open_backend
 from fusechat.benchmarks import judged, mtbench
 from fusechat.benchmarks.harness import run_harness
+from fusechat.hardware import release_memory
 from fusechat.models import target_path
 from fusechat.recipe import Recipe, Sampling, Source, eval_judge
 from fusechat.records import stable_id
@@ -119,6 +120,7 @@ def evaluate(run: StageRun) -> Outputs:
             key = shard_key("harness", name)
             if not run.has_shard(key):  # lm-eval's summaries (with its standard errors) and its per-item scores
                 summary, per_item = run_harness(path, recipe.eval)
+                release_memory()  # lm-eval's model is unreachable now: its GPU memory goes before the next one loads
                 run.write_shard(key, [dict(r, model=name, kind="summary") for r in summary]
                                 + [dict(r, model=name, kind="item") for r in per_item])
             rows = run.read_shard(key)

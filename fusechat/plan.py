@@ -45,7 +45,7 @@ ANY_SPLIT = {"sft": 0.3, "dpo": 0.5}
 H100_FLOPS = 989e12
 UTILISATION = {"generate": 0.15, "score": 0.30, "sft": 0.30, "dpo": 0.30}
 FLOPS_PER_PARAM = {"generate": 2, "score": 2, "sft": 6, "dpo": 8}
-MATH_CHECK_S = 0.01  # one math-verify check in the worker (BENCHMARKS.md)
+MATH_CHECK_S = 0.002  # one math-verify check in the worker: 1.9 ms measured (BENCHMARKS.md, benchmarks/math_check.py)
 
 # ---- work and time ----------------------------------------------------------------------------------
 

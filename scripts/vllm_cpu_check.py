@@ -62,8 +62,8 @@ def port() -> int:
         return s.getsockname()[1]
 
 
-def healthy(url: str, deadline: float) -> bool:
-    while time.time() < deadline:
+def healthy(url: str, deadline: float, process=None) -> bool:
+    while time.time() < deadline and (process is None or process.poll() is None):
         try:
             with urllib.request.urlopen(url + "/health", timeout=5) as r:
                 if r.status == 200:
@@ -180,7 +180,8 @@ def check_reward_server(folder: Path, out: dict, failed: list) -> None:
     tokenizer = AutoTokenizer.from_pretrained(unpack_tokenizer(folder / "tokenizer"))
     torch.manual_seed(0)
     LlamaForSequenceClassification(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        # head_dim 64: vLLM-CPU's attention kernels refuse small ones ("Unsupported CPU attention configuration")
+        vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, num_labels=1, pad_token_id=tokenizer.pad_token_id,
         max_position_embeddings=2048)).save_pretrained(rm)
     tokenizer.save_pretrained(rm)
@@ -189,11 +190,11 @@ def check_reward_server(folder: Path, out: dict, failed: list) -> None:
     at = port()
     server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(rm),
                                "--runner", "pooling", "--dtype", "float32", "--max-model-len", "512", "--port", str(at),
-                               "--served-model-name", "tiny-rm"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+                               "--served-model-name", "tiny-rm"], stdout=open(folder / "rm-server.log", "w"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        if not healthy(f"http://127.0.0.1:{at}", time.time() + 900):
-            failed.append("reward server: vllm serve --runner pooling did not start")
+        if not healthy(f"http://127.0.0.1:{at}", time.time() + 900, server):
+            failed.append(f"reward server: vllm serve --runner pooling did not start (log: {folder / 'rm-server.log'})")
             return
         got = RewardServer(f"http://127.0.0.1:{at}/v1", "tiny-rm", max_length=512).score(pairs)
         out["reward_server"] = {"in_process": [round(x, 5) for x in want], "served": [round(x, 5) for x in got]}

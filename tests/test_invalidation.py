@@ -71,6 +71,7 @@ TABLE = {
     "sources.0.batch_size": (3, {SA}),
     "sources.0.threads": (1, NONE),
     "sources.0.in_flight": (64, NONE),
+    "sources.0.replicas": (2, NONE),
     "sources.0.dtype": ("float32", {SA}),
     "sources.0.responses@sources.2.responses": ({"dataset": "other.jsonl"}, {SA}),
     "score.reward.kind": ("reward-model", {SC}),
@@ -83,6 +84,10 @@ TABLE = {
     "score.reward.domains": (["math"], {SC}),
     "score.reward.only_correct": (True, {SC}),
     "score.reward.only_ranked": (True, {SC}),
+    # an endpoint is for a reward model (the base's reward is a judge): the whole section changes, model too
+    "score.reward.endpoint@score.reward": ({"kind": "reward-model", "model": "rm", "endpoint": "http://rm:8000"}, {SC, E}),
+    "score.reward.api_key_env@score.reward": ({"kind": "judge", "model": "qwen2.5-coder-1.5b-instruct",
+                                              "api_key_env": "KEY"}, {SC}),
     "score.math_timeout_s": (3, {SC, E}),  # eval checks math answers the same way
     "score.code.timeout_s": (3, {SC, E}),  # eval runs HumanEval in the same sandbox
     "score.code.memory_mb": (512, {SC, E}),
@@ -140,6 +145,9 @@ TABLE |= {
     "eval.judged": ([{"format": "alpaca_eval", "questions": "alpaca_eval.json"}], {E}),
     "eval.pairwise_judge": ({"endpoint": "http://localhost:1/v1", "model": "judge"}, {E}),
     "eval.judged_baseline": ("sft", {E}),
+    # how many processes train, not what (with global_batch_size set: tests/test_distributed.py)
+    "launch.accelerate_config": ("fsdp", NONE),
+    "launch.processes": (2, NONE),
 }
 # `data` replaces prompts and sources (a recipe has one or the other): its build stage and what a change
 # to it reruns are tested in tests/test_import_data.py.
