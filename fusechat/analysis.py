@@ -19,6 +19,7 @@ import statistics
 from collections import defaultdict
 
 from fusechat.markdown import fmt, md_table
+from fusechat.stats import paired_bootstrap
 
 def _mean(xs):
     return round(statistics.fmean(xs), 4) if xs else None
@@ -182,3 +183,89 @@ def bias_markdown(bias: dict) -> str:
              f"{fmt(cross['median_ratio'])} (chosen longer in {fmt(cross['chosen_longer'])} of {cross['pairs']})"
              f"\n- position bias: {'flip rate ' + fmt(bias['position_flip']) if bias.get('position_flip') is not None else 'not applicable: the judge grades one answer at a time (P(Yes)), so there is no answer order to swap'}")
     return text
+
+
+# ---- did fusion pay? -----------------------------------------------------------------------------------
+
+# The run's steps: what SFT did to the base, what DPO did after SFT, and the whole fusion.
+STEPS = (("sft", "base", "SFT - base"), ("sft+dpo", "sft", "DPO step"), ("sft+dpo", "base", "fused - base"))
+
+
+def step_verdict(low: float, high: float, n: int) -> str:
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return f"undecided at n = {n}"
+
+
+def paired(a: dict[str, float], b: dict[str, float]) -> dict:
+    """mean(a) - mean(b) on the items both have, with the paired bootstrap 95% interval and a verdict."""
+    keys = sorted(a.keys() & b.keys())
+    diff, low, high = paired_bootstrap([a[k] for k in keys], [b[k] for k in keys])
+    return {"n": len(keys), "diff": diff, "ci_low": low, "ci_high": high,
+            "verdict": step_verdict(low, high, len(keys)) if keys else "no common items"}
+
+
+def by_model(items: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
+    """(benchmark, model) -> {item id: score}, from the eval stage's items (unscored ones left out)."""
+    out: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for r in items:
+        if r.get("score") is not None:
+            out[(r["benchmark"], r["model"])][r["id"]] = float(r["score"])
+    return out
+
+
+def fusion_table(items: list[dict], win_rates: set[str] = frozenset()) -> list[dict]:
+    """Per benchmark: each model's mean and each step's paired difference (STEPS). A win-rate benchmark
+    scores every model against the base (0.5 a tie), so its steps from the base are the win rate - 0.5."""
+    scores = by_model(items)
+    rows = []
+    for bench in dict.fromkeys(r["benchmark"] for r in items):
+        means = {m: statistics.fmean(v.values()) for (b, m), v in scores.items() if b == bench and v}
+        steps = {}
+        for better, worse, name in STEPS:
+            a = scores.get((bench, better))
+            b = {k: 0.5 for k in a} if a and bench in win_rates and worse == "base" else scores.get((bench, worse))
+            if a and b:
+                steps[name] = paired(a, b)
+        rows.append({"benchmark": bench, "means": means, "steps": steps})
+    return rows
+
+
+def fusion_sentence(rows: list[dict]) -> str:
+    """One sentence: on how many benchmarks the fused model beat, lost to, or tied with the base."""
+    fused = {r["benchmark"]: r["steps"]["fused - base"] for r in rows if "fused - base" in r["steps"]}
+    if not fused:
+        return "No benchmark has both the base and the fused (SFT+DPO) model's answers: nothing to compare yet."
+    groups = defaultdict(list)
+    for bench, step in fused.items():
+        groups[step["verdict"].split(" at ")[0]].append(bench)
+    parts = [f"{kind} on {len(groups[kind])} ({', '.join(groups[kind])})" for kind in ("better", "worse", "undecided")
+             if groups[kind]]
+    return (f"Did fusion pay? The fused model (SFT+DPO) against the base target, paired on the same items "
+            f"({len(fused)} benchmark(s)): " + "; ".join(parts) + ".")
+
+
+def fusion_markdown(rows: list[dict], label=lambda bench: bench) -> str:
+    def cell(step):
+        if step is None:
+            return "-"
+        return f"{step['diff']:+.3f} [{step['ci_low']:+.3f}, {step['ci_high']:+.3f}] {step['verdict']}"
+
+    table = [[label(r["benchmark"]), *(fmt(r["means"].get(m), 3) for m in ("base", "sft", "sft+dpo")),
+              *(cell(r["steps"].get(name)) for _, _, name in STEPS)] for r in rows]
+    return md_table(["benchmark", "base", "SFT", "SFT+DPO", *(f"{name} (95% CI)" for _, _, name in STEPS)], table)
+
+
+def compare_runs(items_a: list[dict], items_b: list[dict]) -> list[dict]:
+    """Two runs evaluated on the same items: per benchmark and model both have, mean A - mean B, paired."""
+    a, b = by_model(items_a), by_model(items_b)
+    rows = []
+    for key in [k for k in a if k in b]:
+        common = a[key].keys() & b[key].keys()
+        if not common:
+            continue
+        rows.append({"benchmark": key[0], "model": key[1], "a": statistics.fmean(a[key][i] for i in common),
+                     "b": statistics.fmean(b[key][i] for i in common)} | paired(a[key], b[key]))
+    return rows

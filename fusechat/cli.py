@@ -12,6 +12,7 @@ import math
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -33,14 +34,49 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-models_app = typer.Typer(help="The offline model catalog: list, prepare (install + verify), convert to HF.", no_args_is_help=True)
+models_app = typer.Typer(help="The offline model catalog: list and prepare (install + verify).", no_args_is_help=True,
+                         context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 
-RecipeArg = typer.Argument(None, help="recipe YAML, or a built-in name (cpu-default); default: cpu-default")
-SetOpt = typer.Option([], "--set", help="override a recipe value, e.g. --set sources.0.sampling.temperature=0.7")
+_SHOWN_TYPES = {"str": "TEXT", "int": "N", "float": "NUMBER", "Path": "PATH"}
+
+
+def _option_type(self, ctx) -> str | None:
+    """What an option takes, as --help shows it: its metavar, else TEXT / N / NUMBER / PATH (with "..." when
+    it can be given again), nothing for a flag. typer 0.2x prints Python annotations (<list[str]>, <bool>)."""
+    if self.metavar is not None:
+        return self.metavar
+    if self.is_flag:
+        return None
+    bare = self.display_type(ctx).strip("<>")
+    repeated = bare.startswith("list[")
+    bare = bare.removeprefix("list[").removesuffix("]")
+    return _SHOWN_TYPES.get(bare, bare.upper()) + (" ..." if repeated else "")
+
+
+typer.core.TyperOption.display_type_rich = _option_type
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # an argument's name says what it is
+
+RecipeArg = typer.Argument(None, metavar="RECIPE", help="recipe YAML, or a built-in name (cpu-default); default: cpu-default")
+SetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="override a recipe value, e.g. --set sources.0.sampling.temperature=0.7")
 ForceOpt = typer.Option(False, "--force", help="rerun even if the stage's output is current")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from fusechat import __version__
+
+        print(f"fusechat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print fusechat's version and stop")) -> None:
+    pass
 
 
 def _terminated(signum, frame):
@@ -85,9 +121,73 @@ def load(recipe: Optional[str], overrides: list[str]):
     return load_recipe(path, overrides)
 
 
-def progress_bar() -> Progress:
+def progress_bar():
+    """Bars in a terminal; timestamped lines where output goes to a file (rich draws bars there only at the end)."""
+    if not console.is_terminal:
+        return LineProgress()
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+
+
+class LineProgress:
+    """Progress for logs (`nohup`, CI, a cluster job's output file): one timestamped line per unfinished task
+    every `every` seconds, whether or not it moved (a long batch still shows the run is alive), and one when
+    it finishes: items done, rate, time left. The same calls as rich's Progress."""
+
+    def __init__(self, every: float = 30.0, out=None):
+        self.every, self.out = every, out or sys.stderr
+        self.tasks: dict[int, dict] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def __enter__(self):
+        threading.Thread(target=self._tick, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+
+    def start(self) -> None:  # the launched training processes print their own lines meanwhile
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def add_task(self, description: str, total: float | None = None, completed: float = 0, **_) -> int:
+        with self.lock:
+            key = len(self.tasks)
+            self.tasks[key] = {"name": description, "total": total, "done": completed, "base": completed,
+                               "started": time.monotonic()}
+            self._say(self.tasks[key])
+        return key
+
+    def update(self, task: int, advance: float = 0, completed: float | None = None, total: float | None = None, **_):
+        with self.lock:
+            t = self.tasks[task]
+            t["total"] = total if total is not None else t["total"]
+            t["done"] = completed if completed is not None else t["done"] + advance
+            if t["total"] is not None and t["done"] >= t["total"] and not t.get("finished"):
+                t["finished"] = True
+                self._say(t)
+
+    def _tick(self) -> None:
+        while not self.stopped.wait(self.every):
+            with self.lock:
+                for t in self.tasks.values():
+                    if not t.get("finished"):
+                        self._say(t)
+
+    def _say(self, t: dict) -> None:
+        elapsed = time.monotonic() - t["started"]
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {t['name']}: {t['done']:,.0f}"
+        if t["total"]:
+            line += f"/{t['total']:,.0f} ({t['done'] / t['total']:.0%})"
+        rate = (t["done"] - t["base"]) / elapsed if elapsed > 0 else 0
+        if rate > 0:
+            line += f", {rate:.3g}/s"
+            if t["total"] and t["done"] < t["total"]:
+                line += f", ~{_duration((t['total'] - t['done']) / rate)} left"
+        print(line + (", done" if t.get("finished") else ""), file=self.out, flush=True)
 
 
 def report(name: str, manifest: dict) -> None:
@@ -99,10 +199,10 @@ def report(name: str, manifest: dict) -> None:
     if name == "report":
         console.print(f"[green]report[/]: {manifest['counts']['html']}")
         return
-    from fusechat.report import short_counts
+    from fusechat.report import counts_line, human_seconds
 
-    console.print(f"[green]{name}[/] done in {manifest['seconds']:.1f}s: {json.dumps(short_counts(manifest['counts']), ensure_ascii=False)}",
-                  soft_wrap=True)
+    console.print(f"[green]{name}[/] done in {human_seconds(manifest['seconds'])}: {counts_line(manifest['counts'])}",
+                  highlight=False, soft_wrap=True)
     for source, t in (manifest.get("timings") or {}).items():
         console.print(f"  {source} ({t['backend']}): {t['completion_tokens']} tokens in {t['seconds']}s = {t['tokens_per_s']} tok/s")
     if name == "build":
@@ -297,22 +397,63 @@ def publish(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
 
 @app.command("run")
 @user_errors
-def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt):
-    """Run every stage of RECIPE in order, skipping the ones already done (default: built-in cpu-default)."""
-    from fusechat.pipeline import run_all, run_stage
+def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
+        from_: Optional[str] = typer.Option(None, "--from", metavar="STAGE", help="redo STAGE and every stage after it"),
+        until: Optional[str] = typer.Option(None, "--until", metavar="STAGE", help="stop after STAGE"),
+        force: list[str] = typer.Option([], "--force", metavar="STAGE", help="redo STAGE even if it is current "
+                                        "(repeatable); the stages after it redo what its new output changes")):
+    """Run every stage of RECIPE in order, skipping the ones already done (default: built-in cpu-default).
+
+    e.g. `fusechat run --until build` (the data only), `fusechat run --from sft` (retrain and evaluate)."""
+    from fusechat.pipeline import run_all, run_stage, stages_of
 
     r = load(recipe, set_)
+    names = stages_of(r)
+    for stage in [from_, until, *force]:
+        if stage is not None and stage not in names:
+            raise FusechatError(f"no stage '{stage}' in this recipe's run (its stages: {', '.join(names)})")
+    if from_ and until and names.index(until) < names.index(from_):
+        raise FusechatError(f"--until {until} comes before --from {from_}")
+    redo = set(force) | set(names[names.index(from_):] if from_ else [])
     console.print(f"recipe [bold]{r.name}[/], run folder {r.run_path}")
     reported = set()
     if r.prompts is not None:  # the prompt list is made once: the plan reads its counts from the finished stage
-        report("prompts", run_stage("prompts", r))
+        report("prompts", run_stage("prompts", r, force="prompts" in redo))
         reported.add("prompts")
     print_plan(r, *hardware.gpus())  # and refuse, in one line, a model that cannot fit
     if runs_code(r):  # before any sampling: a machine that cannot cage code stops here, in one line
         console.print(f"sandbox: {sandbox_line(r)}", highlight=False, soft_wrap=True)
     with progress_bar() as progress:
-        run_all(r, progress=progress, on_stage=lambda name, manifest: name in reported or report(name, manifest))
+        run_all(r, progress=progress, on_stage=lambda name, manifest: name in reported or report(name, manifest),
+                until=until, force=redo)
     print_eval_table(r)
+
+
+@app.command("compare")
+@user_errors
+def compare_command(run_a: Path = typer.Argument(..., metavar="RUN_A", help="a run folder, e.g. runs/cross"),
+                    run_b: Path = typer.Argument(..., metavar="RUN_B", help="the run folder to compare it with")):
+    """Two runs' evaluations on the same items, paired: per benchmark and model, A - B with its 95% interval
+    (paired bootstrap over the items both answered) and a verdict. E.g. an ablation against the default run:
+    `fusechat compare runs/cross runs/cpu-default`."""
+    from fusechat.analysis import compare_runs
+    from fusechat.runfolder import RunFolder
+
+    items = []
+    for folder in (run_a, run_b):
+        if RunFolder(folder).manifest("eval") is None:
+            raise FusechatError(f"{folder}: no finished eval stage (run `fusechat eval` on its recipe first)")
+        items.append(RunFolder(folder).records("eval", "items"))
+    rows = compare_runs(*items)
+    if not rows:
+        raise FusechatError(f"{run_a} and {run_b} share no evaluated items (same benchmarks, same items, same models)")
+    table = Table(title=f"A = {run_a}, B = {run_b} (paired on the items both answered)")
+    for col in ("benchmark", "model", "A", "B", "A - B", "95% CI", "verdict", "n"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["benchmark"], r["model"], f"{r['a']:.3f}", f"{r['b']:.3f}", f"{r['diff']:+.3f}",
+                      f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", r["verdict"], str(r["n"]))
+    Console().print(table)
 
 
 @app.command("convert-code")

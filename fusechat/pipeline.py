@@ -70,11 +70,15 @@ def run_stage(name: str, recipe: r.Recipe, force: bool = False, progress=None, p
     return RunFolder(recipe.run_path).run(stage, recipe, force=force, progress=progress, part=part, elsewhere=elsewhere)
 
 
-def run_all(recipe: r.Recipe, progress=None, on_stage=None) -> dict[str, dict]:
-    """Every stage in order; a recipe without a `target` stops after building the data."""
+def run_all(recipe: r.Recipe, progress=None, on_stage=None, until: str | None = None,
+            force: set[str] = frozenset()) -> dict[str, dict]:
+    """Every stage in order (up to `until`), redoing those in `force` even when current; a recipe without
+    a `target` stops after building the data."""
     manifests = {}
     for name in stages_of(recipe):
-        manifests[name] = run_stage(name, recipe, progress=progress)
+        manifests[name] = run_stage(name, recipe, force=name in force, progress=progress)
         if on_stage:
             on_stage(name, manifests[name])
+        if name == until:
+            break
     return manifests

@@ -91,7 +91,11 @@ def test_sft_dpo_eval_report_chain(tmp_path, tiny_model_dir):
     assert page.count("<img") == 3 and "local judge" in page  # data, training, eval (no score stage here)
     assert "| held-out math accuracy | sft+dpo |" in (recipe.run_path / "report" / "report.md").read_text()
     # the stage times say what they were measured on
-    assert f"Seconds, measured on {describe()}." in (recipe.run_path / "report" / "report.md").read_text()
+    assert f"Times, measured on {describe()}." in (recipe.run_path / "report" / "report.md").read_text()
+    # the answer comes first: the sentence and the paired table before any plot or stage table
+    answer = page.index("<p class='answer'>Did fusion pay?")
+    assert answer < page.index("<img") < page.index("What each stage did")
+    assert page.count("<tr>", answer, page.index("</table>", answer)) == 1 + 4  # a header and one row per benchmark
     # eval reruns are skipped; a model trained elsewhere can be added by path (`fusechat eval --model`)
     assert run_stage("eval", recipe)["skipped"]
     from fusechat.cli import app

@@ -119,3 +119,19 @@ def test_data_excludes_prompts_and_sources_and_has_no_sampling_stage(data_recipe
         recipe_from_dict({"sources": [{"name": "s", "model": "m"}]})
     result = CliRunner().invoke(app, ["sample", str(data_recipe)])
     assert result.exit_code == 2 and "has no sample stage" in result.output
+
+
+def test_run_until_and_from_a_stage(data_recipe):
+    """`fusechat run --until build` makes the data only; `--from dpo` redoes dpo and what follows, nothing before."""
+    result = CliRunner().invoke(app, ["run", str(data_recipe), "--until", "build", "--set", "eval.constraints=0"])
+    assert result.exit_code == 0, result.output
+    folder = RunFolder(load_recipe(data_recipe).run_path)
+    assert folder.manifest("build") and folder.manifest("sft") is None
+    run_all(load_recipe(data_recipe, ["eval.constraints=0"]))
+    before = {s: folder.manifest(s)["finished_at"] for s in ("build", "sft", "dpo")}
+    result = CliRunner().invoke(app, ["run", str(data_recipe), "--from", "dpo", "--set", "eval.constraints=0"])
+    assert result.exit_code == 0, result.output
+    after = {s: folder.manifest(s)["finished_at"] for s in ("build", "sft", "dpo")}
+    assert after["build"] == before["build"] and after["sft"] == before["sft"] and after["dpo"] != before["dpo"]
+    bad = CliRunner().invoke(app, ["run", str(data_recipe), "--from", "sample"])
+    assert bad.exit_code == 2 and "no stage 'sample'" in bad.output

@@ -1,0 +1,34 @@
+"""Progress where output is a file: timestamped lines at a steady rate, whether or not the task moved."""
+
+import io
+import re
+import time
+
+
+def test_log_progress_prints_a_line_every_interval_and_when_done():
+    from fusechat.cli import LineProgress
+
+    out = io.StringIO()
+    with LineProgress(every=0.1, out=out) as progress:
+        task = progress.add_task("sample", total=40)
+        progress.update(task, advance=10)
+        time.sleep(0.35)  # a long batch: nothing moves, the lines keep coming
+        progress.update(task, advance=30)
+    lines = out.getvalue().splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d sample: ", line) for line in lines)
+    ticks = [line for line in lines if "10/40 (25%)" in line]
+    assert len(ticks) >= 2 and "/s, ~" in ticks[-1] and "left" in ticks[-1]  # a rate and the time left
+    assert lines[-1].endswith("40/40 (100%), " + lines[-1].split(", ")[-2] + ", done")
+
+
+def test_a_redirected_command_gets_lines_not_bars(tmp_path):
+    from typer.testing import CliRunner
+
+    from fusechat.cli import LineProgress, progress_bar
+
+    assert isinstance(progress_bar(), LineProgress)  # pytest's output is not a terminal
+    from fusechat.cli import app
+
+    result = CliRunner().invoke(app, ["prompts", "cpu-default", "--set", f"run_dir={tmp_path}/run"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"prompts done in \d+ s: ", result.output) and "{" not in result.output.split("done in")[1]

@@ -1,0 +1,65 @@
+"""The report's answer: each step's paired difference on the run's items, checked against a hand computation."""
+
+import pytest
+
+from fusechat.analysis import compare_runs, fusion_sentence, fusion_table
+
+
+def rows(model, bench, scores):
+    return [{"model": model, "benchmark": bench, "id": f"{bench}-{i}", "score": s} for i, s in enumerate(scores)]
+
+
+def test_each_step_is_a_paired_difference_with_a_verdict():
+    items = (rows("base", "math", [0] * 20) + rows("sft", "math", [1] * 20) + rows("sft+dpo", "math", [1] * 20)
+             # constraints: SFT gains 2 of 20 items, DPO loses one of them: too few to tell
+             + rows("base", "constraints", [0] * 20) + rows("sft", "constraints", [1, 1] + [0] * 18)
+             + rows("sft+dpo", "constraints", [1] + [0] * 19)
+             # MT-Bench: win rates against the base (no base score); every answer loses
+             + rows("base", "mtbench", [None] * 10) + rows("sft", "mtbench", [0.0] * 10) + rows("sft+dpo", "mtbench", [0.0] * 10))
+    table = {r["benchmark"]: r for r in fusion_table(items, {"mtbench"})}
+    math = table["math"]
+    assert math["means"] == {"base": 0.0, "sft": 1.0, "sft+dpo": 1.0}
+    assert math["steps"]["SFT - base"] == {"n": 20, "diff": 1.0, "ci_low": 1.0, "ci_high": 1.0, "verdict": "better"}
+    assert math["steps"]["DPO step"]["diff"] == 0.0 and math["steps"]["DPO step"]["verdict"] == "undecided at n = 20"
+    steps = table["constraints"]["steps"]
+    assert steps["SFT - base"]["diff"] == pytest.approx(0.1) and steps["DPO step"]["diff"] == pytest.approx(-0.05)
+    assert steps["fused - base"]["verdict"] == "undecided at n = 20"
+    assert table["mtbench"]["steps"]["fused - base"]["diff"] == -0.5  # win rate 0 against a tie at 0.5
+    assert table["mtbench"]["steps"]["fused - base"]["verdict"] == "worse" and "base" not in table["mtbench"]["means"]
+    sentence = fusion_sentence(list(table.values()))
+    assert "better on 1 (math)" in sentence and "worse on 1 (mtbench)" in sentence and "undecided on 1 (constraints)" in sentence
+
+
+def test_two_runs_compare_on_the_items_both_answered():
+    a = rows("sft+dpo", "math", [1, 1, 1, 0])
+    b = rows("sft+dpo", "math", [0, 1, 1]) + rows("base", "math", [1, 1, 1])  # b has one item fewer; no base in a
+    [row] = compare_runs(a, b)
+    assert row["model"] == "sft+dpo" and row["n"] == 3 and row["diff"] == pytest.approx(1 / 3)
+    assert row["a"] == 1.0 and row["b"] == pytest.approx(2 / 3)  # the means of the items compared
+
+
+def test_fusechat_compare_prints_the_paired_table_of_two_run_folders(tmp_path):
+    from typer.testing import CliRunner
+
+    from fusechat.cli import app
+    from fusechat.runfolder import Outputs, RunFolder
+
+    for name, scores in (("a", [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]), ("b", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0])):
+        RunFolder(tmp_path / name).write("eval", Outputs({"results": [], "items": rows("sft+dpo", "math", scores)}))
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "b")], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if "sft+dpo" in x)
+    assert "+1.000" in line and "better" in line and "10" in line
+    missing = CliRunner().invoke(app, ["compare", str(tmp_path / "a"), str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no finished eval stage" in missing.output
+
+
+def test_cli_version_and_short_help():
+    from typer.testing import CliRunner
+
+    from fusechat import __version__
+    from fusechat.cli import app
+
+    assert CliRunner().invoke(app, ["--version"]).output.strip() == f"fusechat {__version__}"
+    shown = CliRunner().invoke(app, ["run", "-h"], terminal_width=200).output
+    assert "--until" in shown and "KEY=VALUE" in shown and "<list[str]>" not in shown and "<bool>" not in shown
