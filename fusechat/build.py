@@ -34,6 +34,7 @@ class BuildResult:
     sft: list[dict] = field(default_factory=list)
     dpo: list[dict] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)  # "domain/reason" -> prompts
+    dropped_prompts: list[dict] = field(default_factory=list)  # each dropped prompt and its reason (the report's viewer)
     skipped_samples: Counter = field(default_factory=Counter)  # "reason" -> samples
 
 
@@ -144,7 +145,10 @@ def build_datasets(prompts: list[Prompt], scored: list[dict], cfg: BuildConfig, 
     for prompt in prompts:
         samples = by_prompt.get(prompt.id, [])
         domain = prompt.domain
-        drop = lambda reason: result.dropped.update({f"{domain}/{reason}": 1})  # noqa: E731
+        def drop(reason: str, prompt=prompt, domain=domain) -> None:
+            result.dropped.update({f"{domain}/{reason}": 1})
+            result.dropped_prompts.append({"prompt_id": prompt.id, "domain": domain, "reason": reason,
+                                           "prompt": prompt.prompt})
         usable = [s for s in samples if s["usable"]]
         groups = groups_of(samples)
         if not samples:
@@ -218,4 +222,5 @@ def build(run: StageRun) -> Outputs:
     # The dataset card (README.md) travels with the data: `fusechat publish` pushes the folder as it is.
     card = run.work_dir / "README.md"
     write_atomic(card, dataset_card(recipe, counts, (run.manifest("score") or {}).get("counts"), library_versions()))
-    return Outputs({"sft": result.sft, "dpo": result.dpo}, counts, files={"README.md": card})
+    return Outputs({"sft": result.sft, "dpo": result.dpo, "dropped": result.dropped_prompts}, counts,
+                   files={"README.md": card})

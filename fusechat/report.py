@@ -25,6 +25,8 @@ from fusechat.hardware import measured_on
 from fusechat.markdown import fmt, markdown_body
 from fusechat.records import STAGE_ORDER
 from fusechat.runfolder import Outputs, StageRun, write_atomic
+from fusechat.viewer import (disagreement_rows, dpo_rows, dropped_rows, eval_rows, sample_rows, sft_rows,
+                             viewer_html, write_viewer)
 
 REPORTED = STAGE_ORDER[: STAGE_ORDER.index("report")]  # every stage before this one, in order
 
@@ -273,6 +275,20 @@ def report(run: StageRun) -> Outputs:
         if key in figures:
             figure(key)
     files = {f"{key}.png": out / f"{key}.png" for key in figures}
+
+    # The data viewer: every row, paged, from small files beside the page
+    samples = scored or _read(run, "sample", "samples")
+    prompts = {r["id"]: r["prompt"] for r in _read(run, "prompts", "prompts")} if samples else {}
+    built = run.manifest("build") or {}
+    dropped = _read(run, "build", "dropped") if "dropped.jsonl" in (built.get("outputs") or {}) else []
+    index = write_viewer(out / "viewer", {
+        "samples": sample_rows(samples, prompts), "sft": sft_rows(sft), "dpo": dpo_rows(dpo),
+        "dropped": dropped_rows(dropped), "eval": eval_rows(items), "disagree": disagreement_rows(items)})
+    body.append(viewer_html(index, "viewer"))
+    if index:
+        md += ["", "## The data", "", "Open report.html for the data viewer (samples, SFT examples, DPO pairs, dropped "
+               "prompts, eval answers, base vs fused)."]
+        files["viewer"] = out / "viewer"
 
     # What produced it, folded away: the recipe as resolved, and the libraries' versions
     resolved = yaml.safe_dump(recipe.model_dump(mode="json", exclude_unset=True), sort_keys=False, allow_unicode=True)
