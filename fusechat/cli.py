@@ -401,11 +401,15 @@ def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
         from_: Optional[str] = typer.Option(None, "--from", metavar="STAGE", help="redo STAGE and every stage after it"),
         until: Optional[str] = typer.Option(None, "--until", metavar="STAGE", help="stop after STAGE"),
         force: list[str] = typer.Option([], "--force", metavar="STAGE", help="redo STAGE even if it is current "
-                                        "(repeatable); the stages after it redo what its new output changes")):
+                                        "(repeatable); the stages after it redo what its new output changes"),
+        reuse: Optional[Path] = typer.Option(None, "--reuse", metavar="RUN_FOLDER", help=(
+            "take the prompts, samples and scores another run made with the same settings (an ablation of the "
+            "build or training samples nothing again); then `fusechat compare` the two runs"))):
     """Run every stage of RECIPE in order, skipping the ones already done (default: built-in cpu-default).
 
     e.g. `fusechat run --until build` (the data only), `fusechat run --from sft` (retrain and evaluate)."""
     from fusechat.pipeline import run_all, run_stage, stages_of
+    from fusechat.runfolder import RunFolder
 
     r = load(recipe, set_)
     names = stages_of(r)
@@ -415,6 +419,14 @@ def run(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt,
     if from_ and until and names.index(until) < names.index(from_):
         raise FusechatError(f"--until {until} comes before --from {from_}")
     redo = set(force) | set(names[names.index(from_):] if from_ else [])
+    if reuse is not None:
+        from fusechat.pipeline import reuse_stages
+
+        if RunFolder(reuse).manifest("prompts") is None:
+            raise FusechatError(f"--reuse {reuse}: not a run folder with finished stages")
+        taken = reuse_stages(r, reuse)
+        console.print(f"reused from {reuse}: {', '.join(taken) or 'nothing (its settings differ from this recipe from prompts on)'}",
+                      highlight=False, soft_wrap=True)
     console.print(f"recipe [bold]{r.name}[/], run folder {r.run_path}")
     reported = set()
     if r.prompts is not None:  # the prompt list is made once: the plan reads its counts from the finished stage

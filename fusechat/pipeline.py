@@ -8,6 +8,9 @@ those alone whether it is current, so a changed setting reruns exactly the stage
 from __future__ import annotations
 
 import functools
+import os
+import shutil
+from pathlib import Path
 
 from fusechat import FusechatError
 from fusechat import launch
@@ -82,3 +85,35 @@ def run_all(recipe: r.Recipe, progress=None, on_stage=None, until: str | None = 
         if name == until:
             break
     return manifests
+
+
+def reuse_stages(recipe: r.Recipe, other: str | Path) -> list[str]:
+    """Take the data stages (prompts, sample, score) that another run folder made with this recipe's
+    settings and inputs, in order, up to the first it cannot give: an ablation of the build or training
+    then samples nothing again. The files are hard links where the file system allows (no second copy),
+    so the two runs stay independent: a rerun of either writes new files, never into the other's."""
+    source, folder = RunFolder(other), RunFolder(recipe.run_path)
+    if source.path.resolve() == folder.path.resolve():
+        return []
+    taken = []
+    for name in [n for n in stages_of(recipe) if n in DATA_STAGES and n != "build"]:
+        stage = stage_def(name, recipe)
+        settings, fingerprint = stage.settings(recipe), folder.input_fingerprint(stage, recipe)
+        if folder.is_current(name, settings, fingerprint):
+            taken.append(name)
+            continue
+        if not source.is_current(name, settings, fingerprint):
+            break
+        target = folder.stage_dir(name)
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source.stage_dir(name), target, copy_function=_link_or_copy)
+        taken.append(name)
+    return taken
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links refused: a copy
+        shutil.copy2(src, dst)

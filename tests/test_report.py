@@ -63,3 +63,34 @@ def test_cli_version_and_short_help():
     assert CliRunner().invoke(app, ["--version"]).output.strip() == f"fusechat {__version__}"
     shown = CliRunner().invoke(app, ["run", "-h"], terminal_width=200).output
     assert "--until" in shown and "KEY=VALUE" in shown and "<list[str]>" not in shown and "<bool>" not in shown
+
+
+def test_an_ablation_reuses_the_first_runs_samples_and_scores(tmp_path, tiny_model_dir):
+    """`fusechat run --reuse RUN`: the prompts, samples and scores made with the same settings are taken (hard
+    links, the other run untouched), the build and what follows are this run's own."""
+    import os
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from fusechat.cli import app
+    from fusechat.runfolder import RunFolder
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "first", "run_dir": str(tmp_path / "first"),
+        "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 2}]},
+        "sources": [{"name": "a", "model": str(tiny_model_dir), "backend": "transformers",
+                     "samples_per_prompt": {"math": 2}, "sampling": {"max_new_tokens": 4}}]}))
+    first = CliRunner().invoke(app, ["run", str(recipe), "--until", "build"])
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(app, ["run", str(recipe), "--until", "build", "--reuse", str(tmp_path / "first"),
+                                      "--set", "build.pairing=cross-source", "--set", f"run_dir={tmp_path}/second"])
+    assert second.exit_code == 0, second.output
+    assert "reused from" in second.output and "prompts, sample, score" in second.output
+    a, b = RunFolder(tmp_path / "first"), RunFolder(tmp_path / "second")
+    for stage in ("prompts", "sample", "score"):
+        assert b.manifest(stage)["finished_at"] == a.manifest(stage)["finished_at"]  # taken, not redone
+    assert os.stat(a.stage_dir("sample") / "samples.jsonl").st_ino == os.stat(b.stage_dir("sample") / "samples.jsonl").st_ino
+    assert b.manifest("build")["config"]["pairing"] == "cross-source"
+    assert a.manifest("build")["config"]["pairing"] == "same-source"
