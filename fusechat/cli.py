@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -142,6 +143,14 @@ class LineProgress:
 
     def __enter__(self):
         threading.Thread(target=self._tick, daemon=True).start()
+        # the libraries' own bars ("Loading weights") are carriage-return noise in a file: these lines replace them
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        try:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+        except ImportError:
+            pass
         return self
 
     def __exit__(self, *exc) -> None:
