@@ -1,7 +1,10 @@
 """The DPO training loop (fusechat's own; the maths are in `dpo_loss`, the stage glue in `dpo`).
 
 The SFT model is both the policy's start and the frozen reference. Reference log-probabilities
-are computed once, before training, with the policy itself: no second model stays in memory.
+are computed once, before training, with the policy itself: no second model stays in memory. Under
+`accelerate launch` each process computes its share and all gather the lot, every process runs as many
+forward passes as the others (FSDP and ZeRO-3 gather weights in each), and an optimizer step holds the
+same pairs for one process or eight (tests/test_distributed.py compares the weights).
 A held-out slice of the pairs measures preference accuracy (by the loss's own score) at every
 checkpoint; the better of the last two checkpoints is kept (method.md §5). Each step logs its
 metrics by name (`dpo_loss.METRICS`): the loss, the summed and length-normalised margins, accuracy.
