@@ -7,8 +7,11 @@ no timestamps: a stage rerun with the same result writes the same bytes (its fin
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fusechat import __version__, benchmarks
 from fusechat.analysis import bias_markdown, source_markdown
+from fusechat.catalog import CATALOG
 from fusechat.markdown import md_table
 from fusechat.recipe import Recipe
 
@@ -77,6 +80,16 @@ def dataset_card(recipe: Recipe, counts: dict, score_counts: dict | None, versio
     return _front(data) + "\n" + "\n".join(body) + "\n"
 
 
+def hub_id(model: str) -> str | None:
+    """The hub id a card's `base_model` must be: the catalog model's upstream repository, a hub id as given,
+    none for a local folder or file (the hub refuses a card whose base_model is not a repository)."""
+    if model in CATALOG:
+        return CATALOG[model].hub_id or None
+    if model.count("/") == 1 and not Path(model).expanduser().exists() and not model.startswith((".", "/", "~")):
+        return model
+    return None
+
+
 def model_card(recipe: Recipe, stage: str, base_model: str, results: list[dict] | None = None,
                dataset_repo: str | None = None) -> str:
     """A trained model's card: what it was trained from and how; the eval table and model-index when given."""
@@ -85,7 +98,7 @@ def model_card(recipe: Recipe, stage: str, base_model: str, results: list[dict] 
     name = f"{recipe.name}-{stage}"
     model = "sft+dpo" if stage == "dpo" else "sft"
     mine = [r for r in results or [] if r["model"] == model]
-    data = ModelCardData(base_model=base_model, library_name="transformers", tags=TAGS + [stage],
+    data = ModelCardData(base_model=hub_id(base_model), library_name="transformers", tags=TAGS + [stage],
                          datasets=[dataset_repo] if dataset_repo else None, model_name=name, eval_results=[
                              EvalResult(task_type="text-generation", dataset_type=f"fusechat/{r['benchmark']}",
                                         dataset_name=r["label"], metric_type="win_rate" if benchmarks.is_win_rate(r["benchmark"]) else "accuracy",

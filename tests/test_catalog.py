@@ -39,3 +39,12 @@ def test_installing_a_catalog_model_is_announced_on_one_line_first(tmp_path, mon
         catalog.prepare("absent")
     assert len(calls) == 1
     assert calls[0].count("\n") == 1 and "installing catalog model absent" in calls[0] and "no-such-pkg==1" in calls[0]
+
+
+def test_a_card_names_the_hub_model_behind_a_catalog_name():
+    from fusechat.cards import hub_id
+    from fusechat.catalog import CATALOG
+
+    assert hub_id("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert all(m.hub_id.count("/") == 1 for m in CATALOG.values())  # every catalog model says where it came from
+    assert hub_id("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct" and hub_id("/tmp/model") is None

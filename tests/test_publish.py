@@ -43,7 +43,8 @@ def test_publish_stages_the_model_with_its_eval_table_and_the_data_with_its_card
     assert {p.name for p in (staged / "data").iterdir()} == {"sft.jsonl", "dpo.jsonl", "README.md"}
     assert (staged / "model" / "config.json").is_file() and list((staged / "model").glob("*.safetensors"))
     card = ModelCard.load(staged / "model" / "README.md")
-    assert card.data.base_model == str(tiny_model_dir) and card.data.datasets == ["me/fused-data"]
+    # a local folder is no hub repository: the hub refuses a base_model that is not one, so there is none
+    assert card.data.base_model is None and card.data.datasets == ["me/fused-data"]
     [score] = card.data.eval_results  # the model-index holds the published model's own score
     assert score.metric_value == 0.383 and score.dataset_name == "held-out math accuracy"
     assert "| held-out math accuracy | base | 0.290 | [0.240, 0.340] | 300 |" in card.text  # and the base beside it
