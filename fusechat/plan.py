@@ -357,9 +357,9 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
 
 def generation_devices(source, arch: Arch | None, gpus: int, gpu_gb: float, tokens: int) -> tuple[int, str]:
     """The GPUs a source's sampling keeps busy, and how: vLLM runs `replicas` engines of tensor-parallel
-    size TP (fusechat.backends.replicas), transformers one model on one GPU."""
+    size TP (fusechat.backends.replicas), the other local backends one model on one GPU."""
     if source.backend != "vllm" or not gpus:
-        return (1, "transformers on 1 GPU") if gpus else (0, "")
+        return (1, f"{source.backend} on 1 GPU") if gpus else (0, "")
     tp = source.tensor_parallel_size or (tensor_parallel_for(arch, gpus, gpu_gb, tokens) if arch else None) or 1
     replicas = source.replicas or max(1, gpus // tp)
     return min(replicas * tp, gpus), f"{replicas} vLLM engine(s) x TP {tp} = {min(replicas * tp, gpus)} of {gpus} GPUs"
