@@ -61,7 +61,8 @@ def _option_type(self, ctx) -> str | None:
 typer.core.TyperOption.display_type_rich = _option_type
 typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # an argument's name says what it is
 
-RecipeArg = typer.Argument(None, metavar="RECIPE", help="recipe YAML, or a built-in name (cpu-default); default: cpu-default")
+RecipeArg = typer.Argument(None, metavar="RECIPE", help=(
+    "recipe YAML, a built-in name (cpu-default) or a run folder (the recipe it ran with); default: cpu-default"))
 SetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="override a recipe value, e.g. --set sources.0.sampling.temperature=0.7")
 ForceOpt = typer.Option(False, "--force", help="rerun even if the stage's output is current")
 
@@ -117,7 +118,12 @@ def load(recipe: Optional[str], overrides: list[str]):
 
     name = recipe or "cpu-default"
     path = Path(name)
-    if not path.exists() and builtin_recipe(name).exists():
+    if path.is_dir():  # a run folder: the recipe its stages ran with
+        if not (path / "recipe.yaml").is_file():
+            raise FusechatError(f"{path}: a folder without recipe.yaml; give the recipe file (run folders get one "
+                                "when a stage runs)")
+        path = path / "recipe.yaml"
+    elif not path.exists() and builtin_recipe(name).exists():
         path = builtin_recipe(name)
     return load_recipe(path, overrides)
 

@@ -36,6 +36,11 @@ PAPER_CONFIGS = {
     "meta-llama/Llama-3.2-3B-Instruct": (3072, 28, 24, 8, 128, 8192, 128256, True),
     "meta-llama/Llama-3.2-1B-Instruct": (2048, 16, 32, 8, 64, 8192, 128256, True),
     "RLHFlow/ArmoRM-Llama3-8B-v0.1": (4096, 32, 32, 8, 128, 14336, 128256, False),
+    # the catalog's models, for a plan made before they are installed (their GGUF's size is in the catalog)
+    "HuggingFaceTB/SmolLM2-135M-Instruct": (576, 30, 9, 3, 64, 1536, 49152, True),
+    "Qwen/Qwen2.5-Coder-0.5B-Instruct": (896, 24, 14, 2, 64, 4864, 151936, True),
+    "Qwen/Qwen2.5-Coder-1.5B-Instruct": (1536, 28, 12, 2, 128, 8960, 151936, True),
+    "google/gemma-3-270m": (640, 18, 4, 1, 256, 2048, 262144, True),
 }
 
 
@@ -112,10 +117,17 @@ def model_arch(ref: str) -> Arch | None:
     """The model's facts, from the first place that has them; None when none does (planned as unknown)."""
     path = Path(ref).expanduser()
     if ref in CATALOG or path.suffix == ".gguf":
-        try:  # a catalog model not installed yet stays unknown: planning installs nothing
+        try:
             return arch_from_gguf(prepare(ref, install=False) if ref in CATALOG else path)
         except (FusechatError, OSError, KeyError, ValueError):
-            return None
+            entry = CATALOG.get(ref)
+            if entry is None or entry.hub_id not in PAPER_CONFIGS:
+                return None
+            # not installed yet (planning installs nothing): the upstream config, the catalog file's size
+            arch = arch_from_fields(*PAPER_CONFIGS[entry.hub_id], origin=f"{entry.hub_id} (fusechat's config snapshot)",
+                                    qkv_bias=entry.hub_id.startswith("Qwen/"))
+            arch.weight_bytes = entry.size
+            return arch
     if (path / "config.json").is_file():
         try:
             return arch_from_config(json.loads((path / "config.json").read_text()), f"{path}/config.json")

@@ -12,6 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+import yaml
+
 from fusechat import FusechatError
 from fusechat import launch
 from fusechat import recipe as r
@@ -21,11 +23,13 @@ from fusechat.import_data import data_fingerprint, import_build
 from fusechat.prompts import prompt_files_fingerprint, prompts
 from fusechat.records import DATA_STAGES, SOURCE_STAGES, STAGE_ORDER
 from fusechat.report import REPORTED, report
-from fusechat.runfolder import RunFolder, StageDef
+from fusechat.runfolder import RunFolder, StageDef, write_atomic
 from fusechat.sample import responses_fingerprint, sample
 from fusechat.score import score
 from fusechat.train.dpo import dpo
 from fusechat.train.sft import sft
+
+RECIPE_FILE = "recipe.yaml"  # in the run folder: the recipe its stages last ran with, resolved
 
 STAGES = {
     s.name: s
@@ -67,10 +71,20 @@ def run_stage(name: str, recipe: r.Recipe, force: bool = False, progress=None, p
     (`part_done` instead when `part` did its share: see RunFolder.run). sft and dpo start `accelerate launch`
     themselves where the recipe or the machine asks for several processes (fusechat.launch)."""
     stage = stage_def(name, recipe)
+    if not launch.inside_launch():  # the recipe as resolved, so that `fusechat report RUN_FOLDER` finds it
+        save_recipe(recipe)
     elsewhere = None
     if stage.distributed and (where := launch.plan(recipe)) is not None:
         elsewhere = functools.partial(launch.launch, name, recipe, *where, force=force, progress=progress)
     return RunFolder(recipe.run_path).run(stage, recipe, force=force, progress=progress, part=part, elsewhere=elsewhere)
+
+
+def save_recipe(recipe: r.Recipe) -> None:
+    recipe.run_path.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(recipe.model_dump(mode="json", exclude_unset=True), sort_keys=False, allow_unicode=True)
+    path = recipe.run_path / RECIPE_FILE
+    if not path.exists() or path.read_text() != text:
+        write_atomic(path, text)
 
 
 def run_all(recipe: r.Recipe, progress=None, on_stage=None, until: str | None = None,

@@ -135,3 +135,7 @@ def test_run_until_and_from_a_stage(data_recipe):
     assert after["build"] == before["build"] and after["sft"] == before["sft"] and after["dpo"] != before["dpo"]
     bad = CliRunner().invoke(app, ["run", str(data_recipe), "--from", "sample"])
     assert bad.exit_code == 2 and "no stage 'sample'" in bad.output
+    # a run folder stands for the recipe it ran with (its recipe.yaml, overrides included)
+    again = CliRunner().invoke(app, ["report", str(folder.path), "--force"])
+    assert again.exit_code == 0, again.output
+    assert load_recipe(folder.path / "recipe.yaml").eval.constraints == 0

@@ -182,3 +182,22 @@ def test_the_paper_plan_on_eight_gpus_follows_what_the_code_runs():
     served = load_recipe(builtin_recipe("paper-llama3.1-8b"), ["score.reward.endpoint=http://rm:8000"])
     rm = next(r for r in make_plan(served, gpus=8, gpu_gb=80).rows if r.what == "RLHFlow/ArmoRM-Llama3-8B-v0.1")
     assert rm.seconds is None and "endpoint" in rm.basis
+
+
+def test_a_catalog_model_not_installed_yet_has_its_size_from_the_snapshot(monkeypatch):
+    """A fresh machine plans before any model is installed: no "unknown, 0.0 GiB" for a catalog model."""
+    import fusechat.modelfacts as facts
+    from fusechat import FusechatError
+    from fusechat.catalog import CATALOG
+
+    def not_installed(name, install=True):
+        raise FusechatError(f"{name} is not installed")
+
+    monkeypatch.setattr(facts, "prepare", not_installed)
+    facts.model_arch.cache_clear()
+    try:
+        arch = facts.model_arch("qwen2.5-coder-0.5b-instruct")
+        assert arch is not None and round(arch.params / 1e6) == 494  # Qwen2.5-0.5B's published 0.49B
+        assert arch.weight_bytes == CATALOG["qwen2.5-coder-0.5b-instruct"].size and "snapshot" in arch.origin
+    finally:
+        facts.model_arch.cache_clear()
