@@ -151,6 +151,7 @@ class LineProgress:
         threading.Thread(target=self._tick, daemon=True).start()
         # the libraries' own bars ("Loading weights") are carriage-return noise in a file: these lines replace them
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # the trainer's bar too; its per-step loss lines stay
         try:
             from transformers.utils import logging as transformers_logging
 
