@@ -32,3 +32,20 @@ def test_a_redirected_command_gets_lines_not_bars(tmp_path):
     result = CliRunner().invoke(app, ["prompts", "cpu-default", "--set", f"run_dir={tmp_path}/run"])
     assert result.exit_code == 0, result.output
     assert re.search(r"prompts done in \d+ s: ", result.output) and "{" not in result.output.split("done in")[1]
+
+
+def test_sft_steps_reach_the_stages_progress(tmp_path, tiny_model_dir):
+    """SFT (TRL's trainer) reports its optimizer steps like every other stage: log lines, not a tqdm bar."""
+    from fusechat.cli import LineProgress
+    from fusechat.recipe import SFTTrainConfig
+    from fusechat.train.common import load_model, load_tokenizer
+    from fusechat.train.sft import train_sft
+
+    rows = [{"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}."}],
+             "prompt_id": str(i)} for i in range(6)]
+    cfg = SFTTrainConfig(epochs=1, batch_size=2, grad_accum=1, precision="fp32", save_steps=100)
+    out = io.StringIO()
+    with LineProgress(every=60, out=out) as progress:
+        train_sft(load_model(str(tiny_model_dir), cfg), load_tokenizer(str(tiny_model_dir)), rows, cfg, tmp_path, progress)
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("sft: 0/3 (0%)") and lines[-1].startswith(lines[-1][:19]) and "sft: 3/3 (100%)" in lines[-1]

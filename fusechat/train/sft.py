@@ -135,7 +135,7 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
         run_name=output_dir.parent.name + "-sft",  # wandb/trackio: the stage's run folder name
         seed=cfg.seed,
         use_cpu=not has_gpu(),
-        disable_tqdm=progress is None,
+        disable_tqdm=True,  # the stage's own progress (below): a bar in a terminal, timestamped lines in a log
         torch_compile=cfg.torch_compile is True,
     )
 
@@ -145,6 +145,15 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step >= state.max_steps and state.global_step % args.save_steps:
                 control.should_save = False
+
+    class StepProgress(TrainerCallback):
+        """Optimizer steps on the stage's progress (fusechat's bar or log lines), like every other stage's."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.task = progress.add_task("sft", total=state.max_steps, completed=state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            progress.update(self.task, completed=state.global_step)
 
     class Trainer(SFTTrainer):
         def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -167,7 +176,7 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
         train_dataset=datasets.Dataset.from_list(tokenize_examples(rows, tokenizer, cfg.max_length)),
         processing_class=tokenizer,
         peft_config=lora_config(cfg),
-        callbacks=[NoFinalCheckpoint()],
+        callbacks=[NoFinalCheckpoint()] + ([StepProgress()] if progress is not None else []),
     )
 
 
