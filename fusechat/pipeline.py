@@ -71,12 +71,13 @@ def run_stage(name: str, recipe: r.Recipe, force: bool = False, progress=None, p
     (`part_done` instead when `part` did its share: see RunFolder.run). sft and dpo start `accelerate launch`
     themselves where the recipe or the machine asks for several processes (fusechat.launch)."""
     stage = stage_def(name, recipe)
+    folder = RunFolder(recipe.run_path)  # refuses, in one line, a run_dir that is a file
     if not launch.inside_launch():  # the recipe as resolved, so that `fusechat report RUN_FOLDER` finds it
         save_recipe(recipe)
     elsewhere = None
     if stage.distributed and (where := launch.plan(recipe)) is not None:
         elsewhere = functools.partial(launch.launch, name, recipe, *where, force=force, progress=progress)
-    return RunFolder(recipe.run_path).run(stage, recipe, force=force, progress=progress, part=part, elsewhere=elsewhere)
+    return folder.run(stage, recipe, force=force, progress=progress, part=part, elsewhere=elsewhere)
 
 
 def save_recipe(recipe: r.Recipe) -> None:
