@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +24,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fusechat import FusechatError, hardware
+
+# reasoning-gym's cellpylib compiles with SyntaxWarnings ("is" with a literal) on a fresh install: not the user's business
+warnings.filterwarnings("ignore", category=SyntaxWarning, module=r".*cellpylib")
 
 app = typer.Typer(
     help=(
