@@ -64,7 +64,8 @@ def data_recipe(tmp_path, tiny_model_dir, launch: dict) -> Path:
         "data": {"sft": str(tmp_path / "sft.jsonl"), "dpo": str(tmp_path / "dpo.jsonl")},
         "target": {"model": str(tiny_model_dir)},
         "sft": train, "dpo": train | {"eval_fraction": 0.25, "save_steps": 1, "max_tokens_per_forward": 64},
-        "eval": {"math": None, "humaneval": 0, "mtbench": 0, "constraints": 2, "max_new_tokens": 4, "dtype": "float32"},
+        "eval": {"math": None, "humaneval": 0, "mtbench": 0, "constraints": 1, "max_new_tokens": 4, "dtype": "float32",
+                 "models": ["sft+dpo"]},
         "launch": launch}))
     return path
 
