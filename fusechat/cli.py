@@ -620,7 +620,10 @@ def sandbox_line(recipe=None) -> str:
 
 @app.command("study")
 @user_errors
-def study(study_file: str = typer.Argument(..., help="a study YAML, e.g. recipes/study-cpu.yaml (a built-in name works too)")):
+def study(study_file: str = typer.Argument(..., help="a study YAML, e.g. recipes/study-cpu.yaml (a built-in name works too)"),
+          set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help=(
+              "override the base recipe of every variant, e.g. --set eval.constraints=20 (a variant's own "
+              "overrides still win)"))):
     """Does fusion pay? Run a base recipe and its variants, then compare them on the same items.
 
     The study file names a base recipe, variants (dotted overrides, like --set) and the claims to test.
@@ -638,7 +641,7 @@ def study(study_file: str = typer.Argument(..., help="a study YAML, e.g. recipes
     path = Path(study_file)
     if not path.exists() and builtin_recipe(study_file).exists():
         path = builtin_recipe(study_file)
-    config, variants = load_study(path)
+    config, variants = load_study(path, set_)
 
     worked = []  # stages that did work since the last report: a rerun that redoes nothing rewrites nothing
 

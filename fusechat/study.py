@@ -102,11 +102,13 @@ class Variant:
     of: str = ""  # the study variant this run belongs to (its own name unless it is a later seed)
 
 
-def load_study(path: str | Path) -> tuple[StudyConfig, dict[str, Variant]]:
+def load_study(path: str | Path, overrides: list[str] = ()) -> tuple[StudyConfig, dict[str, Variant]]:
+    """The study and every run's recipe; `overrides` (`--set KEY=VALUE`) change the base recipe, under every
+    variant's own overrides."""
     path = Path(path)
     data = r.read_yaml_mapping(path, "study file")
     study = r.validated(StudyConfig, data, str(path))
-    runs = variants(study, path)
+    runs = variants(study, path, overrides)
     evaluated = {b.NAME for v in runs.values() for b in benchmarks.chosen(v.recipe)}
     evaluated |= {f"harness:{task}" for v in runs.values() for task in v.recipe.eval.harness}
     for i, claim in enumerate(study.claims):  # before any work: a misspelt benchmark would only show at the end
@@ -138,9 +140,11 @@ def runs_of(name: str, overrides: dict) -> list[tuple[str, dict]]:
             for i, s in enumerate(seeds)]
 
 
-def variants(study: StudyConfig, where: Path) -> dict[str, Variant]:
+def variants(study: StudyConfig, where: Path, base_overrides: list[str] = ()) -> dict[str, Variant]:
     """Every run's recipe (a variant at each of its seeds); its folder shares the reference's sampled and scored data."""
     base = base_data(study, where)
+    for assignment in base_overrides:
+        r.apply_override(base, assignment)
     out = {}
     for variant, variant_overrides in study.variants.items():
         for name, overrides in runs_of(variant, variant_overrides):

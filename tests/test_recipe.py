@@ -158,6 +158,22 @@ def test_shipped_studies_load_and_their_variants_share_the_reference_samples():
             assert name == study.reference or set(v.folder.shared) == {"prompts", "sample", "score"}
 
 
+def test_study_set_overrides_every_variants_base_recipe_under_its_own_overrides():
+    from fusechat import FusechatError
+    from fusechat.study import load_study
+
+    path = builtin_recipe("study-cpu")
+    _, plain = load_study(path)
+    study, changed = load_study(path, ["eval.humaneval=5", "eval.constraints=7"])
+    assert all(v.recipe.eval.humaneval == 5 for v in changed.values())
+    for name, v in changed.items():  # a variant that sets the constraint count itself keeps its own
+        own = plain[name].recipe.eval.constraints != plain[study.reference].recipe.eval.constraints
+        assert v.recipe.eval.constraints == (plain[name].recipe.eval.constraints if own else 7)
+    assert sum(v.recipe.eval.constraints == 7 for v in changed.values()) >= 3
+    with pytest.raises(FusechatError, match="--set"):
+        load_study(path, ["eval.constraints"])
+
+
 def test_a_study_file_given_as_a_recipe_says_what_to_run(tmp_path):
     from fusechat import FusechatError
 
