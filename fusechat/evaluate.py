@@ -51,7 +51,7 @@ def training_texts(run: StageRun) -> set[str]:
     return seen
 
 
-def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe) -> dict[str, list[str]]:
+def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe, on_batch=None) -> dict[str, list[str]]:
     """Greedy answers to every benchmark's prompts, through the same backend interface as sampling.
 
     Benchmarks with the same length cap go to the backend as one list: on a CPU one batch of 90 costs
@@ -63,6 +63,7 @@ def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe)
               for bench in problems}
     answers = {}
     with open_backend(source) as backend:
+        backend.on_batch = on_batch  # answers as they finish, for the stage's progress
         for sampling in {s.max_new_tokens: s for s in capped.values()}.values():
             benches = [b for b in problems if capped[b].max_new_tokens == sampling.max_new_tokens]
             requests = [Request([{"role": "user", "content": p["prompt"]}], 0) for b in benches for p in problems[b]]
@@ -97,13 +98,20 @@ def evaluate(run: StageRun) -> Outputs:
     recipe = run.recipe
     models = models_to_evaluate(run)
     problems = benchmarks.problems(recipe, training_texts(run) if recipe.eval.math is not None else set())
-    task = run.progress.add_task("eval", total=len(models) * (1 + ("mtbench" in problems)))
+    per_model = sum(len(bench_items) for bench_items in problems.values())  # answers a model; MT-Bench grading: one step
+    task = run.progress.add_task("eval", total=len(models) * (per_model + ("mtbench" in problems)))
     items, harness_results, math = [], [], MathChecker(recipe.score.math_timeout_s)  # its worker starts at the first check
     try:
         for name, path in models.items():
             key = shard_key("answers", name)
+            answered = [0]
+
+            def on_batch(n: int) -> None:
+                answered[0] += n
+                run.progress.update(task, advance=n)
+
             if not run.has_shard(key):
-                answers = generate_answers(path, problems, recipe) if problems else {}
+                answers = generate_answers(path, problems, recipe, on_batch) if problems else {}
                 rows = []
                 for bench, bench_items in problems.items():
                     scores = score_answers(bench, bench_items, answers[bench], recipe, math)
@@ -113,7 +121,7 @@ def evaluate(run: StageRun) -> Outputs:
                                      "score": scores[i] if scores else None})
                 run.write_shard(key, rows)
             items += run.read_shard(key)
-            run.progress.update(task, advance=1)
+            run.progress.update(task, advance=per_model - answered[0])  # a finished shard's, over-long prompts'
         for name, path in models.items():
             if not recipe.eval.harness:
                 break

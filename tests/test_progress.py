@@ -18,7 +18,7 @@ def test_log_progress_prints_a_line_every_interval_and_when_done():
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d sample: ", line) for line in lines)
     ticks = [line for line in lines if "10/40 (25%)" in line]
     assert len(ticks) >= 2 and "/s, ~" in ticks[-1] and "left" in ticks[-1]  # a rate and the time left
-    assert lines[-1].endswith("40/40 (100%), " + lines[-1].split(", ")[-2] + ", done")
+    assert "sample: 40/40 (100%)" in lines[-1] and lines[-1].endswith(", done")
 
 
 def test_a_redirected_command_gets_lines_not_bars(tmp_path):
@@ -48,4 +48,33 @@ def test_sft_steps_reach_the_stages_progress(tmp_path, tiny_model_dir):
     with LineProgress(every=60, out=out) as progress:
         train_sft(load_model(str(tiny_model_dir), cfg), load_tokenizer(str(tiny_model_dir)), rows, cfg, tmp_path, progress)
     lines = out.getvalue().splitlines()
-    assert lines[0].endswith("sft: 0/3 (0%)") and lines[-1].startswith(lines[-1][:19]) and "sft: 3/3 (100%)" in lines[-1]
+    assert lines[0].endswith("sft: 0/3 (0%)") and "sft: 3/3 (100%)" in lines[-1] and lines[-1].endswith(", done")
+
+
+def test_eval_answers_move_the_progress_batch_by_batch(tmp_path, tiny_model_dir):
+    """The eval stage's progress counts answers as each batch finishes (it moved once a model before)."""
+    import yaml
+
+    from fusechat.cli import LineProgress
+    from fusechat.pipeline import run_stage
+    from fusechat.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "p", "run_dir": str(tmp_path / "run"),
+        "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 1}]},
+        "sources": [{"name": "a", "model": str(tiny_model_dir)}], "target": {"model": str(tiny_model_dir)},
+        "eval": {"math": {"n": 6}, "humaneval": 0, "mtbench": 0, "constraints": 0, "models": ["base"],
+                 "batch_size": 2, "max_new_tokens": 2, "dtype": "float32"}}))
+    recipe = load_recipe(path)
+    run_stage("prompts", recipe)
+    out = io.StringIO()
+    progress = LineProgress(every=60, out=out)
+    calls = []
+    real = progress.update
+    progress.update = lambda task, **kw: (calls.append(kw.get("advance")), real(task, **kw))
+    with progress:
+        run_stage("eval", recipe, progress=progress)
+    assert calls[:3] == [2, 2, 2]  # three batches of two answers, as they finished
+    last = out.getvalue().splitlines()[-1]
+    assert "eval: 6/6 (100%)" in last and last.endswith(", done")

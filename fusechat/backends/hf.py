@@ -50,6 +50,7 @@ class TransformersBackend(Backend):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.path = path
+        self.on_batch = None  # called with each finished batch's size (the eval stage's progress)
         template = read_template(chat_template)  # bad Jinja stops here, before the model loads
         if threads:
             torch.set_num_threads(threads)
@@ -85,6 +86,8 @@ class TransformersBackend(Backend):
             seed = requests[chunk[0]].seed
             for i, g in zip(chunk, self._generate_batch([texts[i] for i in chunk], sampling, seed)):
                 results[i] = g
+            if self.on_batch is not None:
+                self.on_batch(len(chunk))
         return results
 
     @torch.inference_mode()
