@@ -52,16 +52,27 @@ def default_config(recipe: Recipe, gpus: int, gpu_gb: float) -> str:
     return "ddp" if arch is not None and training_fit(arch, 1, gpu_gb, False).ok else "fsdp"
 
 
-def plan(recipe: Recipe) -> tuple[Path, int] | None:
-    """The accelerate config and process count sft and dpo run under, or None for this process alone."""
-    if inside_launch() or recipe.launch.accelerate_config == "none":
-        return None
-    gpus, gpu_gb = hardware.gpus()
+def chosen_config(recipe: Recipe, gpus: int, gpu_gb: float) -> str | None:
+    """The accelerate config (a shipped name or a file) sft and dpo run under on `gpus` GPUs of `gpu_gb` GB,
+    None for one process; also what `fusechat plan` assumes for a machine it is not on."""
     name = recipe.launch.accelerate_config
+    if name == "none":
+        return None
     if name is None:
         if gpus < 2 or recipe.target is None:
             return None
         name = default_config(recipe, gpus, gpu_gb)
+    return name
+
+
+def plan(recipe: Recipe) -> tuple[Path, int] | None:
+    """The accelerate config and process count sft and dpo run under, or None for this process alone."""
+    if inside_launch():
+        return None
+    gpus, gpu_gb = hardware.gpus()
+    name = chosen_config(recipe, gpus, gpu_gb)
+    if name is None:
+        return None
     path = config_path(name)
     config = read_yaml_mapping(path, "accelerate config")
     machines = int(config.get("num_machines") or 1)

@@ -25,7 +25,7 @@ from fusechat.catalog import cache_dir
 from fusechat.hardware import describe, ram_gib, usable_cores
 from fusechat.benchmarks.harness import TASK_SIZES
 from fusechat.import_data import data_rows
-from fusechat.launch import default_config
+from fusechat.launch import chosen_config
 from fusechat.modelfacts import GIB, Arch, Fit, generation_fit, model_arch, tensor_parallel_for, training_fit
 from fusechat.prompts import collect_prompts
 from fusechat.recipe import Recipe
@@ -370,11 +370,9 @@ def training_launch(recipe: Recipe, gpus: int, gpu_gb: float) -> tuple[str, int,
     processes, and whether the weights are sharded (FSDP, ZeRO-3) or whole on each GPU (DDP)."""
     if gpus < 1:
         return "this CPU", 0, False
-    name = recipe.launch.accelerate_config
-    if name == "none" or (name is None and gpus < 2):
-        return "one process", 1, False
+    name = chosen_config(recipe, gpus, gpu_gb)
     if name is None:
-        name = default_config(recipe, gpus, gpu_gb)
+        return "one process", 1, False
     processes = recipe.launch.processes or gpus
     sharded = name in ("fsdp", "deepspeed-zero3") or "fsdp" in name.lower() or "zero3" in name.lower()
     return Path(name).stem, processes, sharded
