@@ -161,7 +161,7 @@ def generation_fit(arch: Arch | None, backend: str, gpus: int, gpu_gb: float, se
     if backend == "dataset":
         return Fit("no model: responses from a dataset", 0.0, True)
     if arch is None:
-        return Fit("unknown", 0.0, True, "model config not found: fit not checked")
+        return Fit("config not found: fit not checked", 0.0, True, "model config not found: fit not checked")
     kv = arch.kv_bytes_per_token() * sequences * tokens
     if backend == "llamacpp" or gpus == 0:
         need = (arch.weight_bytes + kv) / GIB
@@ -218,10 +218,12 @@ def training_fit(arch: Arch | None, gpus: int, gpu_gb: float, lora: bool) -> Fit
     sharded over the GPUs by FSDP/ZeRO-3; LoRA keeps the bf16 weights and little else. Activations
     are left out (activation checkpointing bounds them)."""
     if arch is None:
-        return Fit("unknown", 0.0, True, "model config not found: fit not checked")
+        return Fit("config not found: fit not checked", 0.0, True, "model config not found: fit not checked")
     need = arch.params * (2.2 if lora else 16) / GIB
     if gpus == 0:
-        return Fit("CPU RAM", need, need <= ram_gib() * USABLE)
+        ok = need <= ram_gib() * USABLE
+        return Fit("CPU RAM", need, ok, "" if ok else f"needs {need:.0f} GiB to train, this machine has "
+                   f"{ram_gib():.0f}: `lora:` or GPUs")
     per_gpu = need / gpus
     usable = gpu_gb * USABLE * 1e9 / GIB
     advice = "" if per_gpu <= usable else f"needs {per_gpu:.0f} GiB per GPU: more GPUs or `lora:`"

@@ -9,7 +9,10 @@ figures, each labelled with where it came from:
   prompts per source, a few judgments, a few training steps of the target), cached in the fusechat
   cache folder;
 - on GPUs, a roofline: an H100's bf16 rate at the utilisation BENCHMARKS.md assumes for planning (an
-  estimate, labelled so; our own H100 figures are for a 0.5B model, too small to scale from).
+  estimate, labelled so; our own H100 figures are for a 0.5B model, too small to scale from);
+- on a CPU with nothing calibrated, the same roofline from the CPU reference run in BENCHMARKS.md (the
+  default run's FLOP/s per core, scaled by parameters, cores and bf16 units; labelled an estimate).
+A stage already finished in the run folder shows the seconds it took.
 Nothing estimates a whole fusion pipeline, hence this module.
 """
 
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from fusechat import FusechatError, benchmarks
 from fusechat.catalog import cache_dir
-from fusechat.hardware import describe, ram_gib, usable_cores
+from fusechat.hardware import cpu_has_bf16, describe, ram_gib, usable_cores
 from fusechat.benchmarks.harness import TASK_SIZES
 from fusechat.import_data import data_rows
 from fusechat.launch import chosen_config
@@ -45,6 +48,13 @@ ANY_SPLIT = {"sft": 0.3, "dpo": 0.5}
 H100_FLOPS = 989e12
 UTILISATION = {"generate": 0.15, "score": 0.30, "sft": 0.30, "dpo": 0.30}
 FLOPS_PER_PARAM = {"generate": 2, "score": 2, "sft": 6, "dpo": 8}
+# A CPU with no calibration: FLOP/s per core the default run reached on the reference CPU (BENCHMARKS.md,
+# 2026-12-06, 2-core AMD EPYC with AVX512-BF16): sampling 2 x params x tokens/s = 36 GFLOP/s a core
+# (SmolLM2-135M) and 55 (Qwen-0.5B), evaluation ~50, DPO 8 x params x tokens/s = 78. On a CPU without
+# bf16 units decoding ran 3.1-3.5x slower and training ~2x (BENCHMARKS.md, "a CPU without bf16 units").
+CPU_FLOPS_PER_CORE = {"generate": 45e9, "score": 45e9, "sft": 60e9, "dpo": 60e9}
+CPU_NO_BF16_SLOWER = {"generate": 3.3, "score": 3.3, "sft": 2.0, "dpo": 2.0}
+SERVED_ON_CPU = 0.5  # llama.cpp and vLLM-CPU decoded at about half transformers' batched rate (BENCHMARKS.md)
 MATH_CHECK_S = 0.002  # one math-verify check in the worker: 1.9 ms measured (BENCHMARKS.md, benchmarks/math_check.py)
 
 # ---- work and time ----------------------------------------------------------------------------------
@@ -136,6 +146,11 @@ def measured(folder: RunFolder) -> dict:
             prompts.append(r["prompt_tokens"])
         out["lengths"] = {k: sum(v) / len(v) for k, v in lengths.items()}
         out["prompt_tokens"] = sum(prompts) / len(prompts) if prompts else None
+    for stage in ("sft", "dpo"):  # the target's training rate; one stage's stands in for the other's
+        done = folder.manifest(stage) or {}
+        rate = done.get("tokens_per_s") or (done.get("counts") or {}).get("tokens_per_s")
+        if rate:
+            out["tokens_per_s"][stage] = rate
     return out
 
 
@@ -173,6 +188,9 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
         the work on, said in `how`), at the planning utilisation."""
         if measured_name and measured_name in seen["tokens_per_s"]:
             return seen["tokens_per_s"][measured_name], "measured in this run folder"
+        if kind in ("sft", "dpo") and seen["tokens_per_s"].get("dpo" if kind == "sft" else "sft"):
+            other = "dpo" if kind == "sft" else "sft"  # the same model trains at about the same rate
+            return seen["tokens_per_s"][other], f"measured: {other} in this run folder"
         if backend == "dataset":
             return 1e9, "read from a dataset"
         if gpus:
@@ -186,7 +204,13 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
         entry = cal.get(calibration_key(kind, model, backend, batch))
         if entry:
             return entry["tokens_per_s"], "calibrated on this machine"
-        return None, "not calibrated: run `fusechat plan --calibrate`"
+        if backend == "openai":
+            return None, "an endpoint: not estimated"
+        if arch is None:
+            return None, "model config not found: run `fusechat plan --calibrate`"
+        flops = usable_cores() * CPU_FLOPS_PER_CORE[kind] / (1 if cpu_has_bf16() else CPU_NO_BF16_SLOWER[kind])
+        rate = flops / (FLOPS_PER_PARAM[kind] * arch.params) * (SERVED_ON_CPU if backend in ("llamacpp", "vllm") else 1)
+        return rate, "reference CPU in BENCHMARKS.md, scaled (estimate; `fusechat plan --calibrate` measures)"
 
     # sample
     total_samples = 0
@@ -211,6 +235,12 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
                              tokens / rate if rate else None, basis, fit))
         disk += samples * (4 * tokens / max(samples, 1) + 400) * 2  # JSONL + Arrow copy
         disk += arch.weight_bytes if arch and source.backend != "openai" else 0  # the downloaded weights
+
+    def answer_length() -> float:
+        """An answer's tokens: measured in the run folder, else half the shortest answer cap."""
+        if seen["lengths"]:
+            return sum(seen["lengths"].values()) / len(seen["lengths"])
+        return min((s.sampling.max_new_tokens for s in recipe.sources), default=1024) * DEFAULT_LENGTH_SHARE
 
     # score
     reward = recipe.score.reward
@@ -237,10 +267,12 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
         arch = model_arch(reward.model)
         if reward.kind == "judge":
             entry = cal.get(calibration_key("judge", reward.model, reward.backend, 1))
-            # the load is paid once: spread over the judgments
-            per = entry["seconds_per_item"] + entry.get("load_s", 0) / judged if entry else None
             fit = generation_fit(arch, reward.backend, gpus, gpu_gb, 1, 4096)
-            basis = "calibrated on this machine" if per else "not calibrated: run `fusechat plan --calibrate`"
+            if entry:  # the load is paid once: spread over the judgments
+                per, basis = entry["seconds_per_item"] + entry.get("load_s", 0) / judged, "calibrated on this machine"
+            else:  # one forward pass over the prompt and the answer, ~10x a decoded token's rate
+                rate, basis = speed("score", reward.model, reward.backend, 1, arch, devices=1, how="1 GPU")
+                per = (PROMPT_TOKENS + answer_length()) / (10 * rate) if rate else None
         elif reward.endpoint:
             per, basis, fit = None, "an endpoint (score.reward.endpoint): not estimated", Fit("endpoint", 0.0, True)
         else:
@@ -251,9 +283,7 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
                 rate /= 2
             if not gpus and rate:  # calibrated decoding; one forward pass over a sequence runs ~10x faster
                 rate *= 10
-            length = PROMPT_TOKENS + (sum(seen["lengths"].values()) / len(seen["lengths"]) if seen["lengths"]
-                                      else min((s.sampling.max_new_tokens for s in recipe.sources), default=1024) * DEFAULT_LENGTH_SHARE)
-            per = length / rate if rate else None
+            per = (PROMPT_TOKENS + answer_length()) / rate if rate else None
             fit = generation_fit(arch, "transformers", gpus, gpu_gb, reward.batch_size, reward.max_length)
         work = f"{'~' if reward.only_correct or reward.only_ranked else ''}{judged:,} responses rewarded ({reward.kind})"
         plan.rows.append(Row("score", reward.model, work, 0, per * judged if per else None, basis, fit))
@@ -327,6 +357,8 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
         judged = ev.mtbench * max(len(ev.models) - 1, 1)
         entry = cal.get(calibration_key("judge", judge, ev.judge_backend, 1))
         rate, basis = (None, "") if entry else speed("score", judge, ev.judge_backend, 1, arch)
+        if rate and not gpus:  # a CPU's figure is a decoding rate; reading a sequence runs ~10x faster
+            rate *= 10
         per = entry["seconds_per_item"] if entry else (PROMPT_TOKENS * 4 / rate if rate else None)
         plan.rows.append(Row("eval", f"judge {judge}", f"{judged:,} MT-Bench answers judged", 0,
                              per * judged if per else None, "calibrated on this machine" if entry else basis,
@@ -349,9 +381,15 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
         judgments = 2 * questions * max(models - 1, 0)
         plan.rows.append(Row("eval", f"judge {ev.pairwise_judge.model}", f"{judgments:,} pairwise judgments", 0, None,
                              "an endpoint (eval.pairwise_judge): not estimated"))
+    for stage in ("score", "sft", "dpo", "eval"):  # a finished stage: the seconds it took, whole
+        done, rows = folder.manifest(stage), [r for r in plan.rows if r.stage == stage]
+        if done and rows and done.get("seconds") is not None:
+            rows[0].seconds, rows[0].basis = done["seconds"], "measured in this run folder (the whole stage)"
+            for r in rows[1:]:
+                r.seconds, r.basis = 0.0, f"measured: in the first {stage} row"
     plan.disk_gib = disk / GIB
     if any(r.seconds is None for r in plan.rows):
-        plan.notes.append("rows without a time have no throughput figure; the total leaves them out")
+        plan.notes.append("rows without a time (-) have no throughput figure; the total leaves them out")
     return plan
 
 
@@ -380,10 +418,15 @@ def training_launch(recipe: Recipe, gpus: int, gpu_gb: float) -> tuple[str, int,
 
 def duration(seconds: float | None) -> str:
     if seconds is None:
-        return "?"
+        return "-"
     if seconds < 90:
         return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 72 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    days = seconds / 86400
+    return f"{days:.0f} days" if days < 730 else f"{days / 365:,.0f} years"
 
 
 def render(plan: Plan) -> str:
@@ -391,7 +434,8 @@ def render(plan: Plan) -> str:
     lines = [f"Plan for '{plan.recipe}' on {plan.hardware}:"]
     table = [("stage", "model", "work", "tokens", "time", "fits", "speed from")]
     for r in plan.rows:
-        fit = "" if r.fit is None else (f"{r.fit.where}, {r.fit.gib:.1f} GiB" if r.fit.ok else f"NO: {r.fit.where}")
+        fit = "" if r.fit is None else (f"NO: {r.fit.where}" if not r.fit.ok else r.fit.where if not r.fit.gib
+                                        else f"{r.fit.where}, {r.fit.gib:.1f} GiB")
         table.append((r.stage, r.what, r.work, f"{r.tokens:,.0f}" if r.tokens else "", duration(r.seconds),
                       fit, r.basis))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]

@@ -75,7 +75,45 @@ def test_cpu_estimate_is_the_work_divided_by_the_calibrated_speed(tmp_path, monk
     assert row.tokens == answers * 50 and row.seconds == pytest.approx(answers * 50 / 25)
     assert row.basis == "calibrated on this machine"
     other = [r for r in plan.rows if r.stage == "sample" and r.what != source.name][0]
-    assert other.seconds is None and "--calibrate" in other.basis  # never a made-up CPU figure
+    assert "estimate" in other.basis and "--calibrate" in other.basis  # not measured here, and said so
+
+
+def test_an_uncalibrated_cpu_row_is_the_reference_rate_scaled_to_this_machine(tmp_path, monkeypatch):
+    """A fresh CPU: the reference run's FLOP/s a core, over 2 x parameters a decoded token, times this
+    machine's cores, a third without bf16 units, and labelled an estimate."""
+    import fusechat.plan as planning
+    from fusechat.modelfacts import model_arch
+
+    monkeypatch.setenv("FUSECHAT_CACHE", str(tmp_path / "cache"))
+    recipe = load_recipe(builtin_recipe("cpu-default"), [f"run_dir={tmp_path}/run"])
+    source = recipe.sources[0]
+    for cores, bf16, slower in ((2, True, 1), (8, False, planning.CPU_NO_BF16_SLOWER["generate"])):
+        monkeypatch.setattr(planning, "usable_cores", lambda: cores)
+        monkeypatch.setattr(planning, "cpu_has_bf16", lambda: bf16)
+        [row] = [r for r in make_plan(recipe).rows if r.stage == "sample" and r.what == source.name]
+        rate = cores * planning.CPU_FLOPS_PER_CORE["generate"] / slower / (2 * model_arch(source.model).params)
+        assert row.seconds == pytest.approx(row.tokens / rate) and "estimate" in row.basis
+    plan = make_plan(recipe)
+    assert all(r.seconds is not None for r in plan.rows) and "0.0 GiB" not in render(plan)
+
+
+def test_a_finished_stage_shows_the_seconds_it_took_and_trains_the_next_at_its_rate(tmp_path, monkeypatch):
+    from fusechat.runfolder import Outputs, RunFolder
+
+    monkeypatch.setenv("FUSECHAT_CACHE", str(tmp_path / "cache"))
+    recipe = load_recipe(builtin_recipe("cpu-default"), [f"run_dir={tmp_path}/run"])
+    folder = RunFolder(recipe.run_path)
+    folder.write("score", Outputs(counts={"with_reward": 5}))
+    score_seconds = folder.manifest("score")["seconds"]
+    folder.write("sft", Outputs(counts={"examples": 3}, extra={"tokens_per_s": 50.0}))
+    rows = make_plan(recipe).rows
+    score = [r for r in rows if r.stage == "score"]
+    assert score[0].seconds == score_seconds and score[0].basis.startswith("measured in this run folder")
+    assert all(r.seconds == 0 for r in score[1:])  # inside the stage's own time, not counted twice
+    [sft] = [r for r in rows if r.stage == "sft"]
+    [dpo] = [r for r in rows if r.stage == "dpo"]
+    assert sft.basis.startswith("measured in this run folder")
+    assert dpo.seconds == pytest.approx(dpo.tokens / 50.0) and dpo.basis == "measured: sft in this run folder"
 
 
 def test_finished_stages_are_read_through_the_run_folder_shared_ones_too(tmp_path, monkeypatch):
