@@ -90,15 +90,29 @@ def hub_id(model: str) -> str | None:
     return None
 
 
+# A fine-tuned model keeps its base model's license: the hub's license ids for the targets fusechat ships
+# recipes for (method.md §6) and the catalog's; any other base gets "other" and a sentence saying so.
+LICENSES = {"meta-llama/Llama-3.1": "llama3.1", "meta-llama/Llama-3.2": "llama3.2", "google/gemma-2": "gemma",
+            "google/gemma-3": "gemma", "Qwen/Qwen2.5-7B": "apache-2.0", "Qwen/Qwen2.5-Coder-0.5B": "apache-2.0",
+            "Qwen/Qwen2.5-Coder-1.5B": "apache-2.0", "HuggingFaceTB/SmolLM2": "apache-2.0"}
+
+
+def base_license(base: str | None) -> str:
+    return next((lic for prefix, lic in LICENSES.items() if (base or "").startswith(prefix)), "other")
+
+
 def model_card(recipe: Recipe, stage: str, base_model: str, results: list[dict] | None = None,
-               dataset_repo: str | None = None) -> str:
-    """A trained model's card: what it was trained from and how; the eval table and model-index when given."""
+               dataset_repo: str | None = None, location: str | None = None) -> str:
+    """A trained model's card: what it was trained from and how, its license and how to load it (from
+    `location`: a hub repo or a folder; default the stage's model folder); the eval table and model-index
+    when given."""
     from huggingface_hub import EvalResult, ModelCardData
 
     name = f"{recipe.name}-{stage}"
     model = "sft+dpo" if stage == "dpo" else "sft"
     mine = [r for r in results or [] if r["model"] == model]
-    data = ModelCardData(base_model=hub_id(base_model), library_name="transformers", tags=TAGS + [stage],
+    base = hub_id(base_model)
+    data = ModelCardData(base_model=base, license=base_license(base), library_name="transformers", tags=TAGS + [stage],
                          datasets=[dataset_repo] if dataset_repo else None, model_name=name, eval_results=[
                              EvalResult(task_type="text-generation", dataset_type=f"fusechat/{r['benchmark']}",
                                         dataset_name=r["label"], metric_type="win_rate" if benchmarks.is_win_rate(r["benchmark"]) else "accuracy",
@@ -124,5 +138,15 @@ def model_card(recipe: Recipe, stage: str, base_model: str, results: list[dict] 
                            [[r["label"], r["model"], f"{r['score']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]", r["n"]]
                             for r in results if r["model"] in ("base", model)])]
     else:
-        body += ["", "## Evaluation", "", "Not evaluated yet: `fusechat eval`, then `fusechat publish` writes the table here."]
+        body += ["", "## Evaluation", "", "Not evaluated yet: `fusechat eval` writes the table here."]
+    location = location or f"{recipe.run_path}/{stage}/model"
+    body += ["", "## Use", "", "```python", "from transformers import pipeline", "",
+             f'chat = pipeline("text-generation", model="{location}")',
+             'reply = chat([{"role": "user", "content": "What is 17 * 23?"}], max_new_tokens=256)',
+             'print(reply[0]["generated_text"][-1]["content"])', "```",
+             "", "## License", "",
+             (f"The base model's license (`{data.license}`) applies; the training data holds the source models' "
+              "answers, so their terms of use apply to it too." if data.license != "other" else
+              "The base model's license applies (not one fusechat knows: check it before publishing); the training "
+              "data holds the source models' answers, so their terms of use apply to it too.")]
     return _front(data) + "\n" + "\n".join(body) + "\n"

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from pathlib import Path
 
 from fusechat import FusechatError, benchmarks
 from fusechat.backends.base import Request
 from fusechat.backends.factory import open_backend
+from fusechat.cards import model_card
 from fusechat.benchmarks import judged, mtbench
 from fusechat.benchmarks.harness import run_harness
 from fusechat.hardware import release_memory
 from fusechat.models import target_path
 from fusechat.recipe import Recipe, Sampling, Source, eval_judge
 from fusechat.records import stable_id
-from fusechat.runfolder import Outputs, StageRun
+from fusechat.runfolder import Outputs, StageRun, write_atomic
 from fusechat.scorers.judge import open_judge
 from fusechat.scorers.math import MathChecker
 from fusechat.stats import bootstrap_mean, wilson
@@ -175,6 +177,9 @@ def evaluate(run: StageRun) -> Outputs:
     results = [summarise(m, b, by[(m, b)], judge_label.get(b, judge_name)) for m in models for b in problems if by[(m, b)]]
     results += harness_results
     counts = {f"{r['model']}/{r['benchmark']}": round(r["score"], 4) for r in results}
+    for name, stage in (("sft", "sft"), ("sft+dpo", "dpo")):  # the trained models' cards gain their scores
+        if name in models and (Path(models[name]) / "README.md").is_file():
+            write_atomic(Path(models[name]) / "README.md", model_card(recipe, stage, recipe.target.model, results))
     return Outputs({"results": results, "items": items}, counts, files=files, extra=extra)
 
 

@@ -41,7 +41,7 @@ def stage(recipe: Recipe, repo: str) -> dict[str, Path]:
             _link_or_copy(path, model_dir / path.relative_to(source))
     results_file = folder.stage_dir("eval") / "results.jsonl"
     results = read_jsonl(results_file) if folder.manifest("eval") and results_file.is_file() else None
-    write_atomic(model_dir / "README.md", model_card(recipe, final, recipe.target.model, results, f"{repo}-data"))
+    write_atomic(model_dir / "README.md", model_card(recipe, final, recipe.target.model, results, f"{repo}-data", repo))
     build = folder.stage_dir("build")
     for name in ("sft.jsonl", "dpo.jsonl", "README.md"):
         _link_or_copy(build / name, data_dir / name)

@@ -293,6 +293,13 @@ class StageRun:
         write_atomic(marker, json.dumps(self.key))
 
 
+def is_card(name: str) -> bool:
+    """A card inside a stage's model folder (`model/README.md`) is documentation that later stages fill in
+    (eval adds its results): outside the fingerprint and the intactness check, unlike the weights. A stage's
+    own top-level README.md (the build's dataset card) is an output like any other."""
+    return Path(name).name == "README.md" and "/" in str(name)
+
+
 class RunFolder:
     """A run's folder: stage manifests, outputs, and running a stage only when it is not current."""
 
@@ -351,6 +358,8 @@ class RunFolder:
         """Every output of a finished stage has the size its manifest recorded; else one line saying what to redo."""
         for name, size in (self.finished(stage).get("outputs") or {}).items():
             path = self.stage_dir(stage) / name
+            if is_card(name):
+                continue
             if not path.is_file():
                 raise self._damaged(stage, path, "it is missing")
             if path.stat().st_size != size:
@@ -389,6 +398,8 @@ class RunFolder:
         if m["config_hash"] != config_hash(settings) and not same_settings(m.get("config"), settings):
             return False
         for name, size in (m.get("outputs") or {}).items():  # a deleted or truncated output is not current
+            if is_card(name):
+                continue
             path = self.stage_dir(stage) / name
             if not path.is_file() or path.stat().st_size != size:
                 return False
@@ -463,8 +474,8 @@ class RunFolder:
                 os.replace(made, target)
             own = hashlib.sha256()
             for path in sorted(target.rglob("*")) if target.is_dir() else [target]:
-                if path.is_file():
-                    rel = str(path.relative_to(folder))
+                rel = str(path.relative_to(folder))
+                if path.is_file() and not is_card(rel):
                     digest.update(rel.encode() + b"\0" + file_digest(path).encode())
                     own.update(rel.encode() + b"\0" + file_digest(path).encode())
                     sizes[rel] = path.stat().st_size

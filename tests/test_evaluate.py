@@ -96,6 +96,15 @@ def test_sft_dpo_eval_report_chain(tmp_path, tiny_model_dir):
     answer = page.index("<p class='answer'>Did fusion pay?")
     assert answer < page.index("<img") < page.index("What each stage did")
     assert page.count("<tr>", answer, page.index("</table>", answer)) == 1 + 4  # a header and one row per benchmark
+    # the trained models' cards carry their scores now, and the training stages stay current (a card is no weight)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(recipe.run_path / "dpo" / "model" / "README.md")
+    math = table[("sft+dpo", "math")]
+    assert "Not evaluated yet" not in card.text and f"| {math['label']} | sft+dpo | {math['score']:.3f} |" in card.text
+    assert {r.metric_value for r in card.data.eval_results} == {round(table[("sft+dpo", b)]["score"], 4) for b in
+                                                                ("math", "humaneval", "mtbench", "constraints")}
+    assert all(run_stage(stage, recipe)["skipped"] for stage in ("sft", "dpo"))
     # eval reruns are skipped; a model trained elsewhere can be added by path (`fusechat eval --model`)
     assert run_stage("eval", recipe)["skipped"]
     from fusechat.cli import app
