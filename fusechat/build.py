@@ -23,6 +23,7 @@ from fusechat import FusechatError
 from fusechat.analysis import source_table
 from fusechat.recipe import BuildConfig
 from fusechat.records import DPOPair, Prompt, SFTExample, from_dict, to_dict
+from fusechat.source_logps import add_source_logps
 from fusechat.cards import dataset_card
 from fusechat.runfolder import Outputs, StageRun, library_versions, write_atomic
 
@@ -219,6 +220,8 @@ def build(run: StageRun) -> Outputs:
         "source_table": source_table([r for r in scored if r["source"] in keep and not _nan(r["reward"])], result.sft, result.dpo,
                                      [s for s in order if s in keep]),
     }
+    if recipe.build.source_logps and result.dpo:  # opt-in: every source reads every pair (fusechat.source_logps)
+        counts["source_logps"] = add_source_logps(run, result.dpo, recipe.sources, recipe.dpo.max_length)
     # The dataset card (README.md) travels with the data: `fusechat publish` pushes the folder as it is.
     card = run.work_dir / "README.md"
     write_atomic(card, dataset_card(recipe, counts, (run.manifest("score") or {}).get("counts"), library_versions()))

@@ -369,7 +369,7 @@ def export(model: str = typer.Argument(..., help="a save_pretrained folder (e.g.
 @app.command("export-data")
 @user_errors
 def export_data(run_dir: str = typer.Argument(..., help="a run folder, e.g. runs/cpu-default (its build/ is read)"),
-                format_: str = typer.Option(..., "--format", help="trl, sharegpt, llama-factory or openrlhf"),
+                format_: str = typer.Option(..., "--format", help="trl, sharegpt, llama-factory, openrlhf, or infifpo (pairs with every source's log-probs)"),
                 out: Optional[str] = typer.Option(None, "--out", help="output folder; default: RUN/export/FORMAT")):
     """Write a run's SFT set and DPO pairs for another trainer, e.g. `fusechat export-data runs/cpu-default --format llama-factory`.
 

@@ -9,6 +9,11 @@
 - openrlhf: `sft.jsonl` ({"messages"}: `--input_key messages --apply_chat_template`) and `dpo.jsonl`
   ({"chosen", "rejected"}, each the whole conversation: `--chosen_key chosen --rejected_key rejected
   --apply_chat_template`, OpenRLHF's layout when no prompt key is given).
+- infifpo: the openrlhf files, each pair with every source's log-probs in InfiFPO's fields
+  (`fuse_chosen_logps`, `fuse_rejected_logps`, `fuse_mean_chosen_logps`, `fuse_mean_rejected_logps`: one
+  entry per source, in the order `fuse_sources` names); needs a build with `build.source_logps: true`.
+  InfiFPO's `ref_*` fields are the trained model's own log-probs, which its trainer (like fusechat's
+  dpo stage) computes at the start.
 
 Each format is a few lines of re-keying, documented by its project (LLaMA-Factory's data/README,
 OpenRLHF's datasets); no library converts between them, so this module does.
@@ -22,7 +27,7 @@ from pathlib import Path
 from fusechat import FusechatError
 from fusechat.runfolder import jsonl_text, read_jsonl, write_atomic
 
-FORMATS = ("trl", "sharegpt", "llama-factory", "openrlhf")
+FORMATS = ("trl", "sharegpt", "llama-factory", "openrlhf", "infifpo")
 SHAREGPT_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
 
 
@@ -42,7 +47,21 @@ def convert(sft: list[dict], dpo: list[dict], fmt: str) -> dict[str, list[dict]]
     if fmt == "openrlhf":
         return {"sft.jsonl": [{"messages": r["messages"]} for r in sft],
                 "dpo.jsonl": [{"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]} for r in dpo]}
+    if fmt == "infifpo":
+        return {"sft.jsonl": [{"messages": r["messages"]} for r in sft], "dpo.jsonl": [infifpo(r, i) for i, r in enumerate(dpo)]}
     raise FusechatError(f"--format: one of {', '.join(FORMATS)}, got '{fmt}'")
+
+
+def infifpo(pair: dict, line: int) -> dict:
+    if not pair.get("source_logps"):
+        raise FusechatError(f"dpo.jsonl:{line + 1}: no source log-probs; build with `build.source_logps: true` "
+                            "(--set build.source_logps=true) for --format infifpo")
+    names = list(pair["source_logps"])
+    row = {"chosen": pair["prompt"] + pair["chosen"], "rejected": pair["prompt"] + pair["rejected"], "fuse_sources": names}
+    for ours, theirs in (("chosen", "fuse_chosen_logps"), ("rejected", "fuse_rejected_logps"),
+                         ("mean_chosen", "fuse_mean_chosen_logps"), ("mean_rejected", "fuse_mean_rejected_logps")):
+        row[theirs] = [pair["source_logps"][n][ours] for n in names]
+    return row
 
 
 def llama_factory_info() -> dict:

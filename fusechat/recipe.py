@@ -244,6 +244,10 @@ class BuildConfig(Strict):
     exclude_sources: list[str] = Field(default_factory=list, description="leave-one-source-out")
     drop_truncated: bool = Field(True, description="responses cut at max_new_tokens never become chosen/SFT")
     tie_break: list[str] | None = Field(None, description="source order that breaks reward ties (default: the recipe's order)")
+    source_logps: bool | None = Field(None, description=(
+        "store each source's summed and per-token log-probs of every pair's chosen and rejected answer "
+        "(its own tokenizer and template, cut to dpo.max_length; for WRPO/InfiFPO-style objectives; "
+        "`export-data --format infifpo`). Loads every source once more. Unset: off"))
     instruction_split: Literal["prompts", "pairs"] = Field("prompts", description=(
         "open instruction prompts. prompts: the prompts stage's seeded SFT/DPO split (prompts.sft_fraction); a DPO "
         "prompt with no pair in the window is dropped. pairs: split after pairing, the paper's counts: DPO takes "
@@ -323,8 +327,25 @@ class DPOTrainConfig(TrainConfig):
 
     epochs: float = Field(1, gt=0)
     learning_rate: float = Field(8e-7, gt=0)
-    loss: Literal["dpo", "ln-dpo"] = "ln-dpo"
+    loss: Literal["dpo", "ln-dpo", "ipo", "simpo"] = Field("ln-dpo", description=(
+        "dpo: summed log-ratios (TRL's sigmoid); ln-dpo: per-token log-ratios (sigmoid_norm); ipo: squared "
+        "per-token margin against 1/(2 beta) (ipo); simpo: no reference model, per-token log-probs and a "
+        "margin `simpo_gamma` (TRL CPO's simpo)"))
     beta: float = Field(10.0, gt=0)
+    # The three below default to None (= off / TRL's default), so a run finished before they existed stays current.
+    sft_weight: float | None = Field(None, ge=0, description=(
+        "add this times the chosen answer's negative log-likelihood per token to the preference loss (RPO; "
+        "TRL's loss_type [..., 'sft']); keeps DPO from unlearning what SFT taught. Unset or 0: the preference loss alone"))
+    label_smoothing: float | None = Field(None, ge=0, lt=0.5, description=(
+        "cDPO: the share of pairs assumed mislabelled (dpo, ln-dpo and simpo); unset: none"))
+    simpo_gamma: float | None = Field(None, ge=0, description="simpo's target margin (TRL's simpo_gamma); unset: 0.5")
+
+    @model_validator(mode="after")
+    def _smoothing_with_a_sigmoid_loss(self):
+        if self.label_smoothing and self.loss == "ipo":
+            raise ValueError("label_smoothing applies to the sigmoid losses (dpo, ln-dpo, simpo), not ipo")
+        return self
+
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out pairs for preference accuracy")
     max_tokens_per_forward: int | None = SpeedOnly(
         gt=0, description="split each batch into forward passes of at most this many (padded) tokens; "
@@ -689,7 +710,10 @@ def score_settings(recipe: Recipe) -> dict:
 
 
 def build_settings(recipe: Recipe) -> dict:
-    return settings(recipe.build) | {"source_order": recipe.build.tie_break or [s.name for s in recipe.sources]}
+    out = settings(recipe.build) | {"source_order": recipe.build.tie_break or [s.name for s in recipe.sources]}
+    if recipe.build.source_logps:  # the sources read each pair in DPO's window
+        out["source_logps_max_length"] = recipe.dpo.max_length
+    return out
 
 
 def data_settings(recipe: Recipe) -> dict:

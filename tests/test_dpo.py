@@ -7,7 +7,8 @@ import torch
 
 from fusechat.recipe import DPOTrainConfig
 from fusechat.train.dpo_loop import train_dpo
-from fusechat.train.dpo_loss import collate, dpo_loss, sequence_logps, tokenize_pairs
+from fusechat.sequences import collate, sequence_logps, tokenize_pairs
+from fusechat.train.dpo_loss import dpo_loss
 from fusechat.train.common import load_model, load_tokenizer
 
 ROWS = [
@@ -68,16 +69,82 @@ def test_loss_matches_hand_computation(tiny_model_dir, loss, beta):
     assert got["logps/chosen"].tolist() == pytest.approx(logps_chosen, rel=1e-4)
 
 
-@pytest.mark.parametrize("loss", ["dpo", "ln-dpo"])
+@pytest.mark.parametrize("loss, beta, sft_weight, smoothing", [
+    ("ipo", 0.5, 0.0, 0.0), ("simpo", 2.0, 0.0, 0.0), ("dpo", 0.1, 0.0, 0.2), ("ln-dpo", 10.0, 0.5, 0.0),
+    ("simpo", 2.0, 1.0, 0.1)])
+def test_every_loss_and_the_sft_term_match_hand_computation(tiny_model_dir, loss, beta, sft_weight, smoothing):
+    """IPO, SimPO, cDPO's label smoothing and the SFT term (RPO), each pair by hand from its log-probs."""
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = load_model(str(tiny_model_dir), DPOTrainConfig()).eval()
+    pairs = tokenize_pairs(ROWS[:3], tokenizer, max_length=256)
+    refs = [(-40.0 - i, -55.0 + 2 * i) for i in range(3)]
+    for p, (c, r) in zip(pairs, refs):
+        p.ref_chosen, p.ref_rejected = c, r
+    batch = collate(pairs, tokenizer.pad_token_id)
+    with torch.no_grad():
+        logps, lengths = sequence_logps(model, batch, bf16=False)
+    got = dpo_loss(logps, batch["ref"], lengths, beta, loss, sft_weight, smoothing, simpo_gamma=0.3)
+
+    def logsig(x):
+        return -math.log1p(math.exp(-x))
+
+    expected, nll = 0.0, []
+    for p, (ref_c, ref_r) in zip(pairs, refs):
+        lc, lr = by_hand_logp(model, p.prompt_ids, p.chosen_ids), by_hand_logp(model, p.prompt_ids, p.rejected_ids)
+        nc, nr = len(p.chosen_ids), len(p.rejected_ids)
+        if loss == "simpo":  # no reference: per-token log-probs against a margin gamma
+            z = beta * (lc / nc - lr / nr) - 0.3
+        else:
+            m = (lc - ref_c) / nc - (lr - ref_r) / nr if loss in ("ln-dpo", "ipo") else (lc - ref_c) - (lr - ref_r)
+            z = beta * m
+        if loss == "ipo":
+            term = (m - 1 / (2 * beta)) ** 2
+        else:
+            term = -(1 - smoothing) * logsig(z) - smoothing * logsig(-z)
+        nll.append(-lc / nc)
+        expected += (term + sft_weight * (-lc / nc)) / len(pairs)
+    assert got["loss"].item() == pytest.approx(expected, rel=1e-4)
+    assert got["nll_loss"].tolist() == pytest.approx(nll, rel=1e-4)
+
+
+def test_the_sft_term_at_weight_0_leaves_the_gradients_exactly_as_they_were(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = load_model(str(tiny_model_dir), DPOTrainConfig())
+    pairs = tokenize_pairs(ROWS[:3], tokenizer, max_length=256)
+    batch = collate(pairs, tokenizer.pad_token_id)
+
+    def grads(loss_of):
+        model.zero_grad()
+        logps, lengths = sequence_logps(model, batch, bf16=False)
+        loss_of(logps, lengths).backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    def before(logps, lengths):  # the LN-DPO loss as it was written before the SFT term existed
+        normalised = (logps - batch["ref"]) / lengths.clamp(min=1)
+        return -torch.nn.functional.logsigmoid(10.0 * (normalised[:3] - normalised[3:])).mean()
+
+    old = grads(before)
+    now = grads(lambda logps, lengths: dpo_loss(logps, batch["ref"], lengths, 10.0, "ln-dpo", 0.0)["loss"])
+    assert all(torch.equal(a, b) for a, b in zip(old, now))
+    with_term = grads(lambda logps, lengths: dpo_loss(logps, batch["ref"], lengths, 10.0, "ln-dpo", 1.0)["loss"])
+    assert not all(torch.equal(a, b) for a, b in zip(old, with_term))
+
+
+@pytest.mark.parametrize("loss", ["dpo", "ln-dpo", "ipo", "simpo"])
 def test_few_steps_change_every_parameter(tiny_model_dir, tmp_path, loss):
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    cfg = DPOTrainConfig(loss=loss, beta=0.5 if loss == "dpo" else 5.0, learning_rate=1e-2, batch_size=2, grad_accum=1,
+    beta = {"dpo": 0.5, "ln-dpo": 5.0, "ipo": 0.5, "simpo": 2.0}[loss]
+    cfg = DPOTrainConfig(loss=loss, beta=beta, learning_rate=1e-2, batch_size=2, grad_accum=1, sft_weight=0.1,
                          epochs=1, warmup_ratio=0.0, precision="fp32", eval_fraction=0.0, save_steps=100)
     model = load_model(str(tiny_model_dir), cfg)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model, log, summary = train_dpo(model, tokenizer, ROWS, cfg, tmp_path)
     assert summary["steps"] == 3 and all(math.isfinite(e["loss"]) for e in log)
-    assert log[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # the reference is the starting model
+    start = log[0]["loss"] - 0.1 * log[0]["nll_loss"]  # the preference part, where policy = reference
+    if loss in ("dpo", "ln-dpo"):
+        assert start == pytest.approx(math.log(2), abs=1e-4)
+    elif loss == "ipo":
+        assert start == pytest.approx((1 / (2 * beta)) ** 2, abs=1e-4)
     unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
     assert not unchanged
 

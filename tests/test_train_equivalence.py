@@ -12,7 +12,8 @@ import torch
 
 from fusechat.recipe import DPOTrainConfig, SFTTrainConfig
 from fusechat.train.common import load_model, load_tokenizer
-from fusechat.train.dpo_loss import collate, dpo_loss, micro_batches, sequence_logps, tokenize_pairs
+from fusechat.sequences import collate, sequence_logps, tokenize_pairs
+from fusechat.train.dpo_loss import dpo_loss, micro_batches
 from fusechat.train.sft import sft_trainer
 
 QUESTIONS = ["What is 7 + 5?", "Name a prime number larger than 10.", "Say hello.",

@@ -80,36 +80,6 @@ def save_model(model, tokenizer, folder: Path, state_dict: dict | None = None) -
     return folder
 
 
-def chat_prompt_ids(tokenizer, prompt: list[dict]) -> list[int]:
-    return tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=False)
-
-
-def fit_to_length(prompt_ids: list[int], completions: list[list[int]], max_length: int) -> tuple[list[int], list[list[int]]]:
-    """Cut a prompt and its completions so that prompt + each completion holds at most `max_length` tokens.
-
-    The completions' ends go first; a prompt that leaves no room for one completion token loses its
-    beginning (the end of the user's turn and the assistant header are what the answer follows).
-    """
-    if len(prompt_ids) >= max_length:
-        prompt_ids = prompt_ids[len(prompt_ids) - (max_length - 1):]
-    room = max_length - len(prompt_ids)
-    return prompt_ids, [c[:room] for c in completions]
-
-
-def completion_ids(tokenizer, prompt: list[dict], completion: list[dict], prompt_ids: list[int]) -> list[int]:
-    """The tokens the completion adds to the rendered prompt (the assistant turn and its end markers)."""
-    full = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=False)
-    if full[: len(prompt_ids)] == prompt_ids:
-        return full[len(prompt_ids) :]
-    # The answer's first characters merged with the end of the prompt into one token (BPE across the
-    # boundary): split the rendered text instead, and tokenize the answer's part on its own.
-    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    full_text = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
-    if not full_text.startswith(prompt_text):
-        raise FusechatError("the chat template renders the prompt differently inside the conversation; cannot split it")
-    return tokenizer(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
-
-
 def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
     """Batches of examples of similar length, in random order: a batch pads to its longest member, so
     grouping cuts padding (about half of every token on the build stage's data) at no cost in exactness.

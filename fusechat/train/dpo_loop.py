@@ -37,8 +37,8 @@ from fusechat.hardware import has_gpu
 from fusechat.recipe import DPOTrainConfig
 from fusechat.runfolder import NullProgress, write_atomic
 from fusechat.train.common import length_grouped_batches, make_scheduler, save_model, shuffled_batches, use_bf16
-from fusechat.train.dpo_loss import (METRICS, Pair, collate, dpo_loss, micro_batches, pair_length, sequence_logps,
-                                     step_share, tokenize_pairs)
+from fusechat.sequences import Pair, collate, sequence_logps, tokenize_pairs
+from fusechat.train.dpo_loss import METRICS, dpo_loss, micro_batches, pair_length, step_share
 
 
 def shared_passes(pairs: list[Pair], max_tokens: int, rank: int, world: int) -> list[tuple[list[int], bool]]:
@@ -214,7 +214,7 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
             warnings.simplefilter("ignore")
             scheduler.last_epoch = step - 1
             scheduler.step()
-    else:
+    elif cfg.loss != "simpo":  # SimPO has no reference model: no reference pass
         referenced = fill_reference(accelerator, model, pairs, forward_tokens(cfg), pad_id, bf16)
 
     progress = progress if progress is not None and accelerator.is_main_process else NullProgress()
@@ -227,7 +227,9 @@ def train_dpo(model, tokenizer, rows: list[dict], cfg: DPOTrainConfig, workdir: 
             batch = collate(chunk, pad_id)
             with accumulating(accelerator, model, last=k == len(forwards) - 1):
                 logps, lengths = sequence_logps(model, batch, bf16, completion_only)
-                out = dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss)
+                out = dpo_loss(logps, batch["ref"].to(logps.device), lengths, cfg.beta, cfg.loss,
+                               cfg.sft_weight or 0.0, cfg.label_smoothing or 0.0,
+                               0.5 if cfg.simpo_gamma is None else cfg.simpo_gamma)
                 accelerator.backward(out["loss"] * weight)
             count_forward()
             tokens += int(batch["attention_mask"].sum()) if weight else 0

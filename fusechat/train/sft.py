@@ -21,8 +21,9 @@ from fusechat.recipe import SFTTrainConfig
 from fusechat.cards import model_card
 from fusechat.models import target_path
 from fusechat.runfolder import Outputs, StageRun, write_atomic
-from fusechat.train.common import (LengthGroupedSampler, chat_prompt_ids, completion_ids, fit_to_length, load_model,
-                                   load_tokenizer, lora_config, make_scheduler, save_model, use_bf16)
+from fusechat.sequences import chat_prompt_ids, completion_ids, fit_to_length
+from fusechat.train.common import (LengthGroupedSampler, load_model, load_tokenizer, lora_config, make_scheduler,
+                                   save_model, use_bf16)
 
 
 def tokenize_examples(rows: list[dict], tokenizer, max_length: int) -> list[dict]:
