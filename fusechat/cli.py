@@ -317,9 +317,22 @@ stage_command("report", "Write run/report/report.html (self-contained, with plot
 def eval_command(recipe: Optional[str] = RecipeArg, set_: list[str] = SetOpt, force: bool = ForceOpt,
                  model: list[str] = typer.Option([], "--model", help="also evaluate NAME=HF_FOLDER (a model trained elsewhere)"),
                  harness: Optional[str] = typer.Option(None, "--harness", help="lm-evaluation-harness tasks, comma-separated "
-                                                       "(e.g. gsm8k,ifeval): run on every model, scores join the table")):
+                                                       "(e.g. gsm8k,ifeval): run on every model, scores join the table"),
+                 list_: bool = typer.Option(False, "--list", help="print the paper's 14 benchmarks: protocol, data, "
+                                            "what each needs, how fusechat runs it; then exit")):
     """Evaluate base, SFT and SFT+DPO side by side: held-out math, HumanEval pass@1, MT-Bench win rate (local judge),
-    and any lm-evaluation-harness tasks (`--harness gsm8k,ifeval` or `eval.harness` in the recipe)."""
+    and any lm-evaluation-harness tasks (`--harness gsm8k,ifeval` or `eval.harness` in the recipe).
+    `fusechat eval --list` shows the paper's 14 benchmarks and which of them run here, under which protocol."""
+    if list_:
+        from rich.markup import escape
+
+        from fusechat.benchmarks.paper import table
+
+        grid = Table("benchmark", "the paper's protocol", "data", "needs", "in fusechat", show_lines=True)
+        for row in table():
+            grid.add_row(*map(escape, row))  # "[alpaca_eval]" is text, not a style
+        Console().print(grid)
+        return
     from fusechat.pipeline import run_stage
 
     from fusechat.recipe import plain_name

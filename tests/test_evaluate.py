@@ -183,3 +183,20 @@ def test_every_eval_scorer_gives_1_to_a_right_answer_and_0_to_a_wrong_one(tmp_pa
     assert constraints.check("No commas here.", items[0]["constraints"])
     assert score_answers("constraints", items, ["No commas here.", "Four words in total."], recipe) == [1.0, 1.0]
     assert score_answers("constraints", items, ["One, two.", "This answer has far too many words."], recipe) == [0.0, 0.0]
+
+
+def test_eval_list_shows_the_papers_14_benchmarks_with_their_protocol():
+    from typer.testing import CliRunner
+
+    from fusechat.benchmarks.paper import PAPER_BENCHMARKS, PAPER_SCORES
+    from fusechat.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "--list"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    names = ["AlpacaEval 2", "Arena-Hard", "MT-Bench", "AlignBench", "LiveBench", "MMLU-Pro", "MMLU-redux", "GPQA-Diamond",
+             "GSM8K", "MATH", "AMC23", "HumanEval", "MBPP", "LiveCodeBench"]
+    assert [b.name for b in PAPER_BENCHMARKS] == names and all(n in result.output for n in names)
+    assert "0-shot chain of thought" in result.output and "[alpaca_eval]" in result.output
+    # the paper's Llama-3.1-8B row averages to its published 40.5 -> 43.2 -> 47.3 (method.md §6)
+    rows = PAPER_SCORES["Llama-3.1-8B-Instruct"]
+    assert [round(sum(r[i] for r in rows.values()) / 14, 1) for i in range(3)] == [40.5, 43.2, 47.3]

@@ -62,3 +62,32 @@ def test_code_running_harness_tasks_are_refused_before_any_work():
     with pytest.raises(FusechatError, match="outside the sandbox"):
         recipe_from_dict({"prompts": {"sets": [{"domain": "instruction", "pack": "sharegpt", "n": 1}]},
                           "sources": [{"name": "s", "model": "m"}], "eval": {"harness": ["gsm8k", "humaneval"]}})
+
+
+def test_a_group_task_keeps_every_subtasks_items_and_a_study_pairs_them(tmp_path, tiny_model_dir):
+    """lm-eval logs samples per subtask only (minerva_math, mmlu_pro are groups): the items come back under
+    the group's name, one per subtask document, and the study's paired comparison counts them all."""
+    from fusechat.benchmarks.harness import run_harness
+    from fusechat.recipe import EvalConfig
+    from fusechat.study_report import compare
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    local_task(tasks)
+    second = yaml.safe_load((tasks / "tiny_mc.yaml").read_text()) | {"task": "fusechat_tiny_mc2"}
+    (tasks / "tiny_mc2.yaml").write_text(yaml.safe_dump(second))
+    (tasks / "group.yaml").write_text(yaml.safe_dump({
+        "group": "fusechat_tiny_group", "task": ["fusechat_tiny_mc", "fusechat_tiny_mc2"],
+        "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": True}]}))
+    cfg = EvalConfig(harness=["fusechat_tiny_group"], harness_include=str(tasks), dtype="float32", batch_size=4)
+    summary, rows = run_harness(str(tiny_model_dir), cfg)
+    [group] = [r for r in summary if r["metric"] == "acc"]
+    assert group["benchmark"] == "harness:fusechat_tiny_group" and group["n"] == 10 and group["score"] == pytest.approx(0.6)
+    assert len(rows) == 10 and {r["benchmark"] for r in rows} == {"harness:fusechat_tiny_group"}
+    assert len({r["id"] for r in rows}) == 10  # the subtask is in the id: the two copies stay apart
+    expected = [1.0 if d["answer"] == 0 else 0.0 for d in DOCS]
+    assert [r["score"] for r in sorted(rows, key=lambda r: r["id"])] == expected * 2
+    scores = {(r["benchmark"], r["id"]): r["score"] for r in rows}
+    flipped = {k: 1.0 - v for k, v in scores.items()}
+    row = compare({0: scores}, {0: flipped}, "harness:fusechat_tiny_group", resamples=200)
+    assert row["n"] == 10 and row["diff"] == pytest.approx(0.6 - 0.4)

@@ -34,8 +34,9 @@ def test_a_redirected_command_gets_lines_not_bars(tmp_path):
     assert re.search(r"prompts done in \d+ s: ", result.output) and "{" not in result.output.split("done in")[1]
 
 
-def test_sft_steps_reach_the_stages_progress(tmp_path, tiny_model_dir):
-    """SFT (TRL's trainer) reports its optimizer steps like every other stage: log lines, not a tqdm bar."""
+def test_sft_steps_reach_the_stages_progress(tmp_path, tiny_model_dir, capsys):
+    """SFT (TRL's trainer) reports its optimizer steps like every other stage: log lines, not a tqdm bar,
+    and no per-step metric dicts on stdout (the log history keeps them)."""
     from fusechat.cli import LineProgress
     from fusechat.recipe import SFTTrainConfig
     from fusechat.train.common import load_model, load_tokenizer
@@ -49,6 +50,7 @@ def test_sft_steps_reach_the_stages_progress(tmp_path, tiny_model_dir):
         train_sft(load_model(str(tiny_model_dir), cfg), load_tokenizer(str(tiny_model_dir)), rows, cfg, tmp_path, progress)
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("sft: 0/3 (0%)") and "sft: 3/3 (100%)" in lines[-1] and lines[-1].endswith(", done")
+    assert "'loss'" not in capsys.readouterr().out
 
 
 def test_eval_answers_move_the_progress_batch_by_batch(tmp_path, tiny_model_dir):

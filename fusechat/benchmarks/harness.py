@@ -56,13 +56,20 @@ def _metric_keys(entry: dict) -> list[tuple[str, str]]:
     return keys
 
 
+def leaf_tasks(out: dict, task: str) -> list[str]:
+    """The tasks that answer for `task`: itself, or the subtasks of a group (minerva_math, mmlu_pro), at any depth."""
+    subtasks = (out.get("group_subtasks") or {}).get(task)
+    return [leaf for sub in subtasks for leaf in leaf_tasks(out, sub)] if subtasks else [task]
+
+
 def summaries(out: dict, tasks: list[str]) -> list[dict]:
     rows = []
     for task in tasks:
         entry = out["results"].get(task)
         if entry is None:
             continue
-        n = (out.get("n-samples", {}).get(task) or {}).get("effective")
+        counts = [(out.get("n-samples", {}).get(leaf) or {}).get("effective") for leaf in leaf_tasks(out, task)]
+        n = sum(counts) if all(isinstance(c, int) for c in counts) else None
         for metric, filt in _metric_keys(entry):
             score = float(entry[f"{metric},{filt}"])
             se = entry.get(f"{metric}_stderr,{filt}")
@@ -74,17 +81,20 @@ def summaries(out: dict, tasks: list[str]) -> list[dict]:
 
 
 def items(out: dict, tasks: list[str]) -> list[dict]:
-    """Per-item scores from lm-eval's logged samples: the first metric of each task (its headline)."""
+    """Per-item scores from lm-eval's logged samples: the first metric of each task (its headline). A group's
+    items are its subtasks' (lm-eval logs samples per subtask only), filed under the group's name with the
+    subtask in their id, so a study pairs them like any other benchmark's."""
     rows = []
     for task in tasks:
-        entry = out["results"].get(task)
-        samples = out.get("samples", {}).get(task) or []
-        if entry is None or not samples:
-            continue
-        metric, _ = _metric_keys(entry)[0]
-        for s in samples:
-            if metric in s and isinstance(s[metric], (int, float)):
-                rows.append({"benchmark": f"harness:{task}", "id": f"{task}-{s['doc_id']}", "prompt": "",
-                             "response": str((s.get("filtered_resps") or [""])[0])[:2000],
-                             "gold": str(s.get("target", "")), "score": float(s[metric])})
+        for leaf in leaf_tasks(out, task):
+            entry = out["results"].get(leaf)
+            samples = out.get("samples", {}).get(leaf) or []
+            if entry is None or not samples or not _metric_keys(entry):
+                continue
+            metric, _ = _metric_keys(entry)[0]
+            for s in samples:
+                if metric in s and isinstance(s[metric], (int, float)):
+                    rows.append({"benchmark": f"harness:{task}", "id": f"{leaf}-{s['doc_id']}", "prompt": "",
+                                 "response": str((s.get("filtered_resps") or [""])[0])[:2000],
+                                 "gold": str(s.get("target", "")), "score": float(s[metric])})
     return rows

@@ -110,7 +110,7 @@ def train_sft(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_di
 def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_dir: Path, progress=None):
     """TRL's SFTTrainer as the stage configures it (padding-free batches, activation checkpointing only if asked)."""
     import datasets
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     args = SFTConfig(
@@ -171,7 +171,7 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
             lengths = [len(ids) for ids in self.train_dataset["input_ids"]]
             return LengthGroupedSampler(lengths, self.args.per_device_train_batch_size, self.args.seed)
 
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=args,
         train_dataset=datasets.Dataset.from_list(tokenize_examples(rows, tokenizer, cfg.max_length)),
@@ -179,6 +179,10 @@ def sft_trainer(model, tokenizer, rows: list[dict], cfg: SFTTrainConfig, output_
         peft_config=lora_config(cfg),
         callbacks=[NoFinalCheckpoint()] + ([StepProgress()] if progress is not None else []),
     )
+    # With tqdm off, transformers prints every step's metrics as a dict on stdout: 21 lines of noise in a
+    # redirected log. The numbers stay in the trainer's log history (the stage's log.jsonl) and trackers.
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def whole_run_loss(log_history: list[dict]) -> float:

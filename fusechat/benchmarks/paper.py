@@ -1,0 +1,78 @@
+"""The paper's 14 benchmarks (method.md §6, FuseEval), what each needs, and how fusechat runs it today.
+
+`fusechat eval --list` prints this table, so a user sees, before renting a node, which of the paper's
+numbers their run can reproduce under the paper's protocol, which it runs under another protocol (said
+so in the report's label), and which it does not run yet. The paper's own numbers per target are here
+too, for the report's "paper" column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PaperBenchmark:
+    name: str
+    protocol: str  # FuseEval's setting, as the paper ran it
+    data: str  # where the items live
+    needs: str  # a judge, the sandbox, a GPU (for its size)
+    here: str  # how fusechat runs it now, and under which protocol
+
+
+PAPER_BENCHMARKS = [
+    PaperBenchmark("AlpacaEval 2", "length-controlled win rate vs GPT-4-1106, GPT-4 judge", "tatsu-lab/alpaca_eval (805)",
+                   "a judge endpoint", "eval.judged [alpaca_eval]: answers for `alpaca_eval`; with eval.pairwise_judge "
+                   "a raw win rate vs the base, both orders (not length-controlled)"),
+    PaperBenchmark("Arena-Hard", "v0.1 win rate vs GPT-4-0314, GPT-4 judge", "lmarena-ai/arena-hard-auto v0.1 (500)",
+                   "a judge endpoint", "eval.judged [arena_hard]: answers for arena-hard-auto; with eval.pairwise_judge "
+                   "a win rate vs the base, both orders"),
+    PaperBenchmark("MT-Bench", "two turns, 1-10 grades, GPT-4 judge with reference answers", "lmsys/mt_bench_human_judgments (80)",
+                   "a judge", "eval.mtbench: first turn only, win rate vs the base by a local judge's P(Yes) grades "
+                   "(not the 1-10 protocol)"),
+    PaperBenchmark("AlignBench", "v1.1, rubric grades 1-10, GPT-4 judge (Chinese)", "THUDM/AlignBench (683)", "a judge",
+                   "not run yet"),
+    PaperBenchmark("LiveBench", "0831 release, ground-truth scorers", "livebench/* (hub sets per category)", "-",
+                   "not run yet"),
+    PaperBenchmark("MMLU-Pro", "0-shot chain of thought, answer letter extracted", "TIGER-Lab/MMLU-Pro (12,032)", "a GPU (size)",
+                   "eval.harness [mmlu_pro]: lm-eval's 5-shot chain of thought (another protocol); a group task, "
+                   "per-item rows kept"),
+    PaperBenchmark("MMLU-redux", "0-shot chain of thought", "edinburgh-dawg/mmlu-redux (5,700)", "-",
+                   "eval.harness [mmlu_redux_generative]: lm-eval's stock task (its protocol, not FuseEval's)"),
+    PaperBenchmark("GPQA-Diamond", "0-shot chain of thought, answer letter extracted", "Idavidrein/gpqa diamond (198)", "-",
+                   "eval.harness [gpqa_diamond_cot_zeroshot] (lm-eval's 0-shot CoT); the paper recipes list the "
+                   "log-likelihood gpqa_diamond_zeroshot"),
+    PaperBenchmark("GSM8K", "0-shot chain of thought, greedy, 2048 tokens (Qwen2.5-Math harness)", "openai/gsm8k (1,319)", "-",
+                   "eval.harness [gsm8k]: lm-eval's 5-shot with '####' matching (another protocol); "
+                   "gsm8k_cot_zeroshot is lm-eval's 0-shot CoT"),
+    PaperBenchmark("MATH", "0-shot chain of thought, greedy, 2048 tokens, math-verify-style equivalence", "hendrycks MATH test (5,000)",
+                   "-", "eval.harness [minerva_math]: lm-eval's 4-shot Minerva prompt (another protocol); a group "
+                   "task, per-item rows kept"),
+    PaperBenchmark("AMC23", "0-shot chain of thought, greedy, 2048 tokens", "math-ai/amc23 (40)", "-", "not run yet"),
+    PaperBenchmark("HumanEval", "EvalPlus (HumanEval+), greedy, pass@1", "openai_humaneval + evalplus tests (164)", "the sandbox",
+                   "eval.humaneval: pass@1 on HumanEval's own tests in fusechat's sandbox (not the + tests)"),
+    PaperBenchmark("MBPP", "EvalPlus (MBPP+), greedy, pass@1", "mbpp + evalplus tests (378)", "the sandbox", "not run yet"),
+    PaperBenchmark("LiveCodeBench", "lcb_runner, release_latest, problems 2024-07 to 2024-11", "livecodebench/code_generation_lite",
+                   "the sandbox", "not run yet"),
+]
+
+# The paper's numbers (method.md §6, the official README's table): base -> SFT -> SFT+DPO, per benchmark.
+PAPER_SCORES = {
+    "Llama-3.1-8B-Instruct": {
+        "AlpacaEval 2": (28.3, 41.3, 65.4), "Arena-Hard": (28.1, 38.7, 58.2), "MT-Bench": (8.4, 8.5, 9.0),
+        "AlignBench": (4.6, 6.3, 6.7), "GSM8K": (85.9, 87.0, 88.0), "MATH": (50.7, 54.7, 55.2), "AMC23": (25.0, 30.0, 37.5),
+        "LiveBench": (27.6, 30.2, 32.0), "MMLU-Pro": (50.0, 47.8, 49.2), "MMLU-redux": (67.2, 68.4, 69.2),
+        "GPQA-Diamond": (33.8, 37.9, 34.9), "HumanEval": (69.5, 69.5, 71.3), "MBPP": (75.4, 71.4, 72.0),
+        "LiveCodeBench": (12.3, 12.6, 13.1),
+    },
+    # the other targets: AlpacaEval 2 and Arena-Hard, base -> SFT+DPO (no SFT row published)
+    "Qwen2.5-7B-Instruct": {"AlpacaEval 2": (33.2, None, 63.6), "Arena-Hard": (50.7, None, 61.4)},
+    "gemma-2-9b-it": {"AlpacaEval 2": (51.1, None, 70.2), "Arena-Hard": (40.8, None, 63.4)},
+    "Llama-3.2-3B-Instruct": {"AlpacaEval 2": (21.4, None, 54.0), "Arena-Hard": (16.6, None, 30.2)},
+    "Llama-3.2-1B-Instruct": {"AlpacaEval 2": (9.7, None, 25.3), "Arena-Hard": (5.1, None, 8.6)},
+}
+
+
+def table() -> list[list[str]]:
+    """The rows `fusechat eval --list` prints."""
+    return [[b.name, b.protocol, b.data, b.needs, b.here] for b in PAPER_BENCHMARKS]
