@@ -756,6 +756,8 @@ def eval_settings(recipe: Recipe) -> dict:
         out["judge"] = eval_judge(recipe)
     if cfg.harness_include:  # your task files are an input: an edit reruns the evaluation
         out["harness_files"] = files_digest([cfg.harness_include])
+    if any(task.startswith("fusechat_") for task in cfg.harness):  # so are fusechat's own (the paper's protocol)
+        out["fusechat_task_files"] = files_digest([str(Path(__file__).parent / "benchmarks" / "tasks")])
     if cfg.judged:  # so are local question files
         out["judged_files"] = files_digest([s.questions for s in cfg.judged])
     return out

@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from pathlib import Path
 
 from fusechat import FusechatError
 from fusechat.hardware import has_gpu
 from fusechat.recipe import EvalConfig
 
-# The stock tasks the paper recipes name, as lm-eval's task files define them: (items, generated tokens at
-# most; 0 for a log-likelihood task, one forward pass a choice). For the plan only.
+# fusechat's own task files: the paper's protocol (0-shot chain of thought, 2048 tokens) for GSM8K, MATH,
+# AMC23 and MMLU-Pro (tasks/utils.py says why); always on lm-eval's include path.
+TASKS_DIR = Path(__file__).parent / "tasks"
+# The tasks the paper recipes name, as their task files define them: (items, generated tokens at most; 0 for
+# a log-likelihood task, one forward pass a choice). For the plan only.
 TASK_SIZES = {"gsm8k": (1319, 256), "minerva_math": (5000, 256), "mmlu_pro": (12032, 2048),
-              "gpqa_diamond_zeroshot": (198, 0), "ifeval": (541, 1280)}
+              "gpqa_diamond_zeroshot": (198, 0), "ifeval": (541, 1280), "fusechat_gsm8k": (1319, 2048),
+              "fusechat_math": (5000, 2048), "fusechat_amc23": (40, 2048), "fusechat_mmlu_pro": (12032, 2048),
+              "gpqa_diamond_cot_zeroshot": (198, 2048), "mmlu_redux_generative": (5700, 2048)}
 
 def run_harness(path: str, cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
     """lm-eval on one model folder: (one summary row per task and metric, one row per item)."""
@@ -38,7 +44,8 @@ def run_harness(path: str, cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
     try:
         out = lm_eval.simple_evaluate(
             model=backend, model_args=model_args, tasks=list(cfg.harness), batch_size=cfg.batch_size,
-            limit=cfg.harness_limit, task_manager=TaskManager(include_path=cfg.harness_include),
+            limit=cfg.harness_limit,
+            task_manager=TaskManager(include_path=[str(TASKS_DIR)] + ([cfg.harness_include] if cfg.harness_include else [])),
             apply_chat_template=cfg.harness_chat_template, log_samples=True, bootstrap_iters=1000,
             random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
     except (KeyError, ValueError) as e:  # unknown task names and bad task files surface as these

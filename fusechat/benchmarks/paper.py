@@ -35,20 +35,22 @@ PAPER_BENCHMARKS = [
     PaperBenchmark("LiveBench", "0831 release, ground-truth scorers", "livebench/* (hub sets per category)", "-",
                    "not run yet"),
     PaperBenchmark("MMLU-Pro", "0-shot chain of thought, answer letter extracted", "TIGER-Lab/MMLU-Pro (12,032)", "a GPU (size)",
-                   "eval.harness [mmlu_pro]: lm-eval's 5-shot chain of thought (another protocol); a group task, "
-                   "per-item rows kept"),
+                   "eval.harness [fusechat_mmlu_pro]: the paper's protocol (fusechat's task file); lm-eval's "
+                   "mmlu_pro is 5-shot"),
     PaperBenchmark("MMLU-redux", "0-shot chain of thought", "edinburgh-dawg/mmlu-redux (5,700)", "-",
-                   "eval.harness [mmlu_redux_generative]: lm-eval's stock task (its protocol, not FuseEval's)"),
+                   "eval.harness [mmlu_redux_generative]: lm-eval's 0-shot generative task (its prompt, not "
+                   "FuseEval's); a group task, per-item rows kept"),
     PaperBenchmark("GPQA-Diamond", "0-shot chain of thought, answer letter extracted", "Idavidrein/gpqa diamond (198)", "-",
-                   "eval.harness [gpqa_diamond_cot_zeroshot] (lm-eval's 0-shot CoT); the paper recipes list the "
-                   "log-likelihood gpqa_diamond_zeroshot"),
+                   "eval.harness [gpqa_diamond_cot_zeroshot]: lm-eval's 0-shot chain of thought (the paper's "
+                   "protocol); the hub set is gated: accept its terms first"),
     PaperBenchmark("GSM8K", "0-shot chain of thought, greedy, 2048 tokens (Qwen2.5-Math harness)", "openai/gsm8k (1,319)", "-",
-                   "eval.harness [gsm8k]: lm-eval's 5-shot with '####' matching (another protocol); "
-                   "gsm8k_cot_zeroshot is lm-eval's 0-shot CoT"),
+                   "eval.harness [fusechat_gsm8k]: the paper's protocol (fusechat's task file, math-verify); "
+                   "lm-eval's gsm8k is 5-shot"),
     PaperBenchmark("MATH", "0-shot chain of thought, greedy, 2048 tokens, math-verify-style equivalence", "hendrycks MATH test (5,000)",
-                   "-", "eval.harness [minerva_math]: lm-eval's 4-shot Minerva prompt (another protocol); a group "
-                   "task, per-item rows kept"),
-    PaperBenchmark("AMC23", "0-shot chain of thought, greedy, 2048 tokens", "math-ai/amc23 (40)", "-", "not run yet"),
+                   "-", "eval.harness [fusechat_math]: the paper's protocol (fusechat's task files, math-verify; "
+                   "a group of 7 subjects, per-item rows kept)"),
+    PaperBenchmark("AMC23", "0-shot chain of thought, greedy, 2048 tokens", "math-ai/amc23 (40)", "-",
+                   "eval.harness [fusechat_amc23]: the paper's protocol (fusechat's task file, math-verify)"),
     PaperBenchmark("HumanEval", "EvalPlus (HumanEval+), greedy, pass@1", "openai_humaneval + evalplus tests (164)", "the sandbox",
                    "eval.humaneval: pass@1 on HumanEval's own tests in fusechat's sandbox (not the + tests)"),
     PaperBenchmark("MBPP", "EvalPlus (MBPP+), greedy, pass@1", "mbpp + evalplus tests (378)", "the sandbox", "not run yet"),
