@@ -247,15 +247,18 @@ def fusion_sentence(rows: list[dict]) -> str:
             f"({len(fused)} benchmark(s)): " + "; ".join(parts) + ".")
 
 
-def fusion_markdown(rows: list[dict], label=lambda bench: bench) -> str:
+def fusion_markdown(rows: list[dict], label=lambda bench: bench, paper: dict[str, str] | None = None) -> str:
+    """The paired table; `paper` (benchmark -> the paper's "base → SFT → SFT+DPO", %) adds its column."""
     def cell(step):
         if step is None:
             return "-"
         return f"{step['diff']:+.3f} [{step['ci_low']:+.3f}, {step['ci_high']:+.3f}] {step['verdict']}"
 
     table = [[label(r["benchmark"]), *(fmt(r["means"].get(m), 3) for m in ("base", "sft", "sft+dpo")),
-              *(cell(r["steps"].get(name)) for _, _, name in STEPS)] for r in rows]
-    return md_table(["benchmark", "base", "SFT", "SFT+DPO", *(f"{name} (95% CI)" for _, _, name in STEPS)], table)
+              *(cell(r["steps"].get(name)) for _, _, name in STEPS), *([paper.get(r["benchmark"], "-")] if paper else [])]
+             for r in rows]
+    return md_table(["benchmark", "base", "SFT", "SFT+DPO", *(f"{name} (95% CI)" for _, _, name in STEPS),
+                     *(["the paper, % (base → SFT → SFT+DPO)"] if paper else [])], table)
 
 
 def compare_runs(items_a: list[dict], items_b: list[dict]) -> list[dict]:

@@ -20,6 +20,8 @@ from collections import Counter, defaultdict
 import yaml
 
 from fusechat import benchmarks
+from fusechat.benchmarks.paper import paper_column
+from fusechat.cards import hub_id
 from fusechat.analysis import STEPS, bias_markdown, fusion_markdown, fusion_sentence, fusion_table, source_markdown
 from fusechat.hardware import measured_on
 from fusechat.markdown import fmt, markdown_body
@@ -178,11 +180,13 @@ def human_seconds(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def fusion_html(rows: list[dict], labels: dict[str, str]) -> str:
-    """The paired table as HTML, each step's cell coloured by its verdict."""
+def fusion_html(rows: list[dict], labels: dict[str, str], paper: dict[str, str] | None = None) -> str:
+    """The paired table as HTML, each step's cell coloured by its verdict; the paper's row for the same target
+    (`paper`: benchmark -> "base → SFT → SFT+DPO" in %) in a last column where it reports one."""
     colours = {"better": "#d8f0d8", "worse": "#f6d5d5"}
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ("benchmark", "base", "SFT", "SFT+DPO",
-                                                         *(f"{name} (95% CI)" for _, _, name in STEPS)))
+                                                         *(f"{name} (95% CI)" for _, _, name in STEPS),
+                                                         *(["the paper, % (base → SFT → SFT+DPO)"] if paper else [])))
     out = [f"<table class='answer'><tr>{head}</tr>"]
     for r in rows:
         cells = [f"<td>{html.escape(labels.get(r['benchmark'], r['benchmark']))}</td>"]
@@ -195,6 +199,8 @@ def fusion_html(rows: list[dict], labels: dict[str, str]) -> str:
             colour = colours.get(step["verdict"], "#f3f3f3")
             cells.append(f"<td style='background:{colour}'>{step['diff']:+.3f} [{step['ci_low']:+.3f}, {step['ci_high']:+.3f}]"
                          f"<br><b>{html.escape(step['verdict'])}</b></td>")
+        if paper:
+            cells.append(f"<td>{html.escape(paper.get(r['benchmark'], '-'))}</td>")
         out.append(f"<tr>{''.join(cells)}</tr>")
     return "".join(out) + "</table>"
 
@@ -232,8 +238,10 @@ def report(run: StageRun) -> Outputs:
         note = ("Each step is a paired difference on the items both models answered (bootstrap 95% interval); "
                 "*better* / *worse* when the interval excludes 0. Win rates (MT-Bench) are against the base, "
                 "so their steps from the base are the win rate - 0.5.")
-        md += [sentence, "", fusion_markdown(rows, lambda b: labels.get(b, b)), "", note]
-        body += [f"<p class='answer'>{html.escape(sentence)}</p>", fusion_html(rows, labels),
+        paper = {b: v for b, v in paper_column(hub_id(recipe.target.model) if recipe.target else None).items()
+                 if any(r["benchmark"] == b for r in rows)}
+        md += [sentence, "", fusion_markdown(rows, lambda b: labels.get(b, b), paper), "", note]
+        body += [f"<p class='answer'>{html.escape(sentence)}</p>", fusion_html(rows, labels, paper),
                  f"<p class='note'>{html.escape(note).replace('*better*', '<i>better</i>').replace('*worse*', '<i>worse</i>')}</p>"]
     elif results or run.manifest("dpo"):
         md.append("The evaluation has no per-item answers yet: run `fusechat eval` for the paired table.")

@@ -94,3 +94,31 @@ def test_an_ablation_reuses_the_first_runs_samples_and_scores(tmp_path, tiny_mod
     assert os.stat(a.stage_dir("sample") / "samples.jsonl").st_ino == os.stat(b.stage_dir("sample") / "samples.jsonl").st_ino
     assert b.manifest("build")["config"]["pairing"] == "cross-source"
     assert a.manifest("build")["config"]["pairing"] == "same-source"
+
+
+def test_the_report_puts_the_papers_row_beside_a_benchmark_run_under_its_protocol(tmp_path):
+    """A Llama-3.1-8B run evaluated with the paper's GSM8K task: the paired table gains the paper's column
+    (method.md §6: 85.9 -> 87.0 -> 88.0); a benchmark the paper ran otherwise (HumanEval here) gets none."""
+    from fusechat.pipeline import run_stage
+    from fusechat.recipe import recipe_from_dict
+    from fusechat.runfolder import Outputs, RunFolder
+
+    recipe = recipe_from_dict({
+        "name": "paper-col", "run_dir": str(tmp_path / "run"), "target": {"model": "meta-llama/Llama-3.1-8B-Instruct"},
+        "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 1}]},
+        "sources": [{"name": "s", "model": "m"}]})
+    gsm8k = "harness:fusechat_gsm8k"
+    items = [r | {"prompt": "", "response": "", "gold": ""} for r in
+             rows("base", gsm8k, [0, 1] * 10) + rows("sft", gsm8k, [1] * 20) + rows("sft+dpo", gsm8k, [1] * 20)
+             + rows("base", "humaneval", [0] * 5) + rows("sft+dpo", "humaneval", [1] * 5)]
+    results = [{"model": m, "benchmark": b, "score": 0.5, "ci_low": 0.0, "ci_high": 1.0, "n": 20, "label": b}
+               for m in ("base", "sft", "sft+dpo") for b in (gsm8k, "humaneval")]
+    RunFolder(recipe.run_path).write("eval", Outputs({"results": results, "items": items}))
+    run_stage("report", recipe)
+    md = (recipe.run_path / "report" / "report.md").read_text()
+    assert "the paper, % (base → SFT → SFT+DPO)" in md
+    # the paired table comes first in the report: its rows are the first of each benchmark
+    gsm8k_row = next(line for line in md.splitlines() if line.startswith(f"| {gsm8k} |"))
+    humaneval_row = next(line for line in md.splitlines() if line.startswith("| humaneval |"))
+    assert gsm8k_row.endswith("| 85.9 → 87.0 → 88.0 |") and humaneval_row.endswith("| - |")
+    assert "85.9 → 87.0 → 88.0" in (recipe.run_path / "report" / "report.html").read_text()

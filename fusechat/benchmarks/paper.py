@@ -75,6 +75,20 @@ PAPER_SCORES = {
 }
 
 
+# fusechat's benchmark keys whose protocol is the paper's, or whose judge is named beside the score: the
+# report puts the paper's row beside them. (HumanEval and MT-Bench run another protocol here: no column.)
+PAPER_NAME_OF = {"harness:fusechat_gsm8k": "GSM8K", "harness:fusechat_math": "MATH", "harness:fusechat_amc23": "AMC23",
+                 "harness:fusechat_mmlu_pro": "MMLU-Pro", "harness:gpqa_diamond_cot_zeroshot": "GPQA-Diamond",
+                 "harness:mmlu_redux_generative": "MMLU-redux", "alpaca_eval": "AlpacaEval 2", "arena_hard": "Arena-Hard"}
+
+
+def paper_column(target_hub_id: str | None) -> dict[str, str]:
+    """benchmark key -> the paper's "base → SFT → SFT+DPO" (in %) for this target, where the paper reports one."""
+    rows = PAPER_SCORES.get((target_hub_id or "").rstrip("/").split("/")[-1], {})
+    return {key: " → ".join("-" if x is None else f"{x:.1f}" for x in rows[name])
+            for key, name in PAPER_NAME_OF.items() if name in rows}
+
+
 def table() -> list[list[str]]:
     """The rows `fusechat eval --list` prints."""
     return [[b.name, b.protocol, b.data, b.needs, b.here] for b in PAPER_BENCHMARKS]
