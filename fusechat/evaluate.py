@@ -23,7 +23,7 @@ from fusechat import FusechatError, benchmarks
 from fusechat.backends.base import Request
 from fusechat.backends.factory import open_backend
 from fusechat.cards import model_card
-from fusechat.benchmarks import judged, mtbench
+from fusechat.benchmarks import judged, mtbench, mtbench_graded
 from fusechat.benchmarks.harness import run_harness
 from fusechat.hardware import release_memory
 from fusechat.models import target_path
@@ -53,11 +53,13 @@ def training_texts(run: StageRun) -> set[str]:
     return seen
 
 
-def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe, on_batch=None) -> dict[str, list[str]]:
+def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe, on_batch=None,
+                     second: dict | None = None) -> dict[str, list[str]]:
     """Greedy answers to every benchmark's prompts, through the same backend interface as sampling.
 
     Benchmarks with the same length cap go to the backend as one list: on a CPU one batch of 90 costs
-    about what a batch of 20 does, and a small benchmark alone would pay a whole batch's steps."""
+    about what a batch of 20 does, and a small benchmark alone would pay a whole batch's steps. Items with
+    `turns` (MT-Bench) get their second turn after the model's own first answer, into `second`."""
     greedy = Sampling(temperature=0, max_new_tokens=recipe.eval.max_new_tokens)
     source = Source(name="eval", model=path, backend="transformers", dtype=recipe.eval.dtype,
                     batch_size=recipe.eval.batch_size, sampling=greedy)
@@ -71,6 +73,12 @@ def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe,
             requests = [Request([{"role": "user", "content": p["prompt"]}], 0) for b in benches for p in problems[b]]
             texts = iter([g.text for g in backend.generate(requests, sampling)])
             answers |= {b: [next(texts) for _ in problems[b]] for b in benches}
+        for bench in [b for b in problems if problems[b] and len(problems[b][0].get("turns") or []) > 1]:
+            requests = [Request([{"role": "user", "content": p["turns"][0]}, {"role": "assistant", "content": a},
+                                 {"role": "user", "content": p["turns"][1]}], 0) for p, a in zip(problems[bench], answers[bench])]
+            texts = [g.text for g in backend.generate(requests, capped[bench])]
+            if second is not None:
+                second[bench] = texts
     return {bench: answers[bench] for bench in problems}
 
 
@@ -90,8 +98,9 @@ def shard_key(kind: str, model: str) -> str:
 def summarise(model: str, bench: str, scores: list[float], judge: str = "") -> dict:
     n = len(scores)
     mean = sum(scores) / n if n else float("nan")
-    # win rates are scores in [0, 1] per question (bootstrap), the others pass/fail (Wilson)
-    low, high = bootstrap_mean(scores) if benchmarks.is_win_rate(bench) else wilson(sum(scores), n)
+    # pass/fail scores get Wilson's interval; win rates and grades (MT-Bench's 1-10) a bootstrap one
+    graded = benchmarks.is_win_rate(bench) or any(x not in (0.0, 1.0) for x in scores)
+    low, high = bootstrap_mean(scores) if graded else wilson(sum(scores), n)
     return {"model": model, "benchmark": bench, "score": mean, "ci_low": low, "ci_high": high, "n": n,
             "label": benchmarks.label(bench, judge)}
 
@@ -100,7 +109,8 @@ def evaluate(run: StageRun) -> Outputs:
     recipe = run.recipe
     models = models_to_evaluate(run)
     problems = benchmarks.problems(recipe, training_texts(run) if recipe.eval.math is not None else set())
-    per_model = sum(len(bench_items) for bench_items in problems.values())  # answers a model; MT-Bench grading: one step
+    # answers a model (MT-Bench's second turns too); the local MT-Bench judge's grading: one step
+    per_model = sum(len(b) * (2 if b and len(b[0].get("turns") or []) > 1 else 1) for b in problems.values())
     task = run.progress.add_task("eval", total=len(models) * (per_model + ("mtbench" in problems)))
     items, harness_results, math = [], [], MathChecker(recipe.score.math_timeout_s)  # its worker starts at the first check
     try:
@@ -113,14 +123,16 @@ def evaluate(run: StageRun) -> Outputs:
                 run.progress.update(task, advance=n)
 
             if not run.has_shard(key):
-                answers = generate_answers(path, problems, recipe, on_batch) if problems else {}
+                second = {}
+                answers = generate_answers(path, problems, recipe, on_batch, second) if problems else {}
                 rows = []
                 for bench, bench_items in problems.items():
                     scores = score_answers(bench, bench_items, answers[bench], recipe, math)
                     for i, (p, a) in enumerate(zip(bench_items, answers[bench])):
                         rows.append({"model": name, "benchmark": bench, "id": p["id"], "prompt": p["prompt"], "response": a,
                                      "gold": p.get("answer") or json.dumps(p.get("constraints") or ""),
-                                     "score": scores[i] if scores else None})
+                                     "score": scores[i] if scores else None}
+                                    | ({"turn_2": second[bench][i]} if bench in second else {}))
                 run.write_shard(key, rows)
             items += run.read_shard(key)
             run.progress.update(task, advance=per_model - answered[0])  # a finished shard's, over-long prompts'
@@ -165,10 +177,13 @@ def evaluate(run: StageRun) -> Outputs:
             if r["benchmark"] == "mtbench" and r["model"] != "base":
                 r["score"] = mtbench.win(grades[r["model"]][r["id"]], grades["base"][r["id"]])
 
-    files = write_official_answers(run, models, items)
     judge_label, extra = {}, {"models": models}
+    if "mtbench_graded" in problems:  # both turns of every model graded 1-10 by the judge endpoint
+        grade_mtbench(run, models, items, problems["mtbench_graded"])
+        judge_label["mtbench_graded"] = recipe.eval.mtbench_graded.judge.model
+    files = write_official_answers(run, models, items)
     if recipe.eval.pairwise_judge and recipe.eval.judged:
-        judge_label = {spec.format: recipe.eval.pairwise_judge.model for spec in recipe.eval.judged}
+        judge_label |= {spec.format: recipe.eval.pairwise_judge.model for spec in recipe.eval.judged}
         extra["both_orders_agree"] = judge_pairwise(run, models, items)  # the judge's consistency, per model/set
     by = defaultdict(list)
     for r in items:
@@ -192,6 +207,30 @@ def write_official_answers(run: StageRun, models: dict[str, str], items: list[di
             judged.write_official(run.work_dir, spec.format, name, rows)
         folders[spec.format] = run.work_dir / spec.format
     return folders
+
+
+def grade_mtbench(run: StageRun, models: dict[str, str], items: list[dict], questions: list[dict]) -> None:
+    """Each model's two MT-Bench turns graded by the endpoint with FastChat's prompts (one shard a model, so
+    a killed stage asks the judge again only for the models it had not finished); the items get the mean of
+    their graded turns, and keep the judge's ratings and texts for the report's data viewer."""
+    from fusechat.backends.openai_api import OpenAIBackend
+
+    cfg, backend, prompts = run.recipe.eval.mtbench_graded.judge, None, None
+    by_id = {q["id"]: q for q in questions}
+    for name in models:
+        mine = [r for r in items if r["model"] == name and r["benchmark"] == "mtbench_graded"]
+        key = shard_key("mtbench-graded", name)
+        if not run.has_shard(key):
+            backend = backend or OpenAIBackend(cfg.endpoint, cfg.model, concurrency=cfg.concurrency, api_key_env=cfg.api_key_env)
+            prompts = prompts or mtbench_graded.judge_prompts()
+            requests = [Request(mtbench_graded.judge_messages(prompts, by_id[r["id"]], (r["response"], r["turn_2"]), turn), 0)
+                        for r in mine for turn in (1, 2)]
+            texts = [g.text for g in backend.generate(requests, Sampling(temperature=0, max_new_tokens=2048))]
+            run.write_shard(key, [{"id": r["id"], "judgments": texts[2 * i: 2 * i + 2]} for i, r in enumerate(mine)])
+        got = {row["id"]: row["judgments"] for row in run.read_shard(key)}
+        for r in mine:
+            r["grades"] = [mtbench_graded.rating(text) for text in got[r["id"]]]
+            r["score"] = mtbench_graded.question_score(r["grades"])
 
 
 def judge_pairwise(run: StageRun, models: dict[str, str], items: list[dict]) -> dict:

@@ -401,10 +401,20 @@ class PairwiseJudge(Strict):
     concurrency: int = SpeedOnly(8, gt=0, description="requests in flight")
 
 
+class MTBenchGraded(Strict):
+    """MT-Bench as published: both turns, graded 1-10 by a judge endpoint with FastChat's prompts
+    (fusechat.benchmarks.mtbench_graded)."""
+
+    n: int = Field(80, gt=0, le=80, description="the first n of the 80 questions")
+    judge: PairwiseJudge = Field(description="the judge: any OpenAI-compatible endpoint; its name labels the score")
+
+
 class EvalConfig(Strict):
     math: MathEval | None = Field(default_factory=MathEval)
     humaneval: int | None = Field(164, ge=0, description="HumanEval problems (pass@1); 0 skips")
     mtbench: int | None = Field(80, ge=0, description="MT-Bench first-turn questions judged against the base; 0 skips")
+    mtbench_graded: MTBenchGraded | None = Field(None, description=(
+        "MT-Bench under the paper's protocol: two turns, 1-10 grades from a judge endpoint"))
     constraints: int | None = Field(44, ge=0, description="writing tasks with one verifiable constraint each; 0 skips")
     judge: str | None = Field(None, description="local judge for MT-Bench; default: score.reward.model")
     judge_backend: Literal["transformers", "llamacpp", "vllm"] = Field(

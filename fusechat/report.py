@@ -22,6 +22,7 @@ import yaml
 from fusechat import benchmarks
 from fusechat.benchmarks.paper import paper_column
 from fusechat.cards import hub_id
+from fusechat.recipe import eval_judge
 from fusechat.analysis import STEPS, bias_markdown, fusion_markdown, fusion_sentence, fusion_table, source_markdown
 from fusechat.hardware import measured_on
 from fusechat.markdown import fmt, markdown_body
@@ -180,13 +181,28 @@ def human_seconds(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
+def judge_is_source(recipe) -> list[str]:
+    """A sentence for every judge that is also one of the sources: its grades may favour answers like its own
+    (self-preference), and the target was trained on that source's answers."""
+    sources = {}
+    for source in recipe.sources:
+        for name in {source.model, hub_id(source.model)} - {None}:
+            sources[name] = source.name
+    cfg = recipe.eval
+    judges = [("MT-Bench (win rate)", eval_judge(recipe) if cfg.mtbench else None),
+              ("the judged sets", cfg.pairwise_judge.model if cfg.pairwise_judge and cfg.judged else None),
+              ("MT-Bench (1-10)", cfg.mtbench_graded.judge.model if cfg.mtbench_graded else None)]
+    return [f"Judge of {what}: {judge} is also source '{sources[judge]}': it may favour answers like its own, "
+            "and the target learned from its answers." for what, judge in judges if judge in sources]
+
+
 def fusion_html(rows: list[dict], labels: dict[str, str], paper: dict[str, str] | None = None) -> str:
     """The paired table as HTML, each step's cell coloured by its verdict; the paper's row for the same target
     (`paper`: benchmark -> "base → SFT → SFT+DPO" in %) in a last column where it reports one."""
     colours = {"better": "#d8f0d8", "worse": "#f6d5d5"}
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ("benchmark", "base", "SFT", "SFT+DPO",
                                                          *(f"{name} (95% CI)" for _, _, name in STEPS),
-                                                         *(["the paper, % (base → SFT → SFT+DPO)"] if paper else [])))
+                                                         *(["the paper: base → SFT → SFT+DPO (%; MT-Bench 1-10)"] if paper else [])))
     out = [f"<table class='answer'><tr>{head}</tr>"]
     for r in rows:
         cells = [f"<td>{html.escape(labels.get(r['benchmark'], r['benchmark']))}</td>"]
@@ -240,6 +256,8 @@ def report(run: StageRun) -> Outputs:
                 "so their steps from the base are the win rate - 0.5.")
         paper = {b: v for b, v in paper_column(hub_id(recipe.target.model) if recipe.target else None).items()
                  if any(r["benchmark"] == b for r in rows)}
+        flags = judge_is_source(recipe)
+        note += "".join(f" {flag}" for flag in flags)
         md += [sentence, "", fusion_markdown(rows, lambda b: labels.get(b, b), paper), "", note]
         body += [f"<p class='answer'>{html.escape(sentence)}</p>", fusion_html(rows, labels, paper),
                  f"<p class='note'>{html.escape(note).replace('*better*', '<i>better</i>').replace('*worse*', '<i>worse</i>')}</p>"]

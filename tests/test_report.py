@@ -116,9 +116,22 @@ def test_the_report_puts_the_papers_row_beside_a_benchmark_run_under_its_protoco
     RunFolder(recipe.run_path).write("eval", Outputs({"results": results, "items": items}))
     run_stage("report", recipe)
     md = (recipe.run_path / "report" / "report.md").read_text()
-    assert "the paper, % (base → SFT → SFT+DPO)" in md
+    assert "the paper: base → SFT → SFT+DPO (%; MT-Bench 1-10)" in md
     # the paired table comes first in the report: its rows are the first of each benchmark
     gsm8k_row = next(line for line in md.splitlines() if line.startswith(f"| {gsm8k} |"))
     humaneval_row = next(line for line in md.splitlines() if line.startswith("| humaneval |"))
     assert gsm8k_row.endswith("| 85.9 → 87.0 → 88.0 |") and humaneval_row.endswith("| - |")
     assert "85.9 → 87.0 → 88.0" in (recipe.run_path / "report" / "report.html").read_text()
+
+
+def test_a_judge_that_is_also_a_source_is_flagged():
+    from fusechat.recipe import builtin_recipe, load_recipe
+    from fusechat.report import judge_is_source
+
+    paper = load_recipe(builtin_recipe("paper-llama3.1-8b"))  # Qwen2.5-72B judges MT-Bench and is a source
+    [flag] = judge_is_source(paper)
+    assert "Qwen/Qwen2.5-72B-Instruct is also source 'qwen-2.5-72b'" in flag
+    graded = load_recipe(builtin_recipe("paper-llama3.1-8b"), [
+        "eval.mtbench=0", 'eval.mtbench_graded={"judge": {"endpoint": "http://x/v1", "model": "gpt-4o"}}'])
+    assert judge_is_source(graded) == []  # a judge no source is
+    assert judge_is_source(load_recipe(builtin_recipe("cpu-default"))) == []  # its judge (Qwen-Coder-1.5B) is no source

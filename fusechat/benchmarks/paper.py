@@ -28,8 +28,9 @@ PAPER_BENCHMARKS = [
                    "a judge endpoint", "eval.judged [arena_hard]: answers for arena-hard-auto; with eval.pairwise_judge "
                    "a win rate vs the base, both orders"),
     PaperBenchmark("MT-Bench", "two turns, 1-10 grades, GPT-4 judge with reference answers", "lmsys/mt_bench_human_judgments (80)",
-                   "a judge", "eval.mtbench: first turn only, win rate vs the base by a local judge's P(Yes) grades "
-                   "(not the 1-10 protocol)"),
+                   "a judge endpoint", "eval.mtbench_graded: both turns, 1-10 with FastChat's prompts and GPT-4's "
+                   "reference answers, by any judge endpoint (named in the label); eval.mtbench: a first-turn win "
+                   "rate by a local judge (another protocol)"),
     PaperBenchmark("AlignBench", "v1.1, rubric grades 1-10, GPT-4 judge (Chinese)", "THUDM/AlignBench (683)", "a judge",
                    "not run yet"),
     PaperBenchmark("LiveBench", "0831 release, ground-truth scorers", "livebench/* (hub sets per category)", "-",
@@ -76,14 +77,16 @@ PAPER_SCORES = {
 
 
 # fusechat's benchmark keys whose protocol is the paper's, or whose judge is named beside the score: the
-# report puts the paper's row beside them. (HumanEval and MT-Bench run another protocol here: no column.)
+# report puts the paper's row beside them (MT-Bench on its 1-10 scale; HumanEval runs without the + tests
+# here, and eval.mtbench is another protocol: no column).
 PAPER_NAME_OF = {"harness:fusechat_gsm8k": "GSM8K", "harness:fusechat_math": "MATH", "harness:fusechat_amc23": "AMC23",
                  "harness:fusechat_mmlu_pro": "MMLU-Pro", "harness:gpqa_diamond_cot_zeroshot": "GPQA-Diamond",
-                 "harness:mmlu_redux_generative": "MMLU-redux", "alpaca_eval": "AlpacaEval 2", "arena_hard": "Arena-Hard"}
+                 "harness:mmlu_redux_generative": "MMLU-redux", "alpaca_eval": "AlpacaEval 2", "arena_hard": "Arena-Hard",
+                 "mtbench_graded": "MT-Bench"}
 
 
 def paper_column(target_hub_id: str | None) -> dict[str, str]:
-    """benchmark key -> the paper's "base → SFT → SFT+DPO" (in %) for this target, where the paper reports one."""
+    """benchmark key -> the paper's "base → SFT → SFT+DPO" for this target (%; MT-Bench on its 1-10 scale), where it reports one."""
     rows = PAPER_SCORES.get((target_hub_id or "").rstrip("/").split("/")[-1], {})
     return {key: " → ".join("-" if x is None else f"{x:.1f}" for x in rows[name])
             for key, name in PAPER_NAME_OF.items() if name in rows}
