@@ -413,6 +413,11 @@ class EvalConfig(Strict):
     math: MathEval | None = Field(default_factory=MathEval)
     humaneval: int | None = Field(164, ge=0, description="HumanEval problems (pass@1); 0 skips")
     mtbench: int | None = Field(80, ge=0, description="MT-Bench first-turn questions judged against the base; 0 skips")
+    humaneval_plus: int | None = Field(None, ge=0, description="HumanEval+ problems (EvalPlus's tests, sandboxed); unset skips")
+    mbpp_plus: int | None = Field(None, ge=0, description="MBPP+ problems (EvalPlus's tests, sandboxed); unset skips")
+    evalplus_data: dict[Literal["humaneval_plus", "mbpp_plus"], str] = Field(
+        default_factory=lambda: {"humaneval_plus": "evalplus/humanevalplus", "mbpp_plus": "evalplus/mbppplus"},
+        description="where the EvalPlus rows come from: a hub id, a folder or a file in the hub set's layout")
     mtbench_graded: MTBenchGraded | None = Field(None, description=(
         "MT-Bench under the paper's protocol: two turns, 1-10 grades from a judge endpoint"))
     constraints: int | None = Field(44, ge=0, description="writing tasks with one verifiable constraint each; 0 skips")
@@ -760,8 +765,11 @@ def eval_settings(recipe: Recipe) -> dict:
     if cfg.math is not None:
         task, options = math_eval_problem_set(recipe)
         out["math"] = {"task": task, "options": options, "timeout_s": recipe.score.math_timeout_s}
-    if cfg.humaneval:
+    if cfg.humaneval or cfg.humaneval_plus or cfg.mbpp_plus:
         out["sandbox"] = settings(recipe.score.code)
+    local = [cfg.evalplus_data[k] for k in ("humaneval_plus", "mbpp_plus") if getattr(cfg, k) and Path(cfg.evalplus_data[k]).exists()]
+    if local:  # local EvalPlus files are an input like the task files
+        out["evalplus_files"] = files_digest(local)
     if cfg.mtbench:
         out["judge"] = eval_judge(recipe)
     if cfg.harness_include:  # your task files are an input: an edit reruns the evaluation

@@ -180,23 +180,26 @@ def isolation() -> str:
 
 def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memory_mb: int = 1024,
                max_output_bytes: int = 1_000_000, max_procs: int = 16, disk_mb: int = 64, max_files: int = 10_000,
-               isolate: bool = True) -> SandboxResult:
+               isolate: bool = True, packages: tuple[str, ...] = ()) -> SandboxResult:
     """Run `code`, then `tests` (if any), in a fresh sandbox. Passed means the tests ran to their end
     (with no tests: the program did). `memory_mb` caps each process and, isolated, the whole run;
     `max_output_bytes` stdout, stderr and any one file; `disk_mb` all files together; `max_files` the
-    files and folders the run creates; `max_procs` the processes and threads."""
+    files and folders the run creates; `max_procs` the processes and threads. `packages`: installed
+    packages the code and tests may import (EvalPlus's tests import numpy), each bound read-only on its
+    own: the rest of site-packages stays out."""
     if isolate and _runnable_bwrap() is None:
         raise SandboxUnavailable(f"no bubblewrap (bwrap) found to isolate model-written code: {HOW_TO_ENABLE}")
     _remove_leftovers()
     base = Path(tempfile.mkdtemp(prefix=f"fusechat-sandbox-{_owner()}-"))  # parent-only (0700): job and outputs
     try:  # whatever happens, an interrupt (SIGINT, or SIGTERM from a scheduler) too, the folder goes
-        return _run_in(base, code, tests, timeout_s, memory_mb, max_output_bytes, max_procs, disk_mb, max_files, isolate)
+        return _run_in(base, code, tests, timeout_s, memory_mb, max_output_bytes, max_procs, disk_mb, max_files, isolate,
+                       packages)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
 def _run_in(base: Path, code: str, tests: str | None, timeout_s: float, memory_mb: int, max_output_bytes: int,
-            max_procs: int, disk_mb: int, max_files: int, isolate: bool) -> SandboxResult:
+            max_procs: int, disk_mb: int, max_files: int, isolate: bool, packages: tuple[str, ...] = ()) -> SandboxResult:
     token = secrets.token_hex(16)
     cpu_s = int(timeout_s + 0.999) + 1  # a second above the wall clock: single-threaded code meets the wall first
     limits = [("RLIMIT_CPU", cpu_s, cpu_s + 1),  # soft < hard: SIGXCPU (a timeout we can tell) before SIGKILL
@@ -221,19 +224,22 @@ def _run_in(base: Path, code: str, tests: str | None, timeout_s: float, memory_m
         seccomp_fd = os.open(base / "seccomp.bpf", os.O_RDONLY)
     passed_fds = [fd for fd in (job_fd, write_end, seccomp_fd, info_write) if fd is not None]
     with open(base / "stdout", "w+b") as out, open(base / "stderr", "w+b") as err:
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
         if isolate:
-            command, user = _bwrap_command(disk_mb, seccomp_fd, info_write)
+            command, user = _bwrap_command(disk_mb, seccomp_fd, info_write, packages)
         else:
             _warn_unisolated()
             work = base / "work"
             work.mkdir()
             command, user = [_python(), "-I", "-S", "-c", _INSIDE], None
+            if packages:  # no cage to bind into: the packages' own folders
+                env[SITE_VAR] = os.pathsep.join(sorted({str(Path(d).parent) for name in packages for d in _package_dirs(name)}))
         command += [str(job_fd), str(write_end)]
         try:
             proc = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 cwd=None if isolate else base / "work",
-                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"},
+                env=env,
                 start_new_session=True, close_fds=True, pass_fds=passed_fds,
                 **({"user": user, "group": user, "extra_groups": []} if user is not None else {}),
             )
@@ -401,7 +407,24 @@ def _python() -> str:
     return os.path.realpath(sys.executable)
 
 
-def _bwrap_command(disk_mb: int, seccomp_fd: int | None, info_fd: int) -> tuple[list[str], int | None]:
+SITE = "/opt/fusechat-site"  # where packages the tests may import are bound inside the cage
+SITE_VAR = "FUSECHAT_SANDBOX_SITE"  # the folder(s) sandbox_inside puts on sys.path (Python runs with -I -S)
+
+
+def _package_dirs(name: str) -> list[str]:
+    """An installed package's folder, and its wheel's bundled libraries (`numpy.libs`: OpenBLAS) when there."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise SandboxUnavailable(f"the sandbox was asked for package '{name}', which is not installed here")
+    folder = os.path.realpath(list(spec.submodule_search_locations)[0])
+    libs = os.path.join(os.path.dirname(folder), f"{name}.libs")
+    return [folder] + ([libs] if os.path.isdir(libs) else [])
+
+
+def _bwrap_command(disk_mb: int, seccomp_fd: int | None, info_fd: int,
+                   packages: tuple[str, ...] = ()) -> tuple[list[str], int | None]:
     """bwrap's arguments and the uid to start it as (root: a fresh unprivileged one)."""
     binary = _runnable_bwrap()
     root = os.geteuid() == 0
@@ -425,6 +448,11 @@ def _bwrap_command(disk_mb: int, seccomp_fd: int | None, info_fd: int) -> tuple[
     for prefix in _python_prefixes():
         if not Path(prefix).is_relative_to("/usr"):
             args += ["--ro-bind", _staged_python(prefix), prefix]
+    for name in packages:  # each package's folder alone, read-only: not the site-packages around it
+        for folder in _package_dirs(name):
+            args += ["--ro-bind", _staged_package(folder), f"{SITE}/{os.path.basename(folder)}"]
+    if packages:  # one BLAS thread: the cage's process and memory limits hold numpy's pool too
+        args += ["--setenv", SITE_VAR, SITE, "--setenv", "OPENBLAS_NUM_THREADS", "1", "--setenv", "OMP_NUM_THREADS", "1"]
     args += ["--remount-ro", "/dev", "--remount-ro", "/",
              "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", WORK,
              "--setenv", "TMPDIR", "/tmp", "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "PYTHONHASHSEED", "0",
@@ -462,6 +490,30 @@ def _staged_python(prefix: str) -> str:
             shutil.copytree(stdlib, stage / "lib" / stdlib.name, copy_function=link, symlinks=True,
                             ignore=lambda d, names: {"site-packages", "test", "__pycache__"} & set(names) if d == str(stdlib) else set())
     for d, _, _ in os.walk(stage):
+        os.chmod(d, 0o755)
+    return str(stage)
+
+
+@functools.lru_cache(maxsize=None)
+def _staged_package(folder: str) -> str:
+    """A package folder as the cage's unprivileged user can read it: like the interpreter (_staged_python),
+    hard-linked (else copied) into a fresh world-readable folder, once per process, unless it is readable
+    where it is."""
+    if _world_reachable(folder):
+        return folder
+    stage = _temporary_folder("fusechat-site-") / os.path.basename(folder)
+
+    def link(a, b):  # a hard link shares the original's mode: only for files anyone may read already
+        if os.stat(a).st_mode & stat.S_IROTH:
+            try:
+                return os.link(a, b)
+            except OSError:
+                pass
+        shutil.copy2(a, b)
+        os.chmod(b, os.stat(b).st_mode | 0o444)
+
+    shutil.copytree(folder, stage, copy_function=link, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for d, _, _ in os.walk(stage.parent):
         os.chmod(d, 0o755)
     return str(stage)
 

@@ -283,3 +283,19 @@ def test_fusechat_as_pid_1_of_a_container_leaves_no_zombies():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "zombies 0" in done.stdout, done.stdout
+
+
+def test_a_package_asked_for_is_importable_read_only_and_nothing_else_of_site_packages_is():
+    """EvalPlus's tests import numpy: `packages` binds that package's folder alone, read-only."""
+    import numpy
+
+    tests = "import numpy as np\nassert np.allclose([0.1 + 0.2], [0.3])\n"
+    assert run_python("x = 1", tests, packages=("numpy",)).passed
+    assert not run_python("x = 1", tests).passed  # not asked for: not there
+    other = run_python("x = 1", "import yaml\n", packages=("numpy",))  # another installed package stays out
+    assert not other.passed and "No module named 'yaml'" in other.stderr
+    where = os.path.dirname(numpy.__file__)
+    write = run_python("import numpy, os\nopen(os.path.join(os.path.dirname(numpy.__file__), 'x.py'), 'w').write('1')",
+                       packages=("numpy",))
+    assert write.status == "failed" and "Read-only file system" in write.stderr
+    assert not os.path.exists(os.path.join(where, "x.py"))

@@ -52,9 +52,11 @@ PAPER_BENCHMARKS = [
                    "a group of 7 subjects, per-item rows kept)"),
     PaperBenchmark("AMC23", "0-shot chain of thought, greedy, 2048 tokens", "math-ai/amc23 (40)", "-",
                    "eval.harness [fusechat_amc23]: the paper's protocol (fusechat's task file, math-verify)"),
-    PaperBenchmark("HumanEval", "EvalPlus (HumanEval+), greedy, pass@1", "openai_humaneval + evalplus tests (164)", "the sandbox",
-                   "eval.humaneval: pass@1 on HumanEval's own tests in fusechat's sandbox (not the + tests)"),
-    PaperBenchmark("MBPP", "EvalPlus (MBPP+), greedy, pass@1", "mbpp + evalplus tests (378)", "the sandbox", "not run yet"),
+    PaperBenchmark("HumanEval", "EvalPlus (HumanEval+), greedy, pass@1", "evalplus/humanevalplus (164)", "the sandbox",
+                   "eval.humaneval_plus: pass@1 on EvalPlus's tests in fusechat's sandbox (eval.humaneval: "
+                   "HumanEval's own tests)"),
+    PaperBenchmark("MBPP", "EvalPlus (MBPP+), greedy, pass@1", "evalplus/mbppplus (378)", "the sandbox",
+                   "eval.mbpp_plus: pass@1 on MBPP's and EvalPlus's tests in fusechat's sandbox"),
     PaperBenchmark("LiveCodeBench", "lcb_runner, release_latest, problems 2024-07 to 2024-11", "livecodebench/code_generation_lite",
                    "the sandbox", "not run yet"),
 ]
@@ -77,12 +79,13 @@ PAPER_SCORES = {
 
 
 # fusechat's benchmark keys whose protocol is the paper's, or whose judge is named beside the score: the
-# report puts the paper's row beside them (MT-Bench on its 1-10 scale; HumanEval runs without the + tests
-# here, and eval.mtbench is another protocol: no column).
+# report puts the paper's row beside them (MT-Bench on its 1-10 scale; HumanEval and MBPP through EvalPlus,
+# whose base or plus score the paper reports it does not say; eval.humaneval and eval.mtbench run other
+# protocols: no column).
 PAPER_NAME_OF = {"harness:fusechat_gsm8k": "GSM8K", "harness:fusechat_math": "MATH", "harness:fusechat_amc23": "AMC23",
                  "harness:fusechat_mmlu_pro": "MMLU-Pro", "harness:gpqa_diamond_cot_zeroshot": "GPQA-Diamond",
                  "harness:mmlu_redux_generative": "MMLU-redux", "alpaca_eval": "AlpacaEval 2", "arena_hard": "Arena-Hard",
-                 "mtbench_graded": "MT-Bench"}
+                 "mtbench_graded": "MT-Bench", "humaneval_plus": "HumanEval", "mbpp_plus": "MBPP"}
 
 
 def paper_column(target_hub_id: str | None) -> dict[str, str]:
