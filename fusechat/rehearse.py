@@ -177,6 +177,13 @@ def _eval(real: Recipe, raw: dict, models, fixtures, scaled, max_new_tokens: int
     if ev.pairwise_judge is not None:
         notes.append("eval: the pairwise judge is an endpoint the rehearsal cannot reach: skipped")
         raw.pop("pairwise_judge")
+    if ev.mtbench_graded is not None:
+        notes.append("eval: MT-Bench's 1-10 judge is an endpoint the rehearsal cannot reach: skipped")
+        raw.pop("mtbench_graded")
+    for name in ("humaneval_plus", "mbpp_plus"):  # EvalPlus rows in the hub sets' layout, run in the sandbox
+        if getattr(ev, name):
+            raw[name] = scaled(getattr(ev, name))
+            raw.setdefault("evalplus_data", dict(ev.evalplus_data))[name] = str(fixtures.evalplus(name, raw[name]))
     if ev.extra_models:
         raw["extra_models"] = {name: str(models.causal(family(m))) for name, m in ev.extra_models.items()}
 
@@ -311,6 +318,29 @@ class _Fixtures:
             {"tests": "TESTS", "entry_point": "ENTRY"} if domain == "code" else {})
         path.write_text("".join(json.dumps({k: _fill(v, domain, i, 0, path.stem) for k, v in fields.items()}, ensure_ascii=False) + "\n"
                                 for i in range(max(2 * n, 8))))
+        return path
+
+    def evalplus(self, kind: str, n: int) -> Path:
+        """HumanEval+ or MBPP+ rows as the hub sets lay them out: a function to write, MBPP's asserts and
+        EvalPlus's test program (inputs, reference results, its numpy-based `assertion`)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        helper = ("import numpy as np\n\ndef assertion(out, exp, atol):\n    if atol == 0 and isinstance(exp, float):\n"
+                  "        atol = 1e-6\n    assert out == exp or (atol and np.allclose(out, exp, atol=atol))\n")
+        rows = []
+        for i in range(n):
+            loop = f"inputs = [[1, 2], [{i}, 3]]\nresults = [3, {i + 3}]\nfor inp, exp in zip(inputs, results):\n"
+            if kind == "humaneval_plus":
+                rows.append({"task_id": f"HumanEval/{i}", "entry_point": f"add_{i}", "canonical_solution": "    return a + b\n",
+                             "prompt": f'def add_{i}(a: int, b: int) -> int:\n    """Return a + b."""\n',
+                             "test": helper + "\ndef check(candidate):\n" + "".join("    " + line + "\n" for line in loop.splitlines())
+                                     + "        assertion(candidate(*inp), exp, 0)\n"})
+            else:
+                rows.append({"task_id": i, "prompt": f"Write a function add_{i}(a, b) that returns a + b.",
+                             "code": f"def add_{i}(a, b):\n    return a + b\n", "source_file": "", "test_imports": [],
+                             "test_list": [f"assert add_{i}(1, 2) == 3"],
+                             "test": helper + loop + f"    assertion(add_{i}(*inp), exp, 0)\n"})
+        path = self.folder / f"{kind}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return path
 
     def questions(self, fmt: str, n: int) -> Path:
