@@ -409,6 +409,22 @@ class MTBenchGraded(Strict):
     judge: PairwiseJudge = Field(description="the judge: any OpenAI-compatible endpoint; its name labels the score")
 
 
+class LiveCodeBenchConfig(Strict):
+    """LiveCodeBench code generation in the sandbox (fusechat.benchmarks.livecodebench)."""
+
+    n: int | None = Field(None, gt=0, description="the first n problems of the window; unset: all of them")
+    data: list[str] = Field(default_factory=lambda: [
+        f"hf://datasets/livecodebench/code_generation_lite/test{i}.jsonl" for i in ("", 2, 3, 4, 5, 6)],
+        description="code_generation_lite's JSONL files (hub or local), read in order")
+    start: str = Field("2024-07-01", description="first contest date (the paper's window: 2024-07 to 2024-11)")
+    end: str = Field("2024-11-30", description="last contest date")
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso(cls, value):  # YAML reads 2024-07-01 as a date
+        return value.isoformat() if hasattr(value, "isoformat") else value
+
+
 class EvalConfig(Strict):
     math: MathEval | None = Field(default_factory=MathEval)
     humaneval: int | None = Field(164, ge=0, description="HumanEval problems (pass@1); 0 skips")
@@ -418,6 +434,7 @@ class EvalConfig(Strict):
     evalplus_data: dict[Literal["humaneval_plus", "mbpp_plus"], str] = Field(
         default_factory=lambda: {"humaneval_plus": "evalplus/humanevalplus", "mbpp_plus": "evalplus/mbppplus"},
         description="where the EvalPlus rows come from: a hub id, a folder or a file in the hub set's layout")
+    livecodebench: LiveCodeBenchConfig | None = Field(None, description="LiveCodeBench, sandboxed; unset skips")
     mtbench_graded: MTBenchGraded | None = Field(None, description=(
         "MT-Bench under the paper's protocol: two turns, 1-10 grades from a judge endpoint"))
     constraints: int | None = Field(44, ge=0, description="writing tasks with one verifiable constraint each; 0 skips")
@@ -765,9 +782,10 @@ def eval_settings(recipe: Recipe) -> dict:
     if cfg.math is not None:
         task, options = math_eval_problem_set(recipe)
         out["math"] = {"task": task, "options": options, "timeout_s": recipe.score.math_timeout_s}
-    if cfg.humaneval or cfg.humaneval_plus or cfg.mbpp_plus:
+    if cfg.humaneval or cfg.humaneval_plus or cfg.mbpp_plus or cfg.livecodebench:
         out["sandbox"] = settings(recipe.score.code)
     local = [cfg.evalplus_data[k] for k in ("humaneval_plus", "mbpp_plus") if getattr(cfg, k) and Path(cfg.evalplus_data[k]).exists()]
+    local += [f for f in (cfg.livecodebench.data if cfg.livecodebench else []) if Path(f).exists()]
     if local:  # local EvalPlus files are an input like the task files
         out["evalplus_files"] = files_digest(local)
     if cfg.mtbench:

@@ -180,6 +180,10 @@ def _eval(real: Recipe, raw: dict, models, fixtures, scaled, max_new_tokens: int
     if ev.mtbench_graded is not None:
         notes.append("eval: MT-Bench's 1-10 judge is an endpoint the rehearsal cannot reach: skipped")
         raw.pop("mtbench_graded")
+    if ev.livecodebench is not None:  # code_generation_lite rows in the window, run in the sandbox
+        n = scaled(ev.livecodebench.n or 300)
+        raw["livecodebench"] = (raw.get("livecodebench") or {}) | {
+            "n": n, "data": [str(fixtures.livecodebench(n, ev.livecodebench.start))]}
     for name in ("humaneval_plus", "mbpp_plus"):  # EvalPlus rows in the hub sets' layout, run in the sandbox
         if getattr(ev, name):
             raw[name] = scaled(getattr(ev, name))
@@ -318,6 +322,25 @@ class _Fixtures:
             {"tests": "TESTS", "entry_point": "ENTRY"} if domain == "code" else {})
         path.write_text("".join(json.dumps({k: _fill(v, domain, i, 0, path.stem) for k, v in fields.items()}, ensure_ascii=False) + "\n"
                                 for i in range(max(2 * n, 8))))
+        return path
+
+    def livecodebench(self, n: int, date: str) -> Path:
+        """LiveCodeBench rows as code_generation_lite lays them out (private cases compressed as it stores them)."""
+        import base64
+        import pickle
+        import zlib
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i in range(n):
+            private = [{"input": f"{i} 5\n", "output": f"{i + 5}\n", "testtype": "stdin"}]
+            rows.append({"question_title": f"add {i}", "question_content": "Read two integers and print their sum.",
+                         "platform": "atcoder", "question_id": f"rehearsal{i}", "contest_id": "r", "contest_date": f"{date}T00:00:00",
+                         "starter_code": "", "difficulty": "easy", "metadata": "{}",
+                         "public_test_cases": json.dumps([{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]),
+                         "private_test_cases": base64.b64encode(zlib.compress(pickle.dumps(json.dumps(private)))).decode()})
+        path = self.folder / "livecodebench.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return path
 
     def evalplus(self, kind: str, n: int) -> Path:

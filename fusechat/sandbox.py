@@ -180,26 +180,27 @@ def isolation() -> str:
 
 def run_python(code: str, tests: str | None = None, timeout_s: float = 10, memory_mb: int = 1024,
                max_output_bytes: int = 1_000_000, max_procs: int = 16, disk_mb: int = 64, max_files: int = 10_000,
-               isolate: bool = True, packages: tuple[str, ...] = ()) -> SandboxResult:
+               isolate: bool = True, packages: tuple[str, ...] = (), stdin: str | None = None) -> SandboxResult:
     """Run `code`, then `tests` (if any), in a fresh sandbox. Passed means the tests ran to their end
     (with no tests: the program did). `memory_mb` caps each process and, isolated, the whole run;
     `max_output_bytes` stdout, stderr and any one file; `disk_mb` all files together; `max_files` the
     files and folders the run creates; `max_procs` the processes and threads. `packages`: installed
     packages the code and tests may import (EvalPlus's tests import numpy), each bound read-only on its
-    own: the rest of site-packages stays out."""
+    own: the rest of site-packages stays out. `stdin`: the program's standard input (else none)."""
     if isolate and _runnable_bwrap() is None:
         raise SandboxUnavailable(f"no bubblewrap (bwrap) found to isolate model-written code: {HOW_TO_ENABLE}")
     _remove_leftovers()
     base = Path(tempfile.mkdtemp(prefix=f"fusechat-sandbox-{_owner()}-"))  # parent-only (0700): job and outputs
     try:  # whatever happens, an interrupt (SIGINT, or SIGTERM from a scheduler) too, the folder goes
         return _run_in(base, code, tests, timeout_s, memory_mb, max_output_bytes, max_procs, disk_mb, max_files, isolate,
-                       packages)
+                       packages, stdin)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
 def _run_in(base: Path, code: str, tests: str | None, timeout_s: float, memory_mb: int, max_output_bytes: int,
-            max_procs: int, disk_mb: int, max_files: int, isolate: bool, packages: tuple[str, ...] = ()) -> SandboxResult:
+            max_procs: int, disk_mb: int, max_files: int, isolate: bool, packages: tuple[str, ...] = (),
+            stdin: str | None = None) -> SandboxResult:
     token = secrets.token_hex(16)
     cpu_s = int(timeout_s + 0.999) + 1  # a second above the wall clock: single-threaded code meets the wall first
     limits = [("RLIMIT_CPU", cpu_s, cpu_s + 1),  # soft < hard: SIGXCPU (a timeout we can tell) before SIGKILL
@@ -211,7 +212,8 @@ def _run_in(base: Path, code: str, tests: str | None, timeout_s: float, memory_m
     # The judge watches the whole cage only where it is the cage's PID 1 (it sees exactly the cage's processes).
     watch = {"memory_bytes": memory_mb << 20, "max_files": max_files} if isolate else None
     job = base / "job.json"
-    job.write_text(json.dumps({"code": code, "tests": tests, "token": token, "limits": limits, "watch": watch}),
+    job.write_text(json.dumps({"code": code, "tests": tests, "token": token, "limits": limits, "watch": watch,
+                               "stdin": stdin}),
                    encoding="utf-8")
     started = time.time()
     read_end, write_end = os.pipe()

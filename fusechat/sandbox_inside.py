@@ -585,6 +585,10 @@ def _worker(channel):
         module = types.ModuleType("solution")
         sys.modules["solution"] = module
         code = setup["code"]
+        if setup.get("stdin") is not None:  # the program's standard input (a contest problem's test case)
+            import io
+
+            sys.stdin = io.TextIOWrapper(io.BytesIO(setup["stdin"].encode("utf-8")), encoding="utf-8")
     except BaseException:  # noqa: BLE001 (the judge went away)
         os._exit(1)
     outcome = "raised"
@@ -651,7 +655,8 @@ def _judge(job_fd, report_fd, worker_pid, channel):
         os._exit(1)
 
     try:
-        channel.send({"limits": job["limits"], "code": job["code"], "tests": tests is not None})
+        channel.send({"limits": job["limits"], "code": job["code"], "tests": tests is not None,
+                      "stdin": job.get("stdin")})
     except Gone:
         fail("sandbox: the program ended before it started")
     for name, soft, hard in job["limits"]:

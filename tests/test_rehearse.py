@@ -44,6 +44,8 @@ def test_every_shipped_recipe_rehearses_end_to_end(name, tmp_path):
     assert any("lm-evaluation-harness" in note for note in r.notes)
     if real.eval.mbpp_plus:  # EvalPlus's benchmarks from fixtures in the hub sets' layout, through the sandbox
         assert {"base/humaneval_plus", "sft+dpo/mbpp_plus"} <= set(r.manifests["eval"]["counts"])
+    if real.eval.livecodebench:  # code_generation_lite rows in the paper's window, every case in the sandbox
+        assert "sft+dpo/livecodebench" in r.manifests["eval"]["counts"]
     rows = comparison(r)
     assert [stage for stage, _, _ in rows] == list(r.manifests) and all(measured is not None for _, _, measured in rows)
 

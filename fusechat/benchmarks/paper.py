@@ -58,7 +58,8 @@ PAPER_BENCHMARKS = [
     PaperBenchmark("MBPP", "EvalPlus (MBPP+), greedy, pass@1", "evalplus/mbppplus (378)", "the sandbox",
                    "eval.mbpp_plus: pass@1 on MBPP's and EvalPlus's tests in fusechat's sandbox"),
     PaperBenchmark("LiveCodeBench", "lcb_runner, release_latest, problems 2024-07 to 2024-11", "livecodebench/code_generation_lite",
-                   "the sandbox", "not run yet"),
+                   "the sandbox", "eval.livecodebench: every public and private case in fusechat's sandbox, "
+                   "lcb_runner's comparison, the paper's date window"),
 ]
 
 # The paper's numbers (method.md §6, the official README's table): base -> SFT -> SFT+DPO, per benchmark.
@@ -85,7 +86,8 @@ PAPER_SCORES = {
 PAPER_NAME_OF = {"harness:fusechat_gsm8k": "GSM8K", "harness:fusechat_math": "MATH", "harness:fusechat_amc23": "AMC23",
                  "harness:fusechat_mmlu_pro": "MMLU-Pro", "harness:gpqa_diamond_cot_zeroshot": "GPQA-Diamond",
                  "harness:mmlu_redux_generative": "MMLU-redux", "alpaca_eval": "AlpacaEval 2", "arena_hard": "Arena-Hard",
-                 "mtbench_graded": "MT-Bench", "humaneval_plus": "HumanEval", "mbpp_plus": "MBPP"}
+                 "mtbench_graded": "MT-Bench", "humaneval_plus": "HumanEval", "mbpp_plus": "MBPP",
+                 "livecodebench": "LiveCodeBench"}
 
 
 def paper_column(target_hub_id: str | None) -> dict[str, str]:
