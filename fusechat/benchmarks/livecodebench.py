@@ -81,6 +81,8 @@ def items(recipe: Recipe, seen: set[str]) -> list[dict]:
                 cases = json.loads(row["public_test_cases"]) + private_cases(row.get("private_test_cases") or "")
                 metadata = json.loads(row.get("metadata") or "{}")
                 starter = row.get("starter_code") or ""
+                if metadata.get("func_name") is not None and not str(metadata["func_name"]).isidentifier():
+                    raise ValueError(f"func_name {metadata['func_name']!r:.40} is not a name")  # it goes into the test code
             except (KeyError, TypeError, ValueError, zlib.error, pickle.UnpicklingError) as e:
                 raise FusechatError(f"{where}: not a LiveCodeBench code_generation_lite row ({e})") from None
             fmt = WITH_STARTER.format(starter=starter) if starter else FROM_STDIN
@@ -119,19 +121,17 @@ def same_output(printed: str, expected: str) -> bool:
 
 def passes(code: str, item: dict, limits) -> bool:
     """Every case of `item` in a fresh sandbox each, stopping at the first failure."""
+    def run(tests=None, stdin=None):
+        return run_python(code, tests, timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
+                          max_output_bytes=limits.max_output_bytes, max_procs=limits.max_procs, disk_mb=limits.disk_mb,
+                          max_files=limits.max_files, isolate=not limits.allow_unisolated, stdin=stdin)
+
     for case in item["cases"]:
         if case.get("testtype") == "functional":
-            tests = (f"import json\n_args = [json.loads(line) for line in {case['input']!r}.split(chr(10))]\n"
-                     f"assert Solution().{item['func_name']}(*_args) == json.loads({case['output']!r})\n")
-            result = run_python(code, tests, timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
-                                max_output_bytes=limits.max_output_bytes, max_procs=limits.max_procs,
-                                disk_mb=limits.disk_mb, max_files=limits.max_files, isolate=not limits.allow_unisolated)
-            ok = result.passed
+            ok = run(tests=f"import json\n_args = [json.loads(line) for line in {case['input']!r}.split(chr(10))]\n"
+                           f"assert Solution().{item['func_name']}(*_args) == json.loads({case['output']!r})\n").passed
         else:
-            result = run_python(code, None, timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
-                                max_output_bytes=limits.max_output_bytes, max_procs=limits.max_procs,
-                                disk_mb=limits.disk_mb, max_files=limits.max_files, isolate=not limits.allow_unisolated,
-                                stdin=case["input"])
+            result = run(stdin=case["input"])
             ok = result.passed and same_output(result.stdout, case["output"])
         if not ok:
             return False
