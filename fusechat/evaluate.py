@@ -61,7 +61,7 @@ def generate_answers(path: str, problems: dict[str, list[dict]], recipe: Recipe,
     about what a batch of 20 does, and a small benchmark alone would pay a whole batch's steps. Items with
     `turns` (MT-Bench) get their second turn after the model's own first answer, into `second`."""
     greedy = Sampling(temperature=0, max_new_tokens=recipe.eval.max_new_tokens)
-    source = Source(name="eval", model=path, backend="transformers", dtype=recipe.eval.dtype,
+    source = Source(name="eval", model=path, backend=recipe.eval.backend or "transformers", dtype=recipe.eval.dtype,
                     batch_size=recipe.eval.batch_size, sampling=greedy)
     capped = {bench: greedy.model_copy(update={"max_new_tokens": benchmarks.BENCHMARKS[bench].max_new_tokens(recipe)})
               for bench in problems}

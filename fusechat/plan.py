@@ -333,7 +333,7 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
     # eval
     ev = recipe.eval
     if target:
-        # every benchmark's answers (the judged sets' too) come from one transformers model on one GPU
+        # every benchmark's answers (the judged sets' too) come from one model on one GPU (eval.backend)
         answered = list(benchmarks.BENCHMARKS.values())
         items = {b.NAME: b.count(recipe) for b in answered if b.count(recipe)}
         caps = {b.NAME: b.max_new_tokens(recipe) for b in answered if b.count(recipe)}
@@ -345,7 +345,7 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
             rate, basis = entry["tokens_per_s"], "calibrated on this machine"
         else:
             rate, basis = speed("generate", target, "transformers", ev.batch_size, model_arch(target), devices=1,
-                                how="transformers on 1 GPU")
+                                how=f"{ev.backend or 'transformers'} on 1 GPU")
         work = f"{models} model(s) x {sum(items.values()):,} items"
         plan.rows.append(Row("eval", target, work, tokens * models,
                              tokens * models / rate if rate else None, basis,

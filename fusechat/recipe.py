@@ -442,6 +442,9 @@ class EvalConfig(Strict):
     judge_backend: Literal["transformers", "llamacpp", "vllm"] = Field(
         "llamacpp", description="vllm: a judge too large for one GPU, split over the GPUs that hold it")
     max_new_tokens: int = Field(512, gt=0)
+    backend: Literal["transformers", "vllm"] | None = Field(None, description=(
+        "what answers the benchmarks: vllm on GPUs (the paper recipes), in its own processes like a source; greedy "
+        "either way. Unset: transformers"))
     batch_size: int = SpeedOnly(32, gt=0, description="sequences per generation batch")
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     extra_models: dict[str, str] = Field(default_factory=dict, description="name -> HF folder, evaluated too")

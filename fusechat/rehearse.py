@@ -165,6 +165,9 @@ def _eval(real: Recipe, raw: dict, models, fixtures, scaled, max_new_tokens: int
     if ev.math is not None:
         raw["math"] = (raw.get("math") or {}) | {"n": scaled(ev.math.n)}
     raw["max_new_tokens"] = min(max_new_tokens, ev.max_new_tokens)
+    if ev.backend == "vllm":
+        notes.append("eval: vllm answered with transformers")
+        raw["backend"] = "transformers"
     if ev.judge:
         raw["judge"] = str(models.causal(family(ev.judge)))
         raw["judge_backend"] = "transformers"

@@ -210,7 +210,7 @@ def test_the_paper_plan_on_eight_gpus_follows_what_the_code_runs():
     target = recipe.target.model
     assert rows[("sft", target)].basis.startswith("8 process(es), fsdp") and "sharded" in rows[("sft", target)].fit.where
     assert "reference pass once, shared" in rows[("dpo", target)].basis
-    assert rows[("eval", target)].basis.startswith("transformers on 1 GPU")
+    assert rows[("eval", target)].basis.startswith("vllm on 1 GPU")
     assert any(what.startswith("lm-eval fusechat_gsm8k, fusechat_math") and r.seconds for (stage, what), r in rows.items())
 
     one = {(r.stage, r.what): r for r in make_plan(load_recipe(builtin_recipe("paper-llama3.2-1b")), gpus=8, gpu_gb=80).rows}
