@@ -183,8 +183,9 @@ def evaluate(run: StageRun) -> Outputs:
         judge_label["mtbench_graded"] = recipe.eval.mtbench_graded.judge.model
     files = write_official_answers(run, models, items)
     if recipe.eval.pairwise_judge and recipe.eval.judged:
-        judge_label |= {spec.format: recipe.eval.pairwise_judge.model for spec in recipe.eval.judged}
-        extra["both_orders_agree"] = judge_pairwise(run, models, items)  # the judge's consistency, per model/set
+        # the judge's consistency, per model and set; each set's baseline named in its label beside the judge
+        extra["both_orders_agree"], against = judge_pairwise(run, models, items, problems)
+        judge_label |= {bench: f"{recipe.eval.pairwise_judge.model}; vs {baseline}" for bench, baseline in against.items()}
     by = defaultdict(list)
     for r in items:
         if r["score"] is not None:
@@ -233,17 +234,25 @@ def grade_mtbench(run: StageRun, models: dict[str, str], items: list[dict], ques
             r["score"] = mtbench_graded.question_score(r["grades"])
 
 
-def judge_pairwise(run: StageRun, models: dict[str, str], items: list[dict]) -> dict:
-    """Every model but the baseline judged against it, both orders (fusechat.benchmarks.judged); the
-    items get their scores; returned: "model/set" -> the share of questions on which both orders agree."""
+def judge_pairwise(run: StageRun, models: dict[str, str], items: list[dict], questions: dict) -> tuple[dict, dict]:
+    """Every model judged against the baseline, both orders (fusechat.benchmarks.judged): the set's own
+    baseline answers where the recipe gives them (every model, the base too), else the run's baseline model
+    (every other model). The items get their scores; returned: "model/set" -> the share of questions on
+    which both orders agree, and each set's baseline name for its label."""
     cfg = run.recipe.eval
-    baseline, client, agreement = cfg.judged_baseline, None, {}
-    benches = [spec.format for spec in cfg.judged]
-    theirs = {(r["benchmark"], r["id"]): r["response"] for r in items if r["model"] == baseline and r["benchmark"] in benches}
+    client, agreement, theirs, against = None, {}, {}, {}
+    for spec in cfg.judged:
+        if spec.baseline:
+            against[spec.format], answers = judged.baseline_answers(spec, questions[spec.format])
+            theirs |= {(spec.format, qid): text for qid, text in answers.items()}
+        else:
+            against[spec.format] = cfg.judged_baseline
+            theirs |= {(r["benchmark"], r["id"]): r["response"] for r in items
+                       if r["model"] == cfg.judged_baseline and r["benchmark"] == spec.format}
     for name in models:
-        if name == baseline:
+        mine = [r for r in items if r["model"] == name and r["benchmark"] in against and name != against[r["benchmark"]]]
+        if not mine:
             continue
-        mine = [r for r in items if r["model"] == name and r["benchmark"] in benches]
         key = shard_key("pairwise", name)
         if not run.has_shard(key):
             client = client or judged.PairwiseJudgeClient(cfg.pairwise_judge)
@@ -254,8 +263,8 @@ def judge_pairwise(run: StageRun, models: dict[str, str], items: list[dict]) -> 
         for r in mine:
             r["score"] = judged.item_score(got[(r["benchmark"], r["id"])]["candidate_first"],
                                            got[(r["benchmark"], r["id"])]["baseline_first"])
-        for bench in benches:
+        for bench in against:
             flags = [judged.agrees(v["candidate_first"], v["baseline_first"]) for v in got.values() if v["benchmark"] == bench]
             if flags:
                 agreement[f"{name}/{bench}"] = round(sum(flags) / len(flags), 4)
-    return agreement
+    return agreement, against

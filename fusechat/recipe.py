@@ -390,6 +390,10 @@ class JudgedSet(Strict):
         "hf://datasets/...), a folder or a dataset id"))
     split: str = Field("train", description="the split, for a dataset id")
     n: int | None = Field(None, gt=0, description="the first n questions only (a quick look)")
+    baseline: str | None = Field(None, description=(
+        "the benchmark's own baseline answers, as its tool ships them (AlpacaEval 2: the GPT-4-Turbo reference "
+        "outputs JSON; Arena-Hard v0.1: gpt-4-0314's model_answer JSONL): every model, the base too, is judged "
+        "against them as the published numbers are. Unset: against eval.judged_baseline, a model of this run"))
 
 
 class PairwiseJudge(Strict):

@@ -4,6 +4,7 @@ through an OpenAI-compatible judge (llama.cpp's own server here), both orders.""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import yaml
@@ -125,3 +126,48 @@ def test_judged_sets_through_the_eval_stage(tmp_path, tiny_model_dir, server):
         assert r["model"] == "copy" and r["n"] == n and r["score"] == pytest.approx(0.5, abs=0.02)
         assert "smollm2-135m-judge" in r["label"] and "both orders" in r["label"]
     assert run_stage("eval", recipe)["skipped"]
+
+
+def test_every_model_is_judged_against_the_sets_own_baseline_answers(tmp_path, tiny_model_dir):
+    """Arena-Hard v0.1 against gpt-4-0314's answers, as published: the base is judged too, the judge sees the
+    baseline's own text, and the label names both. The judge here is told the answer ("4"): P(A) 0.9 when only
+    A holds it, 0.1 when only B does; the tiny model never says it, so every model scores 0.1."""
+    from http_stub import chat_reply, serve
+
+    arena = write_jsonl(tmp_path / "question.jsonl", ARENA_V01[:1])
+    baseline = write_jsonl(tmp_path / "gpt-4-0314.jsonl", [{
+        "question_id": "q1", "answer_id": "a", "model_id": "gpt-4-0314", "tstamp": 0,
+        "choices": [{"index": 0, "turns": [{"content": "2 + 2 = 4"}]}]}])
+
+    def told(body):
+        prompt = body["messages"][-1]["content"]
+        a = prompt.split("[Assistant A's answer]")[1].split("[Assistant B's answer]")[0]
+        b = prompt.split("[Assistant B's answer]")[1].split("Which answer is better?")[0]
+        p = 0.9 if "= 4" in a and "= 4" not in b else 0.1 if "= 4" in b and "= 4" not in a else 0.5
+        return chat_reply("A", {"A": math.log(p), "B": math.log(1 - p)})
+
+    with serve(told, "told-the-answer") as (url, seen):
+        path = tmp_path / "r.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": "t", "run_dir": str(tmp_path / "run"), "target": {"model": str(tiny_model_dir)},
+            "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 1}]},
+            "sources": [{"name": "s", "model": str(tiny_model_dir)}],
+            "eval": {"math": None, "humaneval": 0, "mtbench": 0, "constraints": 0, "models": ["base"], "dtype": "float32",
+                     "max_new_tokens": 4, "extra_models": {"copy": str(tiny_model_dir)},
+                     "judged": [{"format": "arena_hard", "questions": arena, "baseline": baseline}],
+                     "pairwise_judge": {"endpoint": url, "model": "told-the-answer", "concurrency": 2}}}))
+        run_stage("eval", load_recipe(path))
+        results = {r["model"]: r for r in RunFolder(load_recipe(path).run_path).records("eval", "results")}
+        assert set(results) == {"base", "copy"}  # the base is judged too: the baseline is gpt-4-0314
+        assert all(r["score"] == pytest.approx(0.1) for r in results.values())
+        assert "told-the-answer; vs gpt-4-0314" in results["base"]["label"]
+        assert len(seen) == 4 and all("2 + 2 = 4" in b["messages"][-1]["content"] for b in seen)  # 2 models x 2 orders
+
+
+def test_a_question_the_baseline_did_not_answer_is_named(tmp_path):
+    spec = JudgedSet(format="alpaca_eval", questions="x", baseline=write_jsonl(tmp_path / "ref.jsonl", ALPACA[:1]))
+    with pytest.raises(FusechatError, match="no baseline answer to question alpaca-1"):
+        judged.baseline_answers(spec, [{"id": "alpaca-0", "prompt": ALPACA[0]["instruction"]},
+                                       {"id": "alpaca-1", "prompt": ALPACA[1]["instruction"]}])
+    name, answers = judged.baseline_answers(spec, [{"id": "alpaca-0", "prompt": ALPACA[0]["instruction"]}])
+    assert name == "gpt4" and answers == {"alpaca-0": "red"}

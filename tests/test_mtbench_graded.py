@@ -2,10 +2,6 @@
 The judge here is a local OpenAI-compatible server that is told the answers: it grades an answer 10 when it
 holds the expected text and 1 when it does not, so a right and a wrong answer must come out 10 and 1."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 import yaml
 
@@ -13,47 +9,24 @@ from fusechat.backends.base import Request
 from fusechat.backends.openai_api import OpenAIBackend
 from fusechat.benchmarks import mtbench_graded
 from fusechat.recipe import Sampling
+from http_stub import chat_reply, serve  # tests/ is on sys.path
 
 
-class Judge(BaseHTTPRequestHandler):
-    seen: list = []
-    expected = "42"
+EXPECTED = "42"
 
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        Judge.seen.append(body)
-        prompt = body["messages"][-1]["content"]
-        # the answer under grade: after the last "Assistant" marker of the prompt
-        answer = prompt.rsplit("Assistant A:", 1)[-1] if "Assistant A:" in prompt else prompt.split("[The Start of Assistant's Answer]")[-1]
-        grade = 10 if Judge.expected in answer.split("<|The End")[0].split("[The End")[0] else 1
-        reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": f"Fair enough. Rating: [[{grade}]]"},
-                              "finish_reason": "stop"}], "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
-    def do_GET(self):  # /models, for the client's start-up check
-        data = json.dumps({"data": [{"id": "told-the-answer"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+def grade(body: dict) -> dict:
+    """Told the answer: 10 when the answer under grade (after the last "Assistant" marker) holds it, else 1."""
+    prompt = body["messages"][-1]["content"]
+    answer = prompt.rsplit("Assistant A:", 1)[-1] if "Assistant A:" in prompt else prompt.split("[The Start of Assistant's Answer]")[-1]
+    answer = answer.split("<|The End")[0].split("[The End")[0]
+    return chat_reply(f"Fair enough. Rating: [[{10 if EXPECTED in answer else 1}]]")
 
 
 @pytest.fixture
-def judge_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    Judge.seen = []
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+def judge():
+    with serve(grade, "told-the-answer") as (url, seen):
+        yield url, seen
 
 
 def test_the_ratings_are_read_as_fastchat_reads_them():
@@ -63,7 +36,8 @@ def test_the_ratings_are_read_as_fastchat_reads_them():
     assert mtbench_graded.question_score([8.0, None]) == 8.0 and mtbench_graded.question_score([None, None]) is None
 
 
-def test_a_right_answer_gets_10_and_a_wrong_one_1_on_both_turns(judge_url):
+def test_a_right_answer_gets_10_and_a_wrong_one_1_on_both_turns(judge):
+    judge_url, seen = judge
     prompts = mtbench_graded.judge_prompts()
     math_q = {"id": "mtbench-x", "turns": ["What is 6 x 7?", "And 84 / 2?"], "category": "math",
               "reference": ["6 x 7 = 42", "84 / 2 = 42"]}
@@ -74,20 +48,21 @@ def test_a_right_answer_gets_10_and_a_wrong_one_1_on_both_turns(judge_url):
         texts = [g.text for g in backend.generate(requests, Sampling(temperature=0, max_new_tokens=64))]
         grades[kind] = [mtbench_graded.rating(t) for t in texts]
     assert grades == {"right": [10.0, 10.0], "wrong": [1.0, 1.0]}
-    first, second = Judge.seen[0]["messages"], Judge.seen[1]["messages"]
+    first, second = seen[0]["messages"], seen[1]["messages"]
     # a math question is graded against the reference answer; the second turn sees the whole conversation
     assert "[The Start of Reference Answer]\n6 x 7 = 42" in first[1]["content"] and first[0]["content"] == "You are a helpful assistant."
     assert "### User:\nAnd 84 / 2?" in second[1]["content"] and "### Reference answer:\n84 / 2 = 42" in second[1]["content"]
-    assert "### Assistant A:\nIt is 42." in second[1]["content"] and Judge.seen[0]["temperature"] == 0
+    assert "### Assistant A:\nIt is 42." in second[1]["content"] and seen[0]["temperature"] == 0
 
 
-def test_both_turns_through_the_eval_stage(tmp_path, tiny_model_dir, judge_url):
+def test_both_turns_through_the_eval_stage(tmp_path, tiny_model_dir, judge):
     """Every model answers both turns (the second after its own first answer); the judge grades each turn;
     the score is on FastChat's 1-10 scale and its label names the judge."""
     from fusechat.pipeline import run_stage
     from fusechat.recipe import load_recipe
     from fusechat.runfolder import RunFolder
 
+    judge_url, seen = judge
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({
         "name": "mt", "run_dir": str(tmp_path / "run"), "target": {"model": str(tiny_model_dir)},
@@ -104,7 +79,7 @@ def test_both_turns_through_the_eval_stage(tmp_path, tiny_model_dir, judge_url):
     items = folder.records("eval", "items")
     assert all(isinstance(r["turn_2"], str) and r["grades"] == [1.0, 1.0] and r["score"] == 1.0 for r in items)
     assert result["score"] == 1.0  # a random tiny model never says what the judge expects
-    assert len(Judge.seen) == 6  # two turns of three questions
-    multi = [b["messages"][1]["content"] for b in Judge.seen if "### User:" in b["messages"][1]["content"]]
+    assert len(seen) == 6  # two turns of three questions
+    multi = [b["messages"][1]["content"] for b in seen if "### User:" in b["messages"][1]["content"]]
     assert len(multi) == 3 and all(f"### Assistant A:\n{r['turn_2']}" in "".join(multi) for r in items)
     assert run_stage("eval", recipe)["skipped"]

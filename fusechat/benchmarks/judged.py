@@ -73,10 +73,10 @@ class JudgedBenchmark:
         return None  # judged against the baseline's answers once every model has answered
 
 
-ALPACA_EVAL = JudgedBenchmark("alpaca_eval", "AlpacaEval 2 questions: win rate vs the run's baseline (judge: {judge}, "
-                              "both orders)", "AlpacaEval 2 win rate", 805)
-ARENA_HARD = JudgedBenchmark("arena_hard", "Arena-Hard questions: win rate vs the run's baseline (judge: {judge}, "
-                             "both orders)", "Arena-Hard win rate", 500)  # v0.1; v2 has 750
+ALPACA_EVAL = JudgedBenchmark("alpaca_eval", "AlpacaEval 2 questions: win rate (judge: {judge}, both orders)",
+                              "AlpacaEval 2 win rate", 805)
+ARENA_HARD = JudgedBenchmark("arena_hard", "Arena-Hard questions: win rate (judge: {judge}, both orders)",
+                             "Arena-Hard win rate", 500)  # v0.1; v2 has 750
 
 
 def questions(spec: JudgedSet) -> list[dict]:
@@ -106,6 +106,35 @@ def questions(spec: JudgedSet) -> list[dict]:
     if not out:
         raise FusechatError(f"eval.judged: {spec.questions} holds no questions")
     return out
+
+
+def baseline_answers(spec: JudgedSet, questions: list[dict]) -> tuple[str, dict[str, str]]:
+    """The benchmark's own baseline (its name, and its answer to each question by id), from the file its tool
+    ships: AlpacaEval's reference outputs ({instruction, output, generator}), matched by instruction;
+    Arena-Hard's model answers (v0.1 `question_id` and `choices[0].turns[0].content`, v2 `uid` and the last
+    message's answer)."""
+    by_text, by_id, names = {}, {}, set()
+    for where, row in dataset_rows(spec.baseline, split="train"):
+        try:
+            if spec.format == "alpaca_eval":
+                by_text[row["instruction"]] = row["output"]
+                names.add(str(row.get("generator") or ""))
+            elif "question_id" in row:
+                by_id[str(row["question_id"])] = row["choices"][0]["turns"][0]["content"]
+                names.add(str(row.get("model_id") or ""))
+            else:
+                answer = row["messages"][-1]["content"]
+                by_id[str(row["uid"])] = answer["answer"] if isinstance(answer, dict) else answer
+                names.add(str(row.get("model") or ""))
+        except (KeyError, IndexError, TypeError):
+            raise FusechatError(f"{where}: not a {spec.format} baseline answer") from None
+    out = {}
+    for q in questions:
+        answer = by_text.get(q["prompt"]) if spec.format == "alpaca_eval" else by_id.get(q["id"])
+        if answer is None:
+            raise FusechatError(f"{spec.baseline}: no baseline answer to question {q['id']} of {spec.questions}")
+        out[q["id"]] = answer
+    return ", ".join(sorted(n for n in names if n)) or Path(spec.baseline).stem, out
 
 
 def write_official(folder: Path, bench: str, model: str, rows: list[dict]) -> Path:

@@ -23,10 +23,11 @@ class PaperBenchmark:
 PAPER_BENCHMARKS = [
     PaperBenchmark("AlpacaEval 2", "length-controlled win rate vs GPT-4-1106, GPT-4 judge", "tatsu-lab/alpaca_eval (805)",
                    "a judge endpoint", "eval.judged [alpaca_eval]: answers for `alpaca_eval`; with eval.pairwise_judge "
-                   "a raw win rate vs the base, both orders (not length-controlled)"),
+                   "a win rate, both orders, vs the base or (`baseline:`) the set's reference outputs; not "
+                   "length-controlled"),
     PaperBenchmark("Arena-Hard", "v0.1 win rate vs GPT-4-0314, GPT-4 judge", "lmarena-ai/arena-hard-auto v0.1 (500)",
                    "a judge endpoint", "eval.judged [arena_hard]: answers for arena-hard-auto; with eval.pairwise_judge "
-                   "a win rate vs the base, both orders"),
+                   "a win rate, both orders, vs the base or (`baseline:`) gpt-4-0314's answers"),
     PaperBenchmark("MT-Bench", "two turns, 1-10 grades, GPT-4 judge with reference answers", "lmsys/mt_bench_human_judgments (80)",
                    "a judge endpoint", "eval.mtbench_graded: both turns, 1-10 with FastChat's prompts and GPT-4's "
                    "reference answers, by any judge endpoint (named in the label); eval.mtbench: a first-turn win "
