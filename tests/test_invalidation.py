@@ -105,6 +105,7 @@ TABLE = {
     "build.drop_truncated": (False, {B}),
     "build.tie_break": (["b", "d", "a"], {B}),
     "build.instruction_split": ("pairs", {B}),
+    "build.source_logps": (True, {B}),
     "target.model": ("qwen2.5-coder-0.5b-instruct", {SFT, E}),
 }
 for stage in ("sft", "dpo"):
@@ -121,6 +122,9 @@ TABLE |= {
     "dpo.loss": ("dpo", {DPO}),
     "dpo.beta": (0.1, {DPO}),
     "dpo.eval_fraction": (0.2, {DPO}),
+    "dpo.sft_weight": (1.0, {DPO}),
+    "dpo.label_smoothing": (0.1, {DPO}),
+    "dpo.simpo_gamma": (1.0, {DPO}),
     "dpo.max_tokens_per_forward": (512, NONE),
     "dpo.completion_only_logits": (False, NONE),
     "eval.math.task": ("basic_arithmetic", {E}),
@@ -145,6 +149,12 @@ TABLE |= {
     "eval.judged": ([{"format": "alpaca_eval", "questions": "alpaca_eval.json"}], {E}),
     "eval.pairwise_judge": ({"endpoint": "http://localhost:1/v1", "model": "judge"}, {E}),
     "eval.judged_baseline": ("sft", {E}),
+    "eval.backend": ("vllm", {E}),
+    "eval.humaneval_plus": (5, {E}),
+    "eval.mbpp_plus": (5, {E}),
+    "eval.evalplus_data": ({"humaneval_plus": "he.jsonl", "mbpp_plus": "mbpp.jsonl"}, {E}),
+    "eval.livecodebench": ({"n": 3}, {E}),
+    "eval.mtbench_graded": ({"judge": {"endpoint": "http://localhost:1/v1", "model": "judge"}}, {E}),
     # how many processes train, not what (with global_batch_size set: tests/test_distributed.py)
     "launch.accelerate_config": ("fsdp", NONE),
     "launch.processes": (2, NONE),

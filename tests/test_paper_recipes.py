@@ -81,6 +81,9 @@ def test_paper_recipe_end_to_end_with_tiny_models_of_its_families(name, tmp_path
                  "eval.humaneval=1", "eval.mtbench=1", "eval.constraints=1", "eval.max_new_tokens=12",
                  "eval.harness=[]",  # lm-eval's tasks come from the hub (tests/test_harness.py runs a local one)
                  "eval.judged=[]",  # AlpacaEval / Arena-Hard questions too (tests/test_judged.py reads local ones)
+                 # EvalPlus's and LiveCodeBench's rows come from the hub (tests/test_evalplus.py and
+                 # tests/test_livecodebench.py read local ones; the rehearsal makes fixtures)
+                 "eval.humaneval_plus=0", "eval.mbpp_plus=0", "eval.livecodebench=null", "eval.backend=transformers",
                  f"eval.judge={tiny['qwen2']}", "eval.judge_backend=transformers"]
     overrides += [f"sources.{i}.model={tiny[family(s.model)]}" for i, s in enumerate(paper.sources)]
     # OpenMathInstruct-2's solutions: a local file in the dataset's own columns (problem, generated_solution)
