@@ -435,9 +435,9 @@ class EvalConfig(Strict):
     mtbench: int | None = Field(80, ge=0, description="MT-Bench first-turn questions judged against the base; 0 skips")
     humaneval_plus: int | None = Field(None, ge=0, description="HumanEval+ problems (EvalPlus's tests, sandboxed); unset skips")
     mbpp_plus: int | None = Field(None, ge=0, description="MBPP+ problems (EvalPlus's tests, sandboxed); unset skips")
-    evalplus_data: dict[Literal["humaneval_plus", "mbpp_plus"], str] = Field(
-        default_factory=lambda: {"humaneval_plus": "evalplus/humanevalplus", "mbpp_plus": "evalplus/mbppplus"},
-        description="where the EvalPlus rows come from: a hub id, a folder or a file in the hub set's layout")
+    evalplus_data: dict[Literal["humaneval_plus", "mbpp_plus"], str] | None = Field(None, description=(
+        "where the EvalPlus rows come from: a hub id, a folder or a file in the hub set's layout; unset: "
+        "evalplus/humanevalplus and evalplus/mbppplus (unset, so a run finished before this field stays current)"))
     livecodebench: LiveCodeBenchConfig | None = Field(None, description="LiveCodeBench, sandboxed; unset skips")
     mtbench_graded: MTBenchGraded | None = Field(None, description=(
         "MT-Bench under the paper's protocol: two turns, 1-10 grades from a judge endpoint"))
@@ -791,7 +791,7 @@ def eval_settings(recipe: Recipe) -> dict:
         out["math"] = {"task": task, "options": options, "timeout_s": recipe.score.math_timeout_s}
     if cfg.humaneval or cfg.humaneval_plus or cfg.mbpp_plus or cfg.livecodebench:
         out["sandbox"] = settings(recipe.score.code)
-    local = [cfg.evalplus_data[k] for k in ("humaneval_plus", "mbpp_plus") if getattr(cfg, k) and Path(cfg.evalplus_data[k]).exists()]
+    local = [f for k, f in (cfg.evalplus_data or {}).items() if getattr(cfg, k) and Path(f).exists()]
     local += [f for f in (cfg.livecodebench.data if cfg.livecodebench else []) if Path(f).exists()]
     if local:  # local EvalPlus files are an input like the task files
         out["evalplus_files"] = files_digest(local)

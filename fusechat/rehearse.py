@@ -190,7 +190,7 @@ def _eval(real: Recipe, raw: dict, models, fixtures, scaled, max_new_tokens: int
     for name in ("humaneval_plus", "mbpp_plus"):  # EvalPlus rows in the hub sets' layout, run in the sandbox
         if getattr(ev, name):
             raw[name] = scaled(getattr(ev, name))
-            raw.setdefault("evalplus_data", dict(ev.evalplus_data))[name] = str(fixtures.evalplus(name, raw[name]))
+            raw["evalplus_data"] = (raw.get("evalplus_data") or {}) | {name: str(fixtures.evalplus(name, raw[name]))}
     if ev.extra_models:
         raw["extra_models"] = {name: str(models.causal(family(m))) for name, m in ev.extra_models.items()}
 

@@ -228,3 +228,23 @@ def test_a_stage_reruns_when_an_input_stage_has_new_output(tmp_path):
     assert folder.is_current("build", build.settings(recipe), folder.input_fingerprint(build, recipe))
     folder.write("score", Outputs({"score": [{"x": 2}]}))
     assert not folder.is_current("build", build.settings(recipe), folder.input_fingerprint(build, recipe))
+
+
+@pytest.mark.parametrize("added", ["eval.humaneval_plus", "eval.mbpp_plus", "eval.evalplus_data", "eval.livecodebench",
+                                   "eval.mtbench_graded", "eval.backend", "dpo.sft_weight", "dpo.label_smoothing",
+                                   "dpo.simpo_gamma", "build.source_logps"])
+def test_a_field_added_since_a_run_finished_leaves_that_run_current(added):
+    """A stage manifest written before a field existed lacks its key: unset, the field must read as the same
+    settings (fusechat's upgrade rule), or every finished run would redo its stages after an upgrade."""
+    import json
+
+    from fusechat.recipe import build_settings, dpo_settings, eval_settings
+    from fusechat.runfolder import same_settings
+
+    recipe = recipe_from_dict(copy.deepcopy(BASE))
+    section, key = added.split(".")
+    current = json.loads(json.dumps({"eval": eval_settings, "dpo": dpo_settings, "build": build_settings}[section](recipe),
+                                    default=str))
+    before = json.loads(json.dumps(current))
+    (before.get(section) if section in ("eval", "dpo") else before).pop(key)
+    assert same_settings(before, current)

@@ -24,6 +24,7 @@ from fusechat.readers import dataset_rows
 from fusechat.recipe import Recipe
 from fusechat.scorers.code import check_many, extract_code
 
+HUB = {"humaneval_plus": "evalplus/humanevalplus", "mbpp_plus": "evalplus/mbppplus"}  # the sets' hub rows
 INSTRUCTION = ("Please provide a self-contained Python script that solves the following problem in a markdown "
                "code block:\n```\n{problem}\n```")
 
@@ -43,7 +44,7 @@ class EvalPlusBenchmark:
         return recipe.eval.max_new_tokens
 
     def items(self, recipe: Recipe, seen: set[str]) -> list[dict]:
-        source = recipe.eval.evalplus_data[self.NAME]
+        source = (recipe.eval.evalplus_data or {}).get(self.NAME) or HUB[self.NAME]
         out = []
         for where, row in dataset_rows(source, split="test", limit=self.count(recipe)):
             try:
