@@ -23,7 +23,7 @@ from fusechat import FusechatError, benchmarks
 from fusechat.backends.base import Request
 from fusechat.backends.factory import open_backend
 from fusechat.cards import model_card
-from fusechat.benchmarks import judged, mtbench, mtbench_graded
+from fusechat.benchmarks import alignbench, judged, mtbench, mtbench_graded
 from fusechat.benchmarks.harness import run_harness
 from fusechat.hardware import release_memory
 from fusechat.models import target_path
@@ -95,12 +95,18 @@ def shard_key(kind: str, model: str) -> str:
     return f"{kind}-{''.join(c if c.isalnum() else '_' for c in model)}-{stable_id(model)[:8]}"
 
 
-def summarise(model: str, bench: str, scores: list[float], judge: str = "") -> dict:
+def summarise(model: str, bench: str, rows: list[dict], judge: str = "") -> dict:
+    """One model's score on one benchmark from its scored item rows: the mean, or the benchmark's own
+    aggregate where it declares one (`summary`: AlignBench's two halves), with a 95% interval."""
+    scores = [r["score"] for r in rows]
     n = len(scores)
     mean = sum(scores) / n if n else float("nan")
     # pass/fail scores get Wilson's interval; win rates and grades (MT-Bench's 1-10) a bootstrap one
     graded = benchmarks.is_win_rate(bench) or any(x not in (0.0, 1.0) for x in scores)
     low, high = bootstrap_mean(scores) if graded else wilson(sum(scores), n)
+    own = getattr(benchmarks.BENCHMARKS.get(bench), "summary", None)
+    if own is not None and n:
+        mean, low, high = own(rows)
     return {"model": model, "benchmark": bench, "score": mean, "ci_low": low, "ci_high": high, "n": n,
             "label": benchmarks.label(bench, judge)}
 
@@ -181,6 +187,9 @@ def evaluate(run: StageRun) -> Outputs:
     if "mtbench_graded" in problems:  # both turns of every model graded 1-10 by the judge endpoint
         grade_mtbench(run, models, items, problems["mtbench_graded"])
         judge_label["mtbench_graded"] = recipe.eval.mtbench_graded.judge.model
+    if "alignbench" in problems:  # every model's answers graded 1-10 with AlignBench's rubric
+        grade_alignbench(run, models, items, problems["alignbench"])
+        judge_label["alignbench"] = recipe.eval.alignbench.judge.model
     files = write_official_answers(run, models, items)
     if recipe.eval.pairwise_judge and recipe.eval.judged:
         # the judge's consistency, per model and set; each set's baseline named in its label beside the judge
@@ -189,7 +198,7 @@ def evaluate(run: StageRun) -> Outputs:
     by = defaultdict(list)
     for r in items:
         if r["score"] is not None:
-            by[(r["model"], r["benchmark"])].append(r["score"])
+            by[(r["model"], r["benchmark"])].append(r)
     results = [summarise(m, b, by[(m, b)], judge_label.get(b, judge_name)) for m in models for b in problems if by[(m, b)]]
     results += harness_results
     counts = {f"{r['model']}/{r['benchmark']}": round(r["score"], 4) for r in results}
@@ -211,27 +220,58 @@ def write_official_answers(run: StageRun, models: dict[str, str], items: list[di
 
 
 def grade_mtbench(run: StageRun, models: dict[str, str], items: list[dict], questions: list[dict]) -> None:
-    """Each model's two MT-Bench turns graded by the endpoint with FastChat's prompts (one shard a model, so
-    a killed stage asks the judge again only for the models it had not finished); the items get the mean of
-    their graded turns, and keep the judge's ratings and texts for the report's data viewer."""
+    """Each model's two MT-Bench turns graded by the endpoint with FastChat's prompts; the items get the mean of
+    their graded turns, and keep the judge's ratings for the report's data viewer."""
+    prompts = {}
+    by_id = {q["id"]: q for q in questions}
+
+    def messages(r: dict) -> list[list[dict]]:
+        prompts.setdefault("all", mtbench_graded.judge_prompts())
+        return [mtbench_graded.judge_messages(prompts["all"], by_id[r["id"]], (r["response"], r["turn_2"]), turn)
+                for turn in (1, 2)]
+
+    def read(r: dict, texts: list[str]) -> None:
+        r["grades"] = [mtbench_graded.rating(text) for text in texts]
+        r["score"] = mtbench_graded.question_score(r["grades"])
+
+    grade_by_judge(run, models, items, "mtbench_graded", run.recipe.eval.mtbench_graded.judge, messages, read)
+
+
+def grade_alignbench(run: StageRun, models: dict[str, str], items: list[dict], questions: list[dict]) -> None:
+    """Each model's AlignBench answers graded by the endpoint with AlignBench's rubric (its overall grade)."""
+    cfg = run.recipe.eval.alignbench
+    folder = alignbench.files(cfg.data)
+    by_id = {q["id"]: q for q in questions}
+
+    def read(r: dict, texts: list[str]) -> None:
+        r["score"] = alignbench.rating(texts[0])
+        r["category"] = by_id[r["id"]]["category"]
+
+    grade_by_judge(run, models, items, "alignbench", cfg.judge,
+                   lambda r: [alignbench.judge_messages(folder, by_id[r["id"]], r["response"])], read)
+
+
+def grade_by_judge(run: StageRun, models: dict[str, str], items: list[dict], bench: str, cfg, messages, read) -> None:
+    """Every model's answers to `bench` graded by a judge endpoint, one shard a model (a killed stage asks the
+    judge again only for the models it had not finished). `messages(row)`: the judge conversations for one
+    answer; `read(row, texts)`: sets the row's score from the judge's replies, which the row keeps for the
+    report's data viewer."""
     from fusechat.backends.openai_api import OpenAIBackend
 
-    cfg, backend, prompts = run.recipe.eval.mtbench_graded.judge, None, None
-    by_id = {q["id"]: q for q in questions}
+    backend = None
     for name in models:
-        mine = [r for r in items if r["model"] == name and r["benchmark"] == "mtbench_graded"]
-        key = shard_key("mtbench-graded", name)
+        mine = [r for r in items if r["model"] == name and r["benchmark"] == bench]
+        key = shard_key(f"{bench.replace('_', '-')}", name)
         if not run.has_shard(key):
             backend = backend or OpenAIBackend(cfg.endpoint, cfg.model, concurrency=cfg.concurrency, api_key_env=cfg.api_key_env)
-            prompts = prompts or mtbench_graded.judge_prompts()
-            requests = [Request(mtbench_graded.judge_messages(prompts, by_id[r["id"]], (r["response"], r["turn_2"]), turn), 0)
-                        for r in mine for turn in (1, 2)]
-            texts = [g.text for g in backend.generate(requests, Sampling(temperature=0, max_new_tokens=2048))]
-            run.write_shard(key, [{"id": r["id"], "judgments": texts[2 * i: 2 * i + 2]} for i, r in enumerate(mine)])
+            asked = [messages(r) for r in mine]
+            requests = [Request(m, 0) for conversations in asked for m in conversations]
+            texts = iter([g.text for g in backend.generate(requests, Sampling(temperature=0, max_new_tokens=2048))])
+            run.write_shard(key, [{"id": r["id"], "judgments": [next(texts) for _ in a]} for r, a in zip(mine, asked)])
         got = {row["id"]: row["judgments"] for row in run.read_shard(key)}
         for r in mine:
-            r["grades"] = [mtbench_graded.rating(text) for text in got[r["id"]]]
-            r["score"] = mtbench_graded.question_score(r["grades"])
+            r["judgments"] = got[r["id"]]
+            read(r, got[r["id"]])
 
 
 def judge_pairwise(run: StageRun, models: dict[str, str], items: list[dict], questions: dict) -> tuple[dict, dict]:

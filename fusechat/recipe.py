@@ -413,6 +413,17 @@ class MTBenchGraded(Strict):
     judge: PairwiseJudge = Field(description="the judge: any OpenAI-compatible endpoint; its name labels the score")
 
 
+class AlignBenchConfig(Strict):
+    """AlignBench v1.1: every answer graded 1-10 by a judge endpoint with AlignBench's rubric
+    (fusechat.benchmarks.alignbench)."""
+
+    n: int | None = Field(None, gt=0, le=683, description="the first n of the 683 questions; unset: all")
+    judge: PairwiseJudge = Field(description="the judge: any OpenAI-compatible endpoint; its name labels the score")
+    data: str = Field("github", description=(
+        "a clone of THUDM/AlignBench (its data/ and config/ files); github: those files at a pinned commit, "
+        "downloaded once"))
+
+
 class LiveCodeBenchConfig(Strict):
     """LiveCodeBench code generation in the sandbox (fusechat.benchmarks.livecodebench)."""
 
@@ -441,6 +452,7 @@ class EvalConfig(Strict):
     livecodebench: LiveCodeBenchConfig | None = Field(None, description="LiveCodeBench, sandboxed; unset skips")
     mtbench_graded: MTBenchGraded | None = Field(None, description=(
         "MT-Bench under the paper's protocol: two turns, 1-10 grades from a judge endpoint"))
+    alignbench: AlignBenchConfig | None = Field(None, description="AlignBench v1.1, 1-10 grades from a judge endpoint")
     constraints: int | None = Field(44, ge=0, description="writing tasks with one verifiable constraint each; 0 skips")
     judge: str | None = Field(None, description="local judge for MT-Bench; default: score.reward.model")
     judge_backend: Literal["transformers", "llamacpp", "vllm"] = Field(

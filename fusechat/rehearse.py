@@ -183,6 +183,9 @@ def _eval(real: Recipe, raw: dict, models, fixtures, scaled, max_new_tokens: int
     if ev.mtbench_graded is not None:
         notes.append("eval: MT-Bench's 1-10 judge is an endpoint the rehearsal cannot reach: skipped")
         raw.pop("mtbench_graded")
+    if ev.alignbench is not None:
+        notes.append("eval: AlignBench's judge is an endpoint the rehearsal cannot reach: skipped")
+        raw.pop("alignbench")
     if ev.livecodebench is not None:  # code_generation_lite rows in the window, run in the sandbox
         n = scaled(ev.livecodebench.n or 300)
         raw["livecodebench"] = (raw.get("livecodebench") or {}) | {

@@ -191,7 +191,8 @@ def judge_is_source(recipe) -> list[str]:
     cfg = recipe.eval
     judges = [("MT-Bench (win rate)", eval_judge(recipe) if cfg.mtbench else None),
               ("the judged sets", cfg.pairwise_judge.model if cfg.pairwise_judge and cfg.judged else None),
-              ("MT-Bench (1-10)", cfg.mtbench_graded.judge.model if cfg.mtbench_graded else None)]
+              ("MT-Bench (1-10)", cfg.mtbench_graded.judge.model if cfg.mtbench_graded else None),
+              ("AlignBench", cfg.alignbench.judge.model if cfg.alignbench else None)]
     return [f"Judge of {what}: {judge} is also source '{sources[judge]}': it may favour answers like its own, "
             "and the target learned from its answers." for what, judge in judges if judge in sources]
 
@@ -202,7 +203,7 @@ def fusion_html(rows: list[dict], labels: dict[str, str], paper: dict[str, str] 
     colours = {"better": "#d8f0d8", "worse": "#f6d5d5"}
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ("benchmark", "base", "SFT", "SFT+DPO",
                                                          *(f"{name} (95% CI)" for _, _, name in STEPS),
-                                                         *(["the paper: base → SFT → SFT+DPO (%; MT-Bench 1-10)"] if paper else [])))
+                                                         *(["the paper: base → SFT → SFT+DPO (%; MT-Bench and AlignBench 1-10)"] if paper else [])))
     out = [f"<table class='answer'><tr>{head}</tr>"]
     for r in rows:
         cells = [f"<td>{html.escape(labels.get(r['benchmark'], r['benchmark']))}</td>"]

@@ -48,7 +48,9 @@ def test_a_right_answer_gets_10_and_a_wrong_one_1_on_both_turns(judge):
         texts = [g.text for g in backend.generate(requests, Sampling(temperature=0, max_new_tokens=64))]
         grades[kind] = [mtbench_graded.rating(t) for t in texts]
     assert grades == {"right": [10.0, 10.0], "wrong": [1.0, 1.0]}
-    first, second = seen[0]["messages"], seen[1]["messages"]
+    # two requests in flight: the server may see them in either order
+    [first] = [b["messages"] for b in seen[:2] if "### User:" not in b["messages"][1]["content"]]
+    [second] = [b["messages"] for b in seen[:2] if "### User:" in b["messages"][1]["content"]]
     # a math question is graded against the reference answer; the second turn sees the whole conversation
     assert "[The Start of Reference Answer]\n6 x 7 = 42" in first[1]["content"] and first[0]["content"] == "You are a helpful assistant."
     assert "### User:\nAnd 84 / 2?" in second[1]["content"] and "### Reference answer:\n84 / 2 = 42" in second[1]["content"]

@@ -32,8 +32,9 @@ PAPER_BENCHMARKS = [
                    "a judge endpoint", "eval.mtbench_graded: both turns, 1-10 with FastChat's prompts and GPT-4's "
                    "reference answers, by any judge endpoint (named in the label); eval.mtbench: a first-turn win "
                    "rate by a local judge (another protocol)"),
-    PaperBenchmark("AlignBench", "v1.1, rubric grades 1-10, GPT-4 judge (Chinese)", "THUDM/AlignBench (683)", "a judge",
-                   "not run yet"),
+    PaperBenchmark("AlignBench", "v1.1, rubric grades 1-10, GPT-4 judge (Chinese)", "github.com/THUDM/AlignBench (683)",
+                   "a judge endpoint", "eval.alignbench: graded 1-10 with AlignBench's rubric prompt by any judge endpoint "
+                   "(named in the label); AlignBench's overall (reasoning and language halves); greedy answers"),
     PaperBenchmark("LiveBench", "0831 release, ground-truth scorers", "livebench/* (hub sets per category)", "-",
                    "not run yet"),
     PaperBenchmark("MMLU-Pro", "0-shot chain of thought, answer letter extracted", "TIGER-Lab/MMLU-Pro (12,032)", "a GPU (size)",
@@ -87,12 +88,12 @@ PAPER_SCORES = {
 PAPER_NAME_OF = {"harness:fusechat_gsm8k": "GSM8K", "harness:fusechat_math": "MATH", "harness:fusechat_amc23": "AMC23",
                  "harness:fusechat_mmlu_pro": "MMLU-Pro", "harness:gpqa_diamond_cot_zeroshot": "GPQA-Diamond",
                  "harness:mmlu_redux_generative": "MMLU-redux", "alpaca_eval": "AlpacaEval 2", "arena_hard": "Arena-Hard",
-                 "mtbench_graded": "MT-Bench", "humaneval_plus": "HumanEval", "mbpp_plus": "MBPP",
+                 "mtbench_graded": "MT-Bench", "alignbench": "AlignBench", "humaneval_plus": "HumanEval", "mbpp_plus": "MBPP",
                  "livecodebench": "LiveCodeBench"}
 
 
 def paper_column(target_hub_id: str | None) -> dict[str, str]:
-    """benchmark key -> the paper's "base → SFT → SFT+DPO" for this target (%; MT-Bench on its 1-10 scale), where it reports one."""
+    """benchmark key -> the paper's "base → SFT → SFT+DPO" for this target (%; MT-Bench and AlignBench on their 1-10 scale), where it reports one."""
     rows = PAPER_SCORES.get((target_hub_id or "").rstrip("/").split("/")[-1], {})
     return {key: " → ".join("-" if x is None else f"{x:.1f}" for x in rows[name])
             for key, name in PAPER_NAME_OF.items() if name in rows}
