@@ -199,10 +199,12 @@ def step_verdict(low: float, high: float, n: int) -> str:
     return f"undecided at n = {n}"
 
 
-def paired(a: dict[str, float], b: dict[str, float]) -> dict:
-    """mean(a) - mean(b) on the items both have, with the paired bootstrap 95% interval and a verdict."""
+def paired(a: dict[str, float], b: dict[str, float], weigh=None) -> dict:
+    """mean(a) - mean(b) on the items both have, with the paired bootstrap 95% interval and a verdict;
+    `weigh(ids)`: those items' weights, for a benchmark whose score is a weighted mean (None: alike)."""
     keys = sorted(a.keys() & b.keys())
-    diff, low, high = paired_bootstrap([a[k] for k in keys], [b[k] for k in keys])
+    w = weigh(keys) if weigh and keys else None
+    diff, low, high = paired_bootstrap([a[k] for k in keys], [b[k] for k in keys], weights=[w[k] for k in keys] if w else None)
     return {"n": len(keys), "diff": diff, "ci_low": low, "ci_high": high,
             "verdict": step_verdict(low, high, len(keys)) if keys else "no common items"}
 
@@ -216,19 +218,29 @@ def by_model(items: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
-def fusion_table(items: list[dict], win_rates: set[str] = frozenset()) -> list[dict]:
+def fusion_table(items: list[dict], win_rates: set[str] = frozenset(), item_weights=None) -> list[dict]:
     """Per benchmark: each model's mean and each step's paired difference (STEPS). A win-rate benchmark
-    scores every model against the base (0.5 a tie), so its steps from the base are the win rate - 0.5."""
+    scores every model against the base (0.5 a tie), so its steps from the base are the win rate - 0.5.
+    `item_weights(bench, {id: group})`: weights for a benchmark whose score is a weighted mean of its items
+    (fusechat.benchmarks.item_weights), so its means and steps are the benchmark's own score's."""
     scores = by_model(items)
+    groups = {(r["benchmark"], r["id"]): r["group"] for r in items if r.get("group") is not None}
     rows = []
     for bench in dict.fromkeys(r["benchmark"] for r in items):
-        means = {m: statistics.fmean(v.values()) for (b, m), v in scores.items() if b == bench and v}
+        def weigh(ids, bench=bench):
+            return item_weights(bench, {i: groups[(bench, i)] for i in ids if (bench, i) in groups}) if item_weights else None
+
+        means = {}
+        for (b, m), v in scores.items():
+            if b == bench and v:
+                w = weigh(list(v))
+                means[m] = sum(w[k] * x for k, x in v.items()) / sum(w.values()) if w else statistics.fmean(v.values())
         steps = {}
         for better, worse, name in STEPS:
             a = scores.get((bench, better))
             b = {k: 0.5 for k in a} if a and bench in win_rates and worse == "base" else scores.get((bench, worse))
             if a and b:
-                steps[name] = paired(a, b)
+                steps[name] = paired(a, b, weigh)
         rows.append({"benchmark": bench, "means": means, "steps": steps})
     return rows
 

@@ -544,8 +544,11 @@ def rehearse_command(recipe: str = typer.Argument(..., help="a recipe file or a 
     console.print(f"rehearsing [bold]{r.recipe.name}[/] in {r.recipe.run_path} (counts / {scale})")
     for note in r.notes:
         console.print(f"  [yellow]stand-in[/] {note}", highlight=False, soft_wrap=True)
-    with progress_bar() as progress:
-        r.manifests = run_all(r.recipe, progress=progress, on_stage=report)
+    try:
+        with progress_bar() as progress:
+            r.manifests = run_all(r.recipe, progress=progress, on_stage=report)
+    finally:
+        r.close()  # the stand-in judge endpoint, where the recipe names judges
     table = Table(title=f"the real run (plan, {gpus} GPUs of {gpu_memory:g} GB) beside the rehearsal (measured here)")
     for col in ("stage", "plan: real run", "rehearsal"):
         table.add_column(col)

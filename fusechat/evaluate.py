@@ -138,7 +138,8 @@ def evaluate(run: StageRun) -> Outputs:
                         rows.append({"model": name, "benchmark": bench, "id": p["id"], "prompt": p["prompt"], "response": a,
                                      "gold": p.get("answer") or json.dumps(p.get("constraints") or ""),
                                      "score": scores[i] if scores else None}
-                                    | ({"turn_2": second[bench][i]} if bench in second else {}))
+                                    | ({"turn_2": second[bench][i]} if bench in second else {})
+                                    | ({"group": p["group"]} if "group" in p else {}))  # a benchmark's own aggregate reads it
                 run.write_shard(key, rows)
             items += run.read_shard(key)
             run.progress.update(task, advance=per_model - answered[0])  # a finished shard's, over-long prompts'
@@ -184,6 +185,8 @@ def evaluate(run: StageRun) -> Outputs:
                 r["score"] = mtbench.win(grades[r["model"]][r["id"]], grades["base"][r["id"]])
 
     judge_label, extra = {}, {"models": models}
+    if "livebench" in problems:
+        judge_label["livebench"] = recipe.eval.livebench.release  # its label's one slot: no judge, a release
     if "mtbench_graded" in problems:  # both turns of every model graded 1-10 by the judge endpoint
         grade_mtbench(run, models, items, problems["mtbench_graded"])
         judge_label["mtbench_graded"] = recipe.eval.mtbench_graded.judge.model
@@ -245,10 +248,19 @@ def grade_alignbench(run: StageRun, models: dict[str, str], items: list[dict], q
 
     def read(r: dict, texts: list[str]) -> None:
         r["score"] = alignbench.rating(texts[0])
-        r["category"] = by_id[r["id"]]["category"]
 
     grade_by_judge(run, models, items, "alignbench", cfg.judge,
                    lambda r: [alignbench.judge_messages(folder, by_id[r["id"]], r["response"])], read)
+
+
+def reach_judge(connect):
+    """The judge's client; an unreachable judge says that the answers are kept (a node that served the target
+    can serve the judge next, and the stage picks up at the grading)."""
+    try:
+        return connect()
+    except FusechatError as e:
+        raise FusechatError(f"judge {e}; every model's answers are saved: start the judge and run `fusechat eval` "
+                            "again to grade them") from None
 
 
 def grade_by_judge(run: StageRun, models: dict[str, str], items: list[dict], bench: str, cfg, messages, read) -> None:
@@ -263,7 +275,8 @@ def grade_by_judge(run: StageRun, models: dict[str, str], items: list[dict], ben
         mine = [r for r in items if r["model"] == name and r["benchmark"] == bench]
         key = shard_key(f"{bench.replace('_', '-')}", name)
         if not run.has_shard(key):
-            backend = backend or OpenAIBackend(cfg.endpoint, cfg.model, concurrency=cfg.concurrency, api_key_env=cfg.api_key_env)
+            backend = backend or reach_judge(lambda: OpenAIBackend(cfg.endpoint, cfg.model, concurrency=cfg.concurrency,
+                                                                   api_key_env=cfg.api_key_env))
             asked = [messages(r) for r in mine]
             requests = [Request(m, 0) for conversations in asked for m in conversations]
             texts = iter([g.text for g in backend.generate(requests, Sampling(temperature=0, max_new_tokens=2048))])
@@ -295,7 +308,7 @@ def judge_pairwise(run: StageRun, models: dict[str, str], items: list[dict], que
             continue
         key = shard_key("pairwise", name)
         if not run.has_shard(key):
-            client = client or judged.PairwiseJudgeClient(cfg.pairwise_judge)
+            client = client or reach_judge(lambda: judged.PairwiseJudgeClient(cfg.pairwise_judge))
             verdicts = client.verdicts([(r["prompt"], r["response"], theirs[(r["benchmark"], r["id"])]) for r in mine])
             run.write_shard(key, [{"benchmark": r["benchmark"], "id": r["id"], "candidate_first": v[0], "baseline_first": v[1]}
                                   for r, v in zip(mine, verdicts)])

@@ -424,6 +424,23 @@ class AlignBenchConfig(Strict):
         "downloaded once"))
 
 
+class LiveBenchConfig(Strict):
+    """LiveBench with its ground-truth scorers (fusechat.benchmarks.livebench): the tasks fusechat scores."""
+
+    release: Literal["2024-06-24", "2024-07-26", "2024-08-31"] = Field(
+        "2024-08-31", description="the questions of this release (the paper's: 2024-08-31)")
+    n: int | None = Field(None, gt=0, description="the first n questions of each task; unset: all")
+    categories: list[Literal["math", "reasoning", "coding", "language", "data_analysis", "instruction_following"]] = Field(
+        default_factory=lambda: ["math", "reasoning", "coding", "language", "data_analysis", "instruction_following"])
+    data: dict[str, str] | None = Field(None, description=(
+        "category -> where its rows live (a hub id, a folder or a file in the hub set's layout); unset: livebench/<category>"))
+
+    @field_validator("release", mode="before")
+    @classmethod
+    def _iso(cls, value):  # YAML reads 2024-08-31 as a date
+        return value.isoformat() if hasattr(value, "isoformat") else value
+
+
 class LiveCodeBenchConfig(Strict):
     """LiveCodeBench code generation in the sandbox (fusechat.benchmarks.livecodebench)."""
 
@@ -453,6 +470,7 @@ class EvalConfig(Strict):
     mtbench_graded: MTBenchGraded | None = Field(None, description=(
         "MT-Bench under the paper's protocol: two turns, 1-10 grades from a judge endpoint"))
     alignbench: AlignBenchConfig | None = Field(None, description="AlignBench v1.1, 1-10 grades from a judge endpoint")
+    livebench: LiveBenchConfig | None = Field(None, description="LiveBench with its ground-truth scorers; unset skips")
     constraints: int | None = Field(44, ge=0, description="writing tasks with one verifiable constraint each; 0 skips")
     judge: str | None = Field(None, description="local judge for MT-Bench; default: score.reward.model")
     judge_backend: Literal["transformers", "llamacpp", "vllm"] = Field(

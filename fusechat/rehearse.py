@@ -12,7 +12,10 @@ and each such replacement is one line of the rehearsal's notes:
   split names like OpenMathInstruct-2's `train_1M` work), each missing prompt file a small file;
 - counts are divided by `scale` (prompts per set, evaluation items; at least one each);
 - vLLM, llama.cpp and OpenAI-compatible sources are sampled with transformers (a GPU or a server is what
-  the rehearsal cannot have), lm-eval's hub tasks are skipped, judged question sets become fixtures;
+  the rehearsal cannot have); lm-eval's tasks run under their own names and protocols on local copies of
+  their data (a task YAML that includes the real one, on the include path after it); the benchmarks'
+  hub sets become fixtures in their layouts; judge endpoints become a local stand-in
+  (fusechat/standin_judge.py) that answers in each benchmark's format;
 - random models never stop, so answers are capped at `max_new_tokens` and cut answers are kept.
 
 It ends with the plan's estimate for the real run beside what each stage took here.
@@ -28,7 +31,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fusechat import FusechatError
+from fusechat import FusechatError, standin_judge
 from fusechat.plan import Plan, make_plan
 from fusechat.recipe import Recipe, read_yaml_mapping, recipe_from_dict
 
@@ -59,6 +62,12 @@ class Rehearsal:
     plan: Plan  # the plan's estimate for the real run
     notes: list[str] = field(default_factory=list)  # what stood in for what, one line each
     manifests: dict = field(default_factory=dict)
+    stop_judge: object = None  # stops the stand-in judge endpoint, where the recipe names judges
+
+    def close(self) -> None:
+        if self.stop_judge is not None:
+            self.stop_judge()
+            self.stop_judge = None
 
 
 def unpack_tokenizer(folder: Path) -> Path:
@@ -152,12 +161,21 @@ def prepare(path: str | Path, scale: int = 1000, max_new_tokens: int = 16, run_d
         if stage in data:
             data[stage]["precision"] = "fp32"
     if real.eval is not None and "eval" in data:
-        _eval(real, data["eval"], models, fixtures, scaled, max_new_tokens, r.notes)
+        judges = sorted({j.model for j in (real.eval.pairwise_judge if real.eval.judged else None,
+                                           real.eval.mtbench_graded and real.eval.mtbench_graded.judge,
+                                           real.eval.alignbench and real.eval.alignbench.judge) if j})
+        judge_url = None
+        if judges:  # endpoints the rehearsal cannot reach: a local stand-in answers in each benchmark's format
+            judge_url, r.stop_judge = standin_judge.start(judges)
+            r.notes.append(f"eval: the judge endpoints ({', '.join(judges)}) are a local stand-in that grades at random "
+                           "in each benchmark's format (fusechat/standin_judge.py)")
+        _eval(real, data["eval"], models, fixtures, scaled, max_new_tokens, r.notes, judge_url)
     r.recipe = recipe_from_dict(data, f"{path} (rehearsal)")
     return r
 
 
-def _eval(real: Recipe, raw: dict, models, fixtures, scaled, max_new_tokens: int, notes: list[str]) -> None:
+def _eval(real: Recipe, raw: dict, models, fixtures, scaled, max_new_tokens: int, notes: list[str],
+          judge_url: str | None) -> None:
     ev = real.eval
     for name in ("humaneval", "mtbench", "constraints"):
         if getattr(ev, name):
@@ -171,21 +189,31 @@ def _eval(real: Recipe, raw: dict, models, fixtures, scaled, max_new_tokens: int
     if ev.judge:
         raw["judge"] = str(models.causal(family(ev.judge)))
         raw["judge_backend"] = "transformers"
-    if ev.harness:
-        notes.append(f"eval: lm-evaluation-harness tasks ({', '.join(ev.harness)}) read the hub: skipped")
-        raw["harness"] = []
+    if ev.harness:  # each task under its own name and protocol, its data a local fixture in the hub set's layout
+        folder, unknown = fixtures.lm_eval_tasks(ev.harness, max(2, scaled(100)), raw["max_new_tokens"])
+        raw["harness"] = [t for t in ev.harness if t not in unknown]
+        raw["harness_include"] = str(folder)
+        notes.append("eval: lm-evaluation-harness tasks read local fixtures in their hub sets' layouts"
+                     + (" (mmlu_redux_generative: one subject)" if "mmlu_redux_generative" in ev.harness else ""))
+        if unknown:
+            notes.append(f"eval: lm-evaluation-harness tasks without a fixture ({', '.join(unknown)}) read the hub: skipped")
     for spec, judged in zip(ev.judged, raw.get("judged", [])):
         judged["questions"] = str(fixtures.questions(spec.format, scaled(spec.n or 805)))
         judged.pop("split", None)
     if ev.pairwise_judge is not None:
-        notes.append("eval: the pairwise judge is an endpoint the rehearsal cannot reach: skipped")
-        raw.pop("pairwise_judge")
+        raw["pairwise_judge"] = {"endpoint": judge_url, "model": ev.pairwise_judge.model}
+    for spec, judged in zip(ev.judged, raw.get("judged", [])):
+        if spec.baseline:  # the set's own baseline answers, as its tool ships them
+            judged["baseline"] = str(fixtures.baseline(spec.format, scaled(spec.n or 805)))
     if ev.mtbench_graded is not None:
-        notes.append("eval: MT-Bench's 1-10 judge is an endpoint the rehearsal cannot reach: skipped")
-        raw.pop("mtbench_graded")
-    if ev.alignbench is not None:
-        notes.append("eval: AlignBench's judge is an endpoint the rehearsal cannot reach: skipped")
-        raw.pop("alignbench")
+        raw["mtbench_graded"] = {"n": scaled(ev.mtbench_graded.n), "judge": {"endpoint": judge_url, "model": ev.mtbench_graded.judge.model}}
+    if ev.alignbench is not None:  # AlignBench's repository layout: its data and rubric files
+        n = scaled(ev.alignbench.n or 683)
+        raw["alignbench"] = {"n": n, "data": str(fixtures.alignbench(n)),
+                             "judge": {"endpoint": judge_url, "model": ev.alignbench.judge.model}}
+    if ev.livebench is not None:  # the hub sets' rows, a few per scored task
+        raw["livebench"] = (raw.get("livebench") or {}) | {
+            "n": scaled(ev.livebench.n or 50), "data": fixtures.livebench(scaled(ev.livebench.n or 50), ev.livebench.release)}
     if ev.livecodebench is not None:  # code_generation_lite rows in the window, run in the sandbox
         n = scaled(ev.livecodebench.n or 300)
         raw["livecodebench"] = (raw.get("livecodebench") or {}) | {
@@ -204,7 +232,10 @@ def rehearse(path: str | Path, scale: int = 1000, max_new_tokens: int = 16, run_
     from fusechat.pipeline import run_all
 
     r = prepare(path, scale, max_new_tokens, run_dir, gpus, gpu_gb)
-    r.manifests = run_all(r.recipe, progress=progress, on_stage=on_stage)
+    try:
+        r.manifests = run_all(r.recipe, progress=progress, on_stage=on_stage)
+    finally:
+        r.close()
     return r
 
 
@@ -372,6 +403,86 @@ class _Fixtures:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return path
 
+    def lm_eval_tasks(self, tasks: list[str], n: int, max_new_tokens: int) -> tuple[Path, list[str]]:
+        """Each lm-eval task the rehearsal knows, under its own name, its data swapped for `n` rows of a local
+        file in the hub set's layout (a task YAML that includes the real one, on the include path after it,
+        so it wins), answers capped at `max_new_tokens` (random models never stop); a group keeps its subtasks'
+        YAMLs (mmlu_redux_generative: one of its 57 subjects). Returns
+        the folder of those YAMLs and the tasks it has no fixture for."""
+        import yaml
+
+        from fusechat.benchmarks.harness import TASKS_DIR
+
+        folder = self.folder / "lm_eval_tasks"
+        folder.mkdir(parents=True, exist_ok=True)
+        stock = _lm_eval_tasks_dir()
+        unknown = []
+        for task in tasks:
+            parts = LM_EVAL_FIXTURES.get(task)
+            if parts is None:
+                unknown.append(task)
+                continue
+            for name, include, split, row in parts:
+                data = folder / f"{name}.jsonl"
+                data.write_text("".join(json.dumps(row(i), ensure_ascii=False) + "\n" for i in range(n)))
+                base = TASKS_DIR if name.startswith("fusechat_") else stock
+                (folder / f"{name}.yaml").write_text(yaml.safe_dump({
+                    "include": str(base / include), "task": name, "dataset_path": "json", "dataset_name": None,
+                    "dataset_kwargs": {"data_files": {split: str(data)}},
+                    "generation_kwargs": {"until": [], "do_sample": False, "max_gen_toks": max_new_tokens}}))
+            if task == "mmlu_redux_generative":  # the group, cut to the one subject above
+                (folder / "mmlu_redux_generative.yaml").write_text(yaml.safe_dump({
+                    "group": task, "task": [parts[0][0]], "metadata": {"version": 4.0},
+                    "aggregate_metric_list": [{"metric": "exact_match", "weight_by_size": True, "filter_list": "default"}]}))
+        return folder, unknown
+
+    def alignbench(self, n: int) -> Path:
+        """AlignBench's repository layout: data/data_v1.1_release.jsonl and the three rubric files of config/."""
+        folder = self.folder / "alignbench"
+        (folder / "config").mkdir(parents=True, exist_ok=True)
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        kinds = {"初等数学": "逻辑推理型回答", "翻译": "生成型回答"}
+        dims = {"逻辑推理型回答": ["事实正确性", "逻辑连贯性"], "生成型回答": ["事实正确性", "创造性"]}
+        for name, content in (("subcategory_question_mapping", kinds), ("dimension_set", dims),
+                              ("dimension_definition", {d: f"{d}（定义）" for ds in dims.values() for d in ds})):
+            (folder / "config" / f"{name}.json").write_text(json.dumps(content, ensure_ascii=False))
+        rows = [{"question_id": i, "category": ("数学计算", "基本任务")[i % 2], "subcategory": ("初等数学", "翻译")[i % 2],
+                 "question": _fill("PROMPT", "chinese", i, 0, "alignbench"), "reference": f"参考答案{i}", "evidences": []}
+                for i in range(n)]
+        (folder / "data" / "data_v1.1_release.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return folder
+
+    def livebench(self, n: int, release: str) -> dict[str, str]:
+        """Rows of each LiveBench category in the hub sets' layout: `n` of each task fusechat scores."""
+        from fusechat.benchmarks.livebench import TASKS
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        out = {}
+        for category, tasks in TASKS.items():
+            if not tasks:
+                continue
+            rows = [{"question_id": f"{task}-{i}", "category": category, "task": task,
+                     "subtask": "amc_12a_2023" if task == "math_comp" else None, "ground_truth": LIVEBENCH_TRUTH[task],
+                     "turns": [f"{_sum(i)[0]} ({task}; answer in **bold**)"], "livebench_release_date": release,
+                     "livebench_removal_date": ""} for task in tasks for i in range(n)]
+            path = self.folder / f"livebench_{category}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            out[category] = str(path)
+        return out
+
+    def baseline(self, fmt: str, n: int) -> Path:
+        """The judged set's baseline answers as its tool ships them, for the questions `questions` writes."""
+        prompts = [f"Write two sentences about {TOPICS[i % len(TOPICS)]} (question {i})." for i in range(n)]
+        if fmt == "alpaca_eval":
+            path = self.folder / "alpaca_eval_baseline.json"
+            path.write_text(json.dumps([{"instruction": p, "output": "A baseline answer.", "generator": "baseline"}
+                                        for p in prompts]))
+        else:
+            path = self.folder / "arena_hard_baseline.jsonl"
+            path.write_text("".join(json.dumps({"question_id": f"q{i}", "model_id": "baseline", "choices": [
+                {"index": 0, "turns": [{"content": "A baseline answer."}]}]}) + "\n" for i in range(n)))
+        return path
+
     def questions(self, fmt: str, n: int) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         prompts = [f"Write two sentences about {TOPICS[i % len(TOPICS)]} (question {i})." for i in range(n)]
@@ -383,6 +494,47 @@ class _Fixtures:
             path.write_text("".join(json.dumps({"question_id": f"q{i}", "category": "arena-hard-v0.1",
                                                 "turns": [{"content": p}]}) + "\n" for i, p in enumerate(prompts)))
         return path
+
+
+def _lm_eval_tasks_dir() -> Path:
+    import lm_eval
+
+    return Path(lm_eval.__file__).parent / "tasks"
+
+
+def _sum(i: int) -> tuple[str, int]:
+    return f"What is {i + 2} + {3 * i + 1}?", 4 * i + 3
+
+
+# a ground truth of each LiveBench task's kind (the stand-ins' answers will not match it)
+LIVEBENCH_TRUTH = {"math_comp": "B", "spatial": "3", "web_of_lies_v2": "yes, no, yes", "zebra_puzzle": "2",
+                   "connections": "a,b,c,d,e,f,g,h", "plot_unscrambling": "One. Two. Three.", "typos": "The text.",
+                   "cta": "birthDate", "tablejoin": "{'a': 'x'}"}
+MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
+                 "prealgebra", "precalculus")
+# lm-eval tasks the shipped recipes name -> (task, the YAML it includes, the split it reads, a row in its hub
+# set's layout) for each task to swap; `_sum(i)` is a question and its answer.
+LM_EVAL_FIXTURES = {
+    "fusechat_gsm8k": [("fusechat_gsm8k", "fusechat_gsm8k.yaml", "test",
+                        lambda i: {"question": _sum(i)[0], "answer": f"Add them.\n#### {_sum(i)[1]}"})],
+    "fusechat_amc23": [("fusechat_amc23", "fusechat_amc23.yaml", "test",
+                        lambda i: {"id": i, "question": _sum(i)[0], "answer": float(_sum(i)[1])})],
+    "fusechat_mmlu_pro": [("fusechat_mmlu_pro", "fusechat_mmlu_pro.yaml", "test",
+                           lambda i: {"question_id": i, "question": _sum(i)[0], "options": [str(_sum(i)[1] + d) for d in (-1, 0, 1, 2)],
+                                      "answer": "B", "answer_index": 1, "category": "math"})],
+    "fusechat_math": [(f"fusechat_math_{s}", f"fusechat_math_{s}.yaml", "test",
+                       lambda i: {"problem": _sum(i)[0], "solution": f"The sum is $\\boxed{{{_sum(i)[1]}}}$.",
+                                  "level": "Level 1", "type": "Algebra"}) for s in MATH_SUBJECTS],
+    "gpqa_diamond_cot_zeroshot": [("gpqa_diamond_cot_zeroshot", "gpqa/cot_zeroshot/gpqa_diamond_cot_zeroshot.yaml", "train",
+                                   lambda i: {"Question": _sum(i)[0], "Correct Answer": str(_sum(i)[1]),
+                                              **{f"Incorrect Answer {k}": str(_sum(i)[1] + k) for k in (1, 2, 3)}})],
+    "mmlu_redux_generative": [("mmlu_redux_abstract_algebra_generative", "mmlu-redux/generative/mmlu_abstract_algebra.yaml",
+                               "test", lambda i: {"question": _sum(i)[0], "choices": [str(_sum(i)[1] + d) for d in (-1, 0, 1, 2)],
+                                                  "answer": 1})],
+    "ifeval": [("ifeval", "ifeval/ifeval.yaml", "train",
+                lambda i: {"key": i, "prompt": f"Describe {TOPICS[i % len(TOPICS)]} in lowercase letters only.",
+                           "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]})],
+}
 
 
 def _fill(value, domain: str, i: int, k: int, tag: str = ""):

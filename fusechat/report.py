@@ -250,7 +250,7 @@ def report(run: StageRun) -> Outputs:
     # The answer first: did fusion pay, benchmark by benchmark, paired on the run's own items
     if items:
         labels = {r["benchmark"]: r["label"] for r in results}
-        rows = fusion_table(items, {b for b in labels if benchmarks.is_win_rate(b)})
+        rows = fusion_table(items, {b for b in labels if benchmarks.is_win_rate(b)}, benchmarks.item_weights)
         sentence = fusion_sentence(rows)
         note = ("Each step is a paired difference on the items both models answered (bootstrap 95% interval); "
                 "*better* / *worse* when the interval excludes 0. Win rates (MT-Bench) are against the base, "

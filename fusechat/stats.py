@@ -29,11 +29,15 @@ def bootstrap_mean(values: list[float], resamples: int = 2000, seed: int = 0) ->
     return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
 
 
-def paired_bootstrap(a: list[float], b: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap(a: list[float], b: list[float], resamples: int = 2000, seed: int = 0,
+                     weights: list[float] | None = None) -> tuple[float, float, float]:
     """mean(a) - mean(b) over paired items, with a percentile bootstrap 95% interval.
 
     Items are resampled jointly (one index draws both scores), so what the two models share (an easy
-    item, a hard one) cancels: the interval is that of the per-item differences."""
+    item, a hard one) cancels: the interval is that of the per-item differences. `weights`: a weighted
+    mean instead (a benchmark whose score weighs its categories alike), resampled the same way."""
+    if weights is not None:
+        return _weighted_paired_bootstrap(a, b, weights, resamples, seed)
     if len(a) != len(b):
         raise ValueError(f"paired scores need the same items: {len(a)} vs {len(b)}")
     n = len(a)
@@ -98,3 +102,22 @@ def mcnemar(a: list[float], b: list[float]) -> tuple[int, int, float]:
         return 0, 0, 1.0
     tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n
     return only_a, only_b, min(1.0, 2 * tail)
+
+
+def _weighted_paired_bootstrap(a: list[float], b: list[float], weights: list[float], resamples: int,
+                               seed: int) -> tuple[float, float, float]:
+    if not len(a) == len(b) == len(weights):
+        raise ValueError(f"paired scores need the same items: {len(a)} vs {len(b)} ({len(weights)} weights)")
+    n = len(a)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    diffs = [x - y for x, y in zip(a, b)]
+    rng = random.Random(seed)
+    draws = []
+    for _ in range(resamples):
+        picked = [rng.randrange(n) for _ in range(n)]
+        total = sum(weights[i] for i in picked)
+        draws.append(sum(weights[i] * diffs[i] for i in picked) / total)
+    draws.sort()
+    return (sum(w * d for w, d in zip(weights, diffs)) / sum(weights), draws[int(0.025 * resamples)],
+            draws[int(0.975 * resamples) - 1])

@@ -42,9 +42,9 @@ def test_the_grade_is_read_as_alignbench_reads_it():
 
 
 def test_the_overall_score_is_the_mean_of_the_reasoning_and_language_halves():
-    rows = [{"category": "数学计算", "score": 8.0}, {"category": "数学计算", "score": 6.0},  # 7
-            {"category": "逻辑推理", "score": 3.0},  # reasoning: (7 + 3) / 2 = 5
-            {"category": "基本任务", "score": 9.0}, {"category": "中文理解", "score": 5.0}]  # language: 7
+    rows = [{"group": "数学计算", "score": 8.0}, {"group": "数学计算", "score": 6.0},  # 7
+            {"group": "逻辑推理", "score": 3.0},  # reasoning: (7 + 3) / 2 = 5
+            {"group": "基本任务", "score": 9.0}, {"group": "中文理解", "score": 5.0}]  # language: 7
     assert alignbench.overall(rows) == pytest.approx(6.0)  # a plain mean of the five would be 6.2
     score, low, high = alignbench.summary(rows)
     assert score == pytest.approx(6.0) and low <= score <= high and low < high
@@ -130,6 +130,6 @@ def test_alignbench_through_the_eval_stage(tmp_path, tiny_model_dir, judge):
     [result] = folder.records("eval", "results")
     assert result["benchmark"] == "alignbench" and result["n"] == 4 and "judge: told-the-answer" in result["label"]
     items = folder.records("eval", "items")
-    assert all(r["score"] == 1.0 and "综合得分" in r["judgments"][0] and r["category"] for r in items)
+    assert all(r["score"] == 1.0 and "综合得分" in r["judgments"][0] and r["group"] for r in items)
     assert result["score"] == 1.0 and len(seen) == 4  # a random tiny model never says what the judge expects
     assert run_stage("eval", recipe)["skipped"]

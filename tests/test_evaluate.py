@@ -197,6 +197,10 @@ def test_eval_list_shows_the_papers_14_benchmarks_with_their_protocol():
              "GSM8K", "MATH", "AMC23", "HumanEval", "MBPP", "LiveCodeBench"]
     assert [b.name for b in PAPER_BENCHMARKS] == names and all(n in result.output for n in names)
     assert "0-shot chain of thought" in result.output and "[alpaca_eval]" in result.output
+    assert "not run yet" not in result.output  # all 14 run (LiveBench on 9 of its 18 tasks, said so)
+    from fusechat.benchmarks import BENCHMARKS
+    from fusechat.benchmarks.paper import KEYS
+    assert list(KEYS) == names and all(k in BENCHMARKS or k.startswith("harness:") for k in KEYS.values())
     # the paper's Llama-3.1-8B row averages to its published 40.5 -> 43.2 -> 47.3 (method.md §6)
     rows = PAPER_SCORES["Llama-3.1-8B-Instruct"]
     assert [round(sum(r[i] for r in rows.values()) / 14, 1) for i in range(3)] == [40.5, 43.2, 47.3]

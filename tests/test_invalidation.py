@@ -156,6 +156,7 @@ TABLE |= {
     "eval.livecodebench": ({"n": 3}, {E}),
     "eval.mtbench_graded": ({"judge": {"endpoint": "http://localhost:1/v1", "model": "judge"}}, {E}),
     "eval.alignbench": ({"judge": {"endpoint": "http://localhost:1/v1", "model": "judge"}}, {E}),
+    "eval.livebench": ({"n": 3}, {E}),
     # how many processes train, not what (with global_batch_size set: tests/test_distributed.py)
     "launch.accelerate_config": ("fsdp", NONE),
     "launch.processes": (2, NONE),
@@ -232,7 +233,7 @@ def test_a_stage_reruns_when_an_input_stage_has_new_output(tmp_path):
 
 
 @pytest.mark.parametrize("added", ["eval.humaneval_plus", "eval.mbpp_plus", "eval.evalplus_data", "eval.livecodebench",
-                                   "eval.mtbench_graded", "eval.alignbench", "eval.backend", "dpo.sft_weight", "dpo.label_smoothing",
+                                   "eval.mtbench_graded", "eval.alignbench", "eval.livebench", "eval.backend", "dpo.sft_weight", "dpo.label_smoothing",
                                    "dpo.simpo_gamma", "build.source_logps"])
 def test_a_field_added_since_a_run_finished_leaves_that_run_current(added):
     """A stage manifest written before a field existed lacks its key: unset, the field must read as the same

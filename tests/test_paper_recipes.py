@@ -84,6 +84,8 @@ def test_paper_recipe_end_to_end_with_tiny_models_of_its_families(name, tmp_path
                  # EvalPlus's and LiveCodeBench's rows come from the hub (tests/test_evalplus.py and
                  # tests/test_livecodebench.py read local ones; the rehearsal makes fixtures)
                  "eval.humaneval_plus=0", "eval.mbpp_plus=0", "eval.livecodebench=null", "eval.backend=transformers",
+                 # AlignBench's and LiveBench's too, and the judges are endpoints (tests/test_rehearse.py runs all 14)
+                 "eval.alignbench=null", "eval.livebench=null", "eval.mtbench_graded=null", "eval.pairwise_judge=null",
                  f"eval.judge={tiny['qwen2']}", "eval.judge_backend=transformers"]
     overrides += [f"sources.{i}.model={tiny[family(s.model)]}" for i, s in enumerate(paper.sources)]
     # OpenMathInstruct-2's solutions: a local file in the dataset's own columns (problem, generated_solution)

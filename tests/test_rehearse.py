@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fusechat.benchmarks.paper import KEYS
 from fusechat.recipe import builtin_recipe, load_recipe
 from fusechat.rehearse import comparison, prepare, rehearse
 
@@ -42,10 +43,16 @@ def test_every_shipped_recipe_rehearses_end_to_end(name, tmp_path):
         assert getattr(r.recipe, stage).global_batch_size == getattr(real, stage).global_batch_size == 128
     assert (r.recipe.dpo.loss, r.recipe.dpo.beta) == (real.dpo.loss, real.dpo.beta)
     assert any("lm-evaluation-harness" in note for note in r.notes)
-    if real.eval.mbpp_plus:  # EvalPlus's benchmarks from fixtures in the hub sets' layout, through the sandbox
-        assert {"base/humaneval_plus", "sft+dpo/mbpp_plus"} <= set(r.manifests["eval"]["counts"])
-    if real.eval.livecodebench:  # code_generation_lite rows in the paper's window, every case in the sandbox
-        assert "sft+dpo/livecodebench" in r.manifests["eval"]["counts"]
+    if name.startswith("paper-"):  # the paper's 14, each under its own key, for every model (the judged sets: the
+        # trained ones against the base), through lm-eval on local copies and a stand-in judge endpoint
+        counts = r.manifests["eval"]["counts"]
+        for paper_name, key in KEYS.items():
+            models = ("sft", "sft+dpo") if key in ("alpaca_eval", "arena_hard") else ("base", "sft", "sft+dpo")
+            assert all(f"{m}/{key}" in counts for m in models), paper_name
+        assert any("stand-in that grades at random" in note for note in r.notes)
+        results = [json.loads(line) for line in (r.recipe.run_path / "eval" / "results.jsonl").read_text().splitlines()]
+        judge = real.eval.mtbench_graded.judge.model
+        assert all(f"judge: {judge}" in row["label"] for row in results if row["benchmark"] in ("mtbench_graded", "alignbench"))
     rows = comparison(r)
     assert [stage for stage, _, _ in rows] == list(r.manifests) and all(measured is not None for _, _, measured in rows)
 
@@ -65,12 +72,36 @@ def test_the_cli_rehearses_and_prints_the_plan_beside_the_measurement(tmp_path):
 
 def test_stand_ins_follow_the_recipe_and_scale_counts(tmp_path):
     r = prepare(builtin_recipe("paper-qwen2.5-7b"), scale=1000, run_dir=tmp_path / "run")
+    r.close()  # the stand-in judge: this test runs nothing
     real = load_recipe(builtin_recipe("paper-qwen2.5-7b"))
     assert [s.n for s in r.recipe.prompts.sets] == [-(-s.n // 1000) for s in real.prompts.sets]
-    assert r.recipe.eval.humaneval == 1 and r.recipe.eval.mtbench == 1
+    ev = r.recipe.eval
+    assert (ev.humaneval_plus, ev.mbpp_plus, ev.mtbench_graded.n, ev.alignbench.n, ev.livebench.n) == (1, 1, 1, 1, 1)
     families = {s.name: json.loads((Path(s.model) / "config.json").read_text())["model_type"]
                 for s in r.recipe.sources if s.backend != "dataset"}
     assert families == {"gemma-2-27b": "gemma2", "mistral-large": "mistral", "qwen-2.5-72b": "qwen2",
                         "llama-3.1-70b": "llama", "qwen-2.5-math-72b": "qwen2"}
     target = json.loads((Path(r.recipe.target.model) / "config.json").read_text())
     assert target["model_type"] == "qwen2"
+
+
+def test_the_stand_in_judge_answers_in_each_benchmarks_format():
+    """What the rehearsal's stand-in judge replies is read by each benchmark's own parser, over HTTP."""
+    from fusechat.backends.base import Request
+    from fusechat.backends.openai_api import OpenAIBackend
+    from fusechat.benchmarks import alignbench, judged, mtbench_graded
+    from fusechat.recipe import Sampling
+    from fusechat.standin_judge import start
+
+    url, stop = start(["some/judge"])
+    try:
+        backend = OpenAIBackend(url, "some/judge", concurrency=1)
+        [mt, ab] = [g.text for g in backend.generate(
+            [Request([{"role": "user", "content": "Rate it: [[rating]]"}], 0),
+             Request([{"role": "user", "content": "…按照以下字典格式 {'维度一': 打分, '综合得分': 打分}"}], 0)],
+            Sampling(temperature=0, max_new_tokens=64))]
+        assert 1 <= mtbench_graded.rating(mt) <= 10 and 1 <= alignbench.rating(ab) <= 10
+        p = judged.p_first(backend.first_token_logprobs([{"role": "user", "content": "A or B?"}]))
+        assert 0.05 <= p <= 0.95
+    finally:
+        stop()

@@ -128,10 +128,11 @@ def test_a_judge_that_is_also_a_source_is_flagged():
     from fusechat.recipe import builtin_recipe, load_recipe
     from fusechat.report import judge_is_source
 
-    paper = load_recipe(builtin_recipe("paper-llama3.1-8b"))  # Qwen2.5-72B judges MT-Bench and is a source
-    [flag] = judge_is_source(paper)
-    assert "Qwen/Qwen2.5-72B-Instruct is also source 'qwen-2.5-72b'" in flag
-    graded = load_recipe(builtin_recipe("paper-llama3.1-8b"), [
-        "eval.mtbench=0", 'eval.mtbench_graded={"judge": {"endpoint": "http://x/v1", "model": "gpt-4o"}}'])
-    assert judge_is_source(graded) == []  # a judge no source is
+    paper = load_recipe(builtin_recipe("paper-llama3.1-8b"))  # its judge, Llama-3.3-70B, is no source
+    assert judge_is_source(paper) == []
+    qwen = '{"endpoint": "http://x/v1", "model": "Qwen/Qwen2.5-72B-Instruct"}'
+    flags = judge_is_source(load_recipe(builtin_recipe("paper-llama3.1-8b"), [
+        f'eval.mtbench_graded={{"judge": {qwen}}}', f'eval.alignbench={{"judge": {qwen}}}', f"eval.pairwise_judge={qwen}"]))
+    assert len(flags) == 3 and all("Qwen/Qwen2.5-72B-Instruct is also source 'qwen-2.5-72b'" in f for f in flags)
+    assert [f.split(":")[0] for f in flags] == ["Judge of the judged sets", "Judge of MT-Bench (1-10)", "Judge of AlignBench"]
     assert judge_is_source(load_recipe(builtin_recipe("cpu-default"))) == []  # its judge (Qwen-Coder-1.5B) is no source

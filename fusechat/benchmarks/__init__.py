@@ -13,12 +13,13 @@ eval stage, the run and study reports, the model cards and the plan read those f
 
 from __future__ import annotations
 
-from fusechat.benchmarks import alignbench, constraints, humaneval, livecodebench, math, mtbench, mtbench_graded
+from fusechat.benchmarks import (alignbench, constraints, humaneval, livebench, livecodebench, math, mtbench,
+                                 mtbench_graded)
 from fusechat.benchmarks.evalplus import HUMANEVAL_PLUS, MBPP_PLUS
 from fusechat.benchmarks.judged import ALPACA_EVAL, ARENA_HARD
 
 BENCHMARKS = {b.NAME: b for b in (math, humaneval, HUMANEVAL_PLUS, MBPP_PLUS, livecodebench, mtbench, mtbench_graded,
-                                  alignbench, constraints, ALPACA_EVAL, ARENA_HARD)}
+                                  alignbench, livebench, constraints, ALPACA_EVAL, ARENA_HARD)}
 JUDGED_SETS = (ALPACA_EVAL, ARENA_HARD)  # eval.judged: answers for the official tools, judged by an endpoint
 
 
@@ -43,3 +44,10 @@ def short_label(bench: str) -> str:
 
 def is_win_rate(bench: str) -> bool:
     return bench in BENCHMARKS and BENCHMARKS[bench].WIN_RATE
+
+
+def item_weights(bench: str, groups: dict[str, str]) -> dict[str, float] | None:
+    """Item id -> weight where the benchmark's score is not the plain mean of its items (AlignBench's halves,
+    LiveBench's categories of tasks), from each item's `group`; None where every item weighs alike."""
+    module = BENCHMARKS.get(bench)
+    return module.weights(groups) if hasattr(module, "weights") and groups else None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 import re
 import urllib.request
 from pathlib import Path
@@ -110,7 +111,7 @@ def items(recipe: Recipe, seen: set[str]) -> list[dict]:
         try:
             row = json.loads(line)
             item = {"id": f"alignbench-{row['question_id']}", "prompt": row["question"], "reference": row["reference"],
-                    "category": row["category"], "subcategory": row["subcategory"]}
+                    "category": row["category"], "subcategory": row["subcategory"], "group": row["category"]}
         except (ValueError, KeyError, TypeError) as e:
             raise FusechatError(f"{data}:{number}: not an AlignBench question ({e})") from None
         if dimensions.get(kind_of.get(item["subcategory"])) is None:
@@ -145,23 +146,27 @@ def rating(judgment: str) -> float | None:
     return float(anywhere.group(1)) if anywhere else None
 
 
+def weights(groups: dict[str, str]) -> dict[str, float]:
+    """Item id -> its weight in AlignBench's score, from each item's category (`groups`): the reasoning and
+    language halves weigh alike, each category alike within its half, each question alike within its
+    category. The weights sum to 1, so the weighted mean of the grades is AlignBench's overall score."""
+    sizes = Counter(groups.values())
+    halves = Counter(c in REASONING for c in sizes)  # categories in each half present
+    return {i: 1 / (len(halves) * halves[c in REASONING] * sizes[c]) for i, c in groups.items()}
+
+
 def overall(rows: list[dict]) -> float:
-    """AlignBench's score of graded rows ({"category", "score"}): the mean of the reasoning and language halves,
-    each the mean of its categories' means."""
-    by: dict[str, list[float]] = {}
-    for r in rows:
-        by.setdefault(r["category"], []).append(r["score"])
-    means = {c: sum(v) / len(v) for c, v in by.items()}
-    halves = [[m for c, m in means.items() if (c in REASONING) == reasoning] for reasoning in (True, False)]
-    halves = [sum(h) / len(h) for h in halves if h]  # a quick look (`n`) may hold one half only
-    return sum(halves) / len(halves) if halves else float("nan")
+    """AlignBench's score of graded rows ({"group": the category, "score"}): the mean of the reasoning and
+    language halves, each the mean of its categories' means."""
+    w = weights({str(i): r["group"] for i, r in enumerate(rows)})
+    return sum(w[str(i)] * r["score"] for i, r in enumerate(rows)) if rows else float("nan")
 
 
 def summary(rows: list[dict], resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """(overall, 95% interval low, high): a percentile bootstrap resampling questions within each category."""
     by: dict[str, list[dict]] = {}
     for r in rows:
-        by.setdefault(r["category"], []).append(r)
+        by.setdefault(r["group"], []).append(r)
     rng = random.Random(seed)
     draws = sorted(overall([rng.choice(group) for group in by.values() for _ in group]) for _ in range(resamples))
     return overall(rows), draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]

@@ -12,6 +12,8 @@ refused by the recipe check: fusechat's own HumanEval runs in the sandbox (`eval
 
 from __future__ import annotations
 
+import functools
+
 import importlib.util
 import math
 from pathlib import Path
@@ -30,11 +32,19 @@ TASK_SIZES = {"gsm8k": (1319, 256), "minerva_math": (5000, 256), "mmlu_pro": (12
               "fusechat_math": (5000, 2048), "fusechat_amc23": (40, 2048), "fusechat_mmlu_pro": (12032, 2048),
               "gpqa_diamond_cot_zeroshot": (198, 2048), "mmlu_redux_generative": (5700, 2048)}
 
+@functools.lru_cache(maxsize=4)
+def task_manager(include: str | None):
+    """lm-eval's task index with fusechat's task files (and the user's, which win): built once a process, as
+    indexing lm-eval's thousands of task files takes seconds and each model of a run would pay it again."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=[str(TASKS_DIR)] + ([include] if include else []))
+
+
 def run_harness(path: str, cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
     """lm-eval on one model folder: (one summary row per task and metric, one row per item)."""
     try:
         import lm_eval
-        from lm_eval.tasks import TaskManager
     except ImportError:
         raise FusechatError("eval.harness needs lm-evaluation-harness: pip install lm-eval") from None
     backend = "vllm" if has_gpu() and importlib.util.find_spec("vllm") else "hf"
@@ -45,7 +55,7 @@ def run_harness(path: str, cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
         out = lm_eval.simple_evaluate(
             model=backend, model_args=model_args, tasks=list(cfg.harness), batch_size=cfg.batch_size,
             limit=cfg.harness_limit,
-            task_manager=TaskManager(include_path=[str(TASKS_DIR)] + ([cfg.harness_include] if cfg.harness_include else [])),
+            task_manager=task_manager(cfg.harness_include),
             apply_chat_template=cfg.harness_chat_template, log_samples=True, bootstrap_iters=1000,
             random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
     except (KeyError, ValueError) as e:  # unknown task names and bad task files surface as these

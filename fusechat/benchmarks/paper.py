@@ -36,7 +36,9 @@ PAPER_BENCHMARKS = [
                    "a judge endpoint", "eval.alignbench: graded 1-10 with AlignBench's rubric prompt by any judge endpoint "
                    "(named in the label); AlignBench's overall (reasoning and language halves); greedy answers"),
     PaperBenchmark("LiveBench", "0831 release, ground-truth scorers", "livebench/* (hub sets per category)", "-",
-                   "not run yet"),
+                   "eval.livebench: LiveBench's own scorers (ported) on 9 of the release's 18 tasks (math_comp, spatial, "
+                   "web_of_lies_v2, zebra_puzzle, connections, plot_unscrambling, typos, cta, tablejoin); not yet "
+                   "AMPS_Hard, olympiad, tablereformat, instruction following, coding: no paper column"),
     PaperBenchmark("MMLU-Pro", "0-shot chain of thought, answer letter extracted", "TIGER-Lab/MMLU-Pro (12,032)", "a GPU (size)",
                    "eval.harness [fusechat_mmlu_pro]: the paper's protocol (fusechat's task file); lm-eval's "
                    "mmlu_pro is 5-shot"),
@@ -81,15 +83,15 @@ PAPER_SCORES = {
 }
 
 
-# fusechat's benchmark keys whose protocol is the paper's, or whose judge is named beside the score: the
-# report puts the paper's row beside them (MT-Bench on its 1-10 scale; HumanEval and MBPP through EvalPlus,
-# whose base or plus score the paper reports it does not say; eval.humaneval and eval.mtbench run other
-# protocols: no column).
-PAPER_NAME_OF = {"harness:fusechat_gsm8k": "GSM8K", "harness:fusechat_math": "MATH", "harness:fusechat_amc23": "AMC23",
-                 "harness:fusechat_mmlu_pro": "MMLU-Pro", "harness:gpqa_diamond_cot_zeroshot": "GPQA-Diamond",
-                 "harness:mmlu_redux_generative": "MMLU-redux", "alpaca_eval": "AlpacaEval 2", "arena_hard": "Arena-Hard",
-                 "mtbench_graded": "MT-Bench", "alignbench": "AlignBench", "humaneval_plus": "HumanEval", "mbpp_plus": "MBPP",
-                 "livecodebench": "LiveCodeBench"}
+# Where each of the 14 lands in a run's results: fusechat's benchmark key for it.
+KEYS = {"AlpacaEval 2": "alpaca_eval", "Arena-Hard": "arena_hard", "MT-Bench": "mtbench_graded", "AlignBench": "alignbench",
+        "LiveBench": "livebench", "MMLU-Pro": "harness:fusechat_mmlu_pro", "MMLU-redux": "harness:mmlu_redux_generative",
+        "GPQA-Diamond": "harness:gpqa_diamond_cot_zeroshot", "GSM8K": "harness:fusechat_gsm8k", "MATH": "harness:fusechat_math",
+        "AMC23": "harness:fusechat_amc23", "HumanEval": "humaneval_plus", "MBPP": "mbpp_plus", "LiveCodeBench": "livecodebench"}
+# The keys the report puts the paper's row beside: all but LiveBench, whose score here covers 9 of its 18
+# tasks (MT-Bench and AlignBench on their 1-10 scale; HumanEval and MBPP through EvalPlus, whose base or
+# plus score the paper reports it does not say; eval.humaneval and eval.mtbench run other protocols: no column).
+PAPER_NAME_OF = {key: name for name, key in KEYS.items() if name != "LiveBench"}
 
 
 def paper_column(target_hub_id: str | None) -> dict[str, str]:
