@@ -219,8 +219,9 @@ def by_model(items: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
 
 
 def fusion_table(items: list[dict], win_rates: set[str] = frozenset(), item_weights=None) -> list[dict]:
-    """Per benchmark: each model's mean and each step's paired difference (STEPS). A win-rate benchmark
-    scores every model against the base (0.5 a tie), so its steps from the base are the win rate - 0.5.
+    """Per benchmark: each model's mean and each step's paired difference (STEPS). A win rate judged against
+    the base (0.5 a tie) has no base scores, so its steps from the base are the win rate - 0.5; one judged
+    against a fixed baseline (the set's own) pairs the base's win rate like any score.
     `item_weights(bench, {id: group})`: weights for a benchmark whose score is a weighted mean of its items
     (fusechat.benchmarks.item_weights), so its means and steps are the benchmark's own score's."""
     scores = by_model(items)
@@ -238,7 +239,9 @@ def fusion_table(items: list[dict], win_rates: set[str] = frozenset(), item_weig
         steps = {}
         for better, worse, name in STEPS:
             a = scores.get((bench, better))
-            b = {k: 0.5 for k in a} if a and bench in win_rates and worse == "base" else scores.get((bench, worse))
+            b = scores.get((bench, worse))
+            if a and not b and bench in win_rates and worse == "base":  # judged against the base itself: a tie
+                b = {k: 0.5 for k in a}
             if a and b:
                 steps[name] = paired(a, b, weigh)
         rows.append({"benchmark": bench, "means": means, "steps": steps})

@@ -23,7 +23,7 @@ from fusechat import FusechatError, benchmarks
 from fusechat.backends.base import Request
 from fusechat.backends.factory import open_backend
 from fusechat.cards import model_card
-from fusechat.benchmarks import alignbench, judged, mtbench, mtbench_graded
+from fusechat.benchmarks import alignbench, alpaca_lc, judged, mtbench, mtbench_graded
 from fusechat.benchmarks.harness import run_harness
 from fusechat.hardware import release_memory
 from fusechat.models import target_path
@@ -198,11 +198,18 @@ def evaluate(run: StageRun) -> Outputs:
         # the judge's consistency, per model and set; each set's baseline named in its label beside the judge
         extra["both_orders_agree"], against = judge_pairwise(run, models, items, problems)
         judge_label |= {bench: f"{recipe.eval.pairwise_judge.model}; vs {baseline}" for bench, baseline in against.items()}
+        lc = next((spec for spec in recipe.eval.judged if spec.format == "alpaca_eval" and spec.baseline), None)
+        if lc is not None:  # AlpacaEval 2 against its own baseline: alpaca_eval's length-controlled win rate
+            missing = length_controlled(run, models, items, problems["alpaca_eval"], lc)
+            judge_label["alpaca_eval_lc"] = judge_label["alpaca_eval"]
+            if missing:
+                extra["alpaca_eval_lc"] = missing
     by = defaultdict(list)
     for r in items:
         if r["score"] is not None:
             by[(r["model"], r["benchmark"])].append(r)
-    results = [summarise(m, b, by[(m, b)], judge_label.get(b, judge_name)) for m in models for b in problems if by[(m, b)]]
+    benches = list(problems) + [alpaca_lc.NAME] * any(r["benchmark"] == alpaca_lc.NAME for r in items)
+    results = [summarise(m, b, by[(m, b)], judge_label.get(b, judge_name)) for m in models for b in benches if by[(m, b)]]
     results += harness_results
     counts = {f"{r['model']}/{r['benchmark']}": round(r["score"], 4) for r in results}
     for name, stage in (("sft", "sft"), ("sft+dpo", "dpo")):  # the trained models' cards gain their scores
@@ -285,6 +292,32 @@ def grade_by_judge(run: StageRun, models: dict[str, str], items: list[dict], ben
         for r in mine:
             r["judgments"] = got[r["id"]]
             read(r, got[r["id"]])
+
+
+def length_controlled(run: StageRun, models: dict[str, str], items: list[dict], questions: list[dict], spec) -> str | None:
+    """Each model's AlpacaEval 2 judgments against the set's baseline as alpaca_eval's annotations (written to
+    eval/alpaca_eval/annotations/), and, where alpaca_eval's virtualenv is here, its length-controlled win
+    rate: one item row per instruction (benchmark alpaca_eval_lc, the GLM's predicted preference), one shard
+    a model. Returns a sentence when the rate cannot be computed here."""
+    name, answers = judged.baseline_answers(spec, questions)
+    judge, python = run.recipe.eval.pairwise_judge.model, alpaca_lc.interpreter()
+    folder, missing = run.work_dir / "alpaca_eval" / "annotations", None
+    for model in models:
+        mine = [r for r in items if r["model"] == model and r["benchmark"] == "alpaca_eval"]
+        path = folder / f"{model}.json"
+        write_atomic(path, json.dumps(alpaca_lc.annotations(mine, answers, name, model, judge), ensure_ascii=False))
+        key = shard_key("alpaca-lc", model)
+        if not run.has_shard(key):
+            if python is None:
+                missing = ("not computed: alpaca_eval needs its own virtualenv (scripts/alpaca_eval_venv.sh); the "
+                           f"annotations are in {folder}")
+                continue
+            got = alpaca_lc.compute(path, python)
+            run.write_shard(key, [{"id": r["id"], "glm_preference": p} for r, p in zip(mine, got["glm_preference"])])
+        predicted = {row["id"]: row["glm_preference"] for row in run.read_shard(key)}
+        items += [{k: r[k] for k in ("model", "id", "prompt", "response", "gold")}
+                  | {"benchmark": alpaca_lc.NAME, "score": predicted[r["id"]]} for r in mine]
+    return missing
 
 
 def judge_pairwise(run: StageRun, models: dict[str, str], items: list[dict], questions: dict) -> tuple[dict, dict]:

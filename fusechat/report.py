@@ -253,8 +253,8 @@ def report(run: StageRun) -> Outputs:
         rows = fusion_table(items, {b for b in labels if benchmarks.is_win_rate(b)}, benchmarks.item_weights)
         sentence = fusion_sentence(rows)
         note = ("Each step is a paired difference on the items both models answered (bootstrap 95% interval); "
-                "*better* / *worse* when the interval excludes 0. Win rates (MT-Bench) are against the base, "
-                "so their steps from the base are the win rate - 0.5.")
+                "*better* / *worse* when the interval excludes 0. Win rates judged against the base itself have "
+                "no base score: their steps from the base are the win rate - 0.5.")
         paper = {b: v for b, v in paper_column(hub_id(recipe.target.model) if recipe.target else None).items()
                  if any(r["benchmark"] == b for r in rows)}
         flags = judge_is_source(recipe)

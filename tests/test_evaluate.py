@@ -30,7 +30,8 @@ def test_every_benchmark_declares_its_facts_and_the_recipe_picks_them_in_order(t
     for name, bench in benchmarks.BENCHMARKS.items():
         assert bench.NAME == name and isinstance(bench.WIN_RATE, bool) and bench.LABEL and bench.SHORT
         assert all(callable(getattr(bench, f)) for f in ("count", "max_new_tokens", "items", "score"))
-    assert [b for b in benchmarks.BENCHMARKS if benchmarks.is_win_rate(b)] == ["mtbench", "alpaca_eval", "arena_hard"]
+    assert [b for b in benchmarks.BENCHMARKS if benchmarks.is_win_rate(b)] == ["mtbench", "alpaca_eval", "arena_hard",
+                                                                               "alpaca_eval_lc"]
     assert "judge: J" in benchmarks.label("mtbench", "J") and benchmarks.label("harness:gsm8k") == "harness:gsm8k"
     questions = tmp_path / "alpaca.json"
     questions.write_text('[{"instruction": "Say hi.", "dataset": "x"}, {"instruction": "Say bye.", "dataset": "x"}]')

@@ -171,3 +171,35 @@ def test_a_question_the_baseline_did_not_answer_is_named(tmp_path):
                                        {"id": "alpaca-1", "prompt": ALPACA[1]["instruction"]}])
     name, answers = judged.baseline_answers(spec, [{"id": "alpaca-0", "prompt": ALPACA[0]["instruction"]}])
     assert name == "gpt4" and answers == {"alpaca-0": "red"}
+
+
+def test_alpaca_eval_against_its_baseline_writes_alpaca_evals_annotations(tmp_path, tiny_model_dir, monkeypatch):
+    """Judged against AlpacaEval's reference outputs, every model's judgments are written as alpaca_eval's
+    annotations (preference 1 + P(model better), in the set's order); without alpaca_eval's virtualenv the
+    stage says how to get the length-controlled win rate instead of computing it (tests/test_alpaca_lc.py)."""
+    from http_stub import chat_reply, serve
+
+    monkeypatch.setenv("FUSECHAT_ALPACA_EVAL_PYTHON", str(tmp_path / "no-such-python"))
+    questions = tmp_path / "alpaca_eval.json"
+    questions.write_text(json.dumps([{k: r[k] for k in ("instruction", "dataset")} for r in ALPACA]))
+    reference = tmp_path / "gpt4_turbo.json"
+    reference.write_text(json.dumps([{**r, "generator": "gpt4_1106_preview"} for r in ALPACA]))
+    with serve(lambda body: chat_reply("A", {"A": math.log(0.7), "B": math.log(0.3)}), "j") as (url, seen):
+        path = tmp_path / "r.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": "t", "run_dir": str(tmp_path / "run"), "target": {"model": str(tiny_model_dir)},
+            "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 1}]},
+            "sources": [{"name": "s", "model": str(tiny_model_dir)}],
+            "eval": {"math": None, "humaneval": 0, "mtbench": 0, "constraints": 0, "models": ["base"], "dtype": "float32",
+                     "max_new_tokens": 4, "judged": [{"format": "alpaca_eval", "questions": str(questions),
+                                                      "baseline": str(reference)}],
+                     "pairwise_judge": {"endpoint": url, "model": "j", "concurrency": 2}}}))
+        manifest = run_stage("eval", load_recipe(path))
+    run = load_recipe(path).run_path
+    annotations = json.loads((run / "eval" / "alpaca_eval" / "annotations" / "base.json").read_text())
+    # a judge that always says A with P 0.7: each question 0.5 over both orders
+    assert [(a["instruction"], a["output_1"], a["generator_1"], a["preference"]) for a in annotations] == [
+        ("Name a primary colour.", "red", "gpt4_1106_preview", 1.5), ("Say hello in French.", "bonjour", "gpt4_1106_preview", 1.5)]
+    assert "scripts/alpaca_eval_venv.sh" in json.dumps(manifest)
+    results = RunFolder(run).records("eval", "results")
+    assert [r["benchmark"] for r in results] == ["alpaca_eval"]  # no length-controlled row without alpaca_eval

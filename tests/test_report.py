@@ -30,6 +30,14 @@ def test_each_step_is_a_paired_difference_with_a_verdict():
     assert "better on 1 (math)" in sentence and "worse on 1 (mtbench)" in sentence and "undecided on 1 (constraints)" in sentence
 
 
+def test_a_win_rate_against_the_sets_own_baseline_pairs_the_bases_win_rate():
+    """Judged against AlpacaEval's reference answers, the base has a win rate of its own: the step is the
+    paired difference from it, not from a tie."""
+    items = rows("base", "alpaca_eval", [0.2] * 10) + rows("sft+dpo", "alpaca_eval", [0.6] * 10)
+    [row] = fusion_table(items, {"alpaca_eval"})
+    assert row["means"]["base"] == pytest.approx(0.2) and row["steps"]["fused - base"]["diff"] == pytest.approx(0.4)
+
+
 def test_two_runs_compare_on_the_items_both_answered():
     a = rows("sft+dpo", "math", [1, 1, 1, 0])
     b = rows("sft+dpo", "math", [0, 1, 1]) + rows("base", "math", [1, 1, 1])  # b has one item fewer; no base in a

@@ -13,13 +13,13 @@ eval stage, the run and study reports, the model cards and the plan read those f
 
 from __future__ import annotations
 
-from fusechat.benchmarks import (alignbench, constraints, humaneval, livebench, livecodebench, math, mtbench,
+from fusechat.benchmarks import (alignbench, alpaca_lc, constraints, humaneval, livebench, livecodebench, math, mtbench,
                                  mtbench_graded)
 from fusechat.benchmarks.evalplus import HUMANEVAL_PLUS, MBPP_PLUS
 from fusechat.benchmarks.judged import ALPACA_EVAL, ARENA_HARD
 
 BENCHMARKS = {b.NAME: b for b in (math, humaneval, HUMANEVAL_PLUS, MBPP_PLUS, livecodebench, mtbench, mtbench_graded,
-                                  alignbench, livebench, constraints, ALPACA_EVAL, ARENA_HARD)}
+                                  alignbench, livebench, constraints, ALPACA_EVAL, ARENA_HARD, alpaca_lc)}
 JUDGED_SETS = (ALPACA_EVAL, ARENA_HARD)  # eval.judged: answers for the official tools, judged by an endpoint
 
 

@@ -23,8 +23,8 @@ class PaperBenchmark:
 PAPER_BENCHMARKS = [
     PaperBenchmark("AlpacaEval 2", "length-controlled win rate vs GPT-4-1106, GPT-4 judge", "tatsu-lab/alpaca_eval (805)",
                    "a judge endpoint", "eval.judged [alpaca_eval]: answers for `alpaca_eval`; with eval.pairwise_judge "
-                   "a win rate, both orders, vs the base or (`baseline:`) the set's reference outputs; not "
-                   "length-controlled"),
+                   "a win rate, both orders, vs the base or (`baseline:`) the set's reference outputs, and then "
+                   "alpaca_eval's length-controlled win rate (its own virtualenv: scripts/alpaca_eval_venv.sh)"),
     PaperBenchmark("Arena-Hard", "v0.1 win rate vs GPT-4-0314, GPT-4 judge", "lmarena-ai/arena-hard-auto v0.1 (500)",
                    "a judge endpoint", "eval.judged [arena_hard]: answers for arena-hard-auto; with eval.pairwise_judge "
                    "a win rate, both orders, vs the base or (`baseline:`) gpt-4-0314's answers"),
@@ -89,9 +89,10 @@ KEYS = {"AlpacaEval 2": "alpaca_eval", "Arena-Hard": "arena_hard", "MT-Bench": "
         "GPQA-Diamond": "harness:gpqa_diamond_cot_zeroshot", "GSM8K": "harness:fusechat_gsm8k", "MATH": "harness:fusechat_math",
         "AMC23": "harness:fusechat_amc23", "HumanEval": "humaneval_plus", "MBPP": "mbpp_plus", "LiveCodeBench": "livecodebench"}
 # The keys the report puts the paper's row beside: all but LiveBench, whose score here covers 9 of its 18
-# tasks (MT-Bench and AlignBench on their 1-10 scale; HumanEval and MBPP through EvalPlus, whose base or
+# tasks, and AlpacaEval 2's raw win rate (the paper's is length-controlled: alpaca_eval_lc) (MT-Bench and AlignBench on their 1-10 scale; HumanEval and MBPP through EvalPlus, whose base or
 # plus score the paper reports it does not say; eval.humaneval and eval.mtbench run other protocols: no column).
-PAPER_NAME_OF = {key: name for name, key in KEYS.items() if name != "LiveBench"}
+PAPER_NAME_OF = {key: name for name, key in KEYS.items() if name not in ("LiveBench", "AlpacaEval 2")}
+PAPER_NAME_OF["alpaca_eval_lc"] = "AlpacaEval 2"  # the paper's is the length-controlled win rate, not the raw one
 
 
 def paper_column(target_hub_id: str | None) -> dict[str, str]:
