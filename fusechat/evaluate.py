@@ -7,7 +7,11 @@ module of fusechat.benchmarks (its items, scorer, label, whether it is a win rat
 - instruction: MT-Bench first-turn win rate against the base target: a local judge grades every
   answer with P(Yes) and a question is won when the candidate's grade beats the base's (ties: 0.5;
   always labelled "local judge"); constraint accuracy on writing tasks with a verifiable constraint;
-- any lm-evaluation-harness tasks (`eval.harness`, fusechat.benchmarks.harness), with lm-eval's errors.
+- any lm-evaluation-harness tasks (`eval.harness`, fusechat.benchmarks.harness), with lm-eval's errors;
+- the paper's benchmarks (`fusechat eval --list`): EvalPlus's, LiveCodeBench and LiveBench scored by their
+  own rules, and the judged ones (MT-Bench's 1-10, AlignBench, AlpacaEval 2 and Arena-Hard) graded by a
+  judge endpoint once every model has answered (grade_by_judge, judge_pairwise), AlpacaEval 2's
+  length-controlled win rate by alpaca_eval (length_controlled).
 Input: the target and `run/sft/model`, `run/dpo/model` (whichever exist), plus any `eval.extra_models`.
 Output: `run/eval/results` (one row per model and benchmark) and `run/eval/items` (every answer).
 Resumable: one shard per (model, benchmark) generation and per judged model.
@@ -280,7 +284,7 @@ def grade_by_judge(run: StageRun, models: dict[str, str], items: list[dict], ben
     backend = None
     for name in models:
         mine = [r for r in items if r["model"] == name and r["benchmark"] == bench]
-        key = shard_key(f"{bench.replace('_', '-')}", name)
+        key = shard_key(bench.replace("_", "-"), name)  # mtbench-graded: the name it had
         if not run.has_shard(key):
             backend = backend or reach_judge(lambda: OpenAIBackend(cfg.endpoint, cfg.model, concurrency=cfg.concurrency,
                                                                    api_key_env=cfg.api_key_env))

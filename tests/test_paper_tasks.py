@@ -63,3 +63,13 @@ def test_a_paper_protocol_task_runs_through_lm_eval_on_a_local_copy(tmp_path, ti
     [score] = summary
     assert score["benchmark"] == "harness:local_gsm8k" and score["n"] == 2 and score["metric"] == "exact_match"
     assert len(rows) == 2 and all(r["score"] == 0.0 for r in rows)  # a random tiny model never says 7
+
+
+def test_lm_evals_stock_index_is_built_only_when_a_stock_task_is_asked_for():
+    """fusechat's own task files hold fusechat_gsm8k: indexing lm-eval's thousands of stock files (seconds) is
+    skipped; the rehearsal's local copies of stock tasks ride on this too."""
+    from fusechat.benchmarks.harness import task_manager
+
+    own = task_manager(None, ("fusechat_gsm8k", "fusechat_math"))
+    assert {"fusechat_gsm8k", "fusechat_math", "fusechat_math_algebra"} <= set(own.all_tasks)
+    assert "gsm8k" not in own.all_tasks

@@ -33,12 +33,15 @@ TASK_SIZES = {"gsm8k": (1319, 256), "minerva_math": (5000, 256), "mmlu_pro": (12
               "gpqa_diamond_cot_zeroshot": (198, 2048), "mmlu_redux_generative": (5700, 2048)}
 
 @functools.lru_cache(maxsize=4)
-def task_manager(include: str | None):
-    """lm-eval's task index with fusechat's task files (and the user's, which win): built once a process, as
-    indexing lm-eval's thousands of task files takes seconds and each model of a run would pay it again."""
+def task_manager(include: str | None, tasks: tuple[str, ...] = ()):
+    """lm-eval's task index with fusechat's task files (and the user's, which win), built once a process:
+    indexing lm-eval's thousands of stock task files takes seconds, so where fusechat's and the user's
+    files hold every task asked for (`tasks`), only they are indexed."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=[str(TASKS_DIR)] + ([include] if include else []))
+    paths = [str(TASKS_DIR)] + ([include] if include else [])
+    own = TaskManager(include_path=paths, include_defaults=False)
+    return own if all(t in own.all_tasks for t in tasks) else TaskManager(include_path=paths)
 
 
 def run_harness(path: str, cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
@@ -55,7 +58,7 @@ def run_harness(path: str, cfg: EvalConfig) -> tuple[list[dict], list[dict]]:
         out = lm_eval.simple_evaluate(
             model=backend, model_args=model_args, tasks=list(cfg.harness), batch_size=cfg.batch_size,
             limit=cfg.harness_limit,
-            task_manager=task_manager(cfg.harness_include),
+            task_manager=task_manager(cfg.harness_include, tuple(cfg.harness)),
             apply_chat_template=cfg.harness_chat_template, log_samples=True, bootstrap_iters=1000,
             random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
     except (KeyError, ValueError) as e:  # unknown task names and bad task files surface as these
