@@ -5,8 +5,6 @@ not build: that test runs where it exists, on the hub files alpaca_eval download
 instruction difficulties) replaced by small ones in their columns, in an offline hub cache."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,7 +44,7 @@ def offline_hub(cache: Path, n: int) -> None:
 
 
 @pytest.mark.skipif(alpaca_lc.interpreter() is None, reason="alpaca_eval's virtualenv: scripts/alpaca_eval_venv.sh")
-def test_a_win_bought_with_length_counts_less_after_length_control(tmp_path):
+def test_a_win_bought_with_length_counts_less_after_length_control(tmp_path, monkeypatch):
     """A model that wins exactly where its answer is longer than the baseline's: its raw win rate is high,
     alpaca_eval's length-controlled one is lower; per instruction, a predicted preference in (0, 1)."""
     n = 60
@@ -55,11 +53,9 @@ def test_a_win_bought_with_length_counts_less_after_length_control(tmp_path):
              "score": 0.95 if i % 3 else 0.05} for i in range(n)]
     path = tmp_path / "annotations.json"
     path.write_text(json.dumps(alpaca_lc.annotations(rows, {f"q{i}": "y" * 100 for i in range(n)}, "ref", "m", "j")))
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
-    python = alpaca_lc.interpreter()
-    done = subprocess.run([str(python), str(alpaca_lc.CHILD), str(path)], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the child inherits them: the small files above, no hub
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    got = alpaca_lc.compute(path, alpaca_lc.interpreter())
     assert got["win_rate"] == pytest.approx(100 * (0.05 + 0.9 * 2 / 3), abs=0.5)
     assert got["length_controlled_winrate"] < got["win_rate"] - 5
     assert len(got["glm_preference"]) == n and all(0 < p < 1 for p in got["glm_preference"])

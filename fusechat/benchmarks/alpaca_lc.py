@@ -71,7 +71,8 @@ def annotations(rows: list[dict], baseline: dict[str, str], baseline_name: str, 
 def compute(path: Path, python: Path) -> dict:
     """alpaca_eval's length-controlled win rate of the annotations in `path`: {length_controlled_winrate,
     lc_standard_error, win_rate} (in %) and `glm_preference`, the model's prediction per instruction."""
-    result = subprocess.run([str(python), str(CHILD), str(path)], capture_output=True, text=True)
+    # -I: the child's own folder (fusechat/benchmarks, which has a math.py) must not shadow the standard library
+    result = subprocess.run([str(python), "-I", str(CHILD), str(path)], capture_output=True, text=True)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise FusechatError(f"alpaca_eval ({python}) could not compute the length-controlled win rate: {tail[0][:300]}")
