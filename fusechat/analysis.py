@@ -273,7 +273,7 @@ def fusion_markdown(rows: list[dict], label=lambda bench: bench, paper: dict[str
               *(cell(r["steps"].get(name)) for _, _, name in STEPS), *([paper.get(r["benchmark"], "-")] if paper else [])]
              for r in rows]
     return md_table(["benchmark", "base", "SFT", "SFT+DPO", *(f"{name} (95% CI)" for _, _, name in STEPS),
-                     *(["the paper: base → SFT → SFT+DPO (%; MT-Bench 1-10)"] if paper else [])], table)
+                     *(["the paper: base → SFT → SFT+DPO (%; MT-Bench and AlignBench 1-10)"] if paper else [])], table)
 
 
 def compare_runs(items_a: list[dict], items_b: list[dict]) -> list[dict]:

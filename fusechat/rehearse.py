@@ -200,11 +200,10 @@ def _eval(real: Recipe, raw: dict, models, fixtures, scaled, max_new_tokens: int
     for spec, judged in zip(ev.judged, raw.get("judged", [])):
         judged["questions"] = str(fixtures.questions(spec.format, scaled(spec.n or 805)))
         judged.pop("split", None)
-    if ev.pairwise_judge is not None:
-        raw["pairwise_judge"] = {"endpoint": judge_url, "model": ev.pairwise_judge.model}
-    for spec, judged in zip(ev.judged, raw.get("judged", [])):
         if spec.baseline:  # the set's own baseline answers, as its tool ships them
             judged["baseline"] = str(fixtures.baseline(spec.format, scaled(spec.n or 805)))
+    if ev.pairwise_judge is not None:
+        raw["pairwise_judge"] = {"endpoint": judge_url, "model": ev.pairwise_judge.model}
     if ev.mtbench_graded is not None:
         raw["mtbench_graded"] = {"n": scaled(ev.mtbench_graded.n), "judge": {"endpoint": judge_url, "model": ev.mtbench_graded.judge.model}}
     if ev.alignbench is not None:  # AlignBench's repository layout: its data and rubric files
@@ -407,8 +406,8 @@ class _Fixtures:
         """Each lm-eval task the rehearsal knows, under its own name, its data swapped for `n` rows of a local
         file in the hub set's layout (a task YAML that includes the real one, on the include path after it,
         so it wins), answers capped at `max_new_tokens` (random models never stop); a group keeps its subtasks'
-        YAMLs (mmlu_redux_generative: one of its 57 subjects). Returns
-        the folder of those YAMLs and the tasks it has no fixture for."""
+        YAMLs (mmlu_redux_generative: one of its 57 subjects). Returns the folder of those YAMLs and the
+        tasks it has no fixture for."""
         import yaml
 
         from fusechat.benchmarks.harness import TASKS_DIR
@@ -453,18 +452,29 @@ class _Fixtures:
         return folder
 
     def livebench(self, n: int, release: str) -> dict[str, str]:
-        """Rows of each LiveBench category in the hub sets' layout: `n` of each task fusechat scores."""
+        """Rows of each LiveBench category in the hub sets' layout: `n` of each of its tasks (the coding ones with
+        test cases, the instruction-following ones with IFEval instructions)."""
         from fusechat.benchmarks.livebench import TASKS
 
         self.folder.mkdir(parents=True, exist_ok=True)
         out = {}
         for category, tasks in TASKS.items():
-            if not tasks:
-                continue
-            rows = [{"question_id": f"{task}-{i}", "category": category, "task": task,
-                     "subtask": "amc_12a_2023" if task == "math_comp" else None, "ground_truth": LIVEBENCH_TRUTH[task],
-                     "turns": [f"{_sum(i)[0]} ({task}; answer in **bold**)"], "livebench_release_date": release,
-                     "livebench_removal_date": ""} for task in tasks for i in range(n)]
+            rows = []
+            for task in tasks:
+                for i in range(n):
+                    row = {"question_id": f"{task}-{i}", "category": category, "task": task,
+                           "subtask": {"math_comp": "amc_12a_2023", "olympiad": "usamo_2024_p1"}.get(task),
+                           "ground_truth": LIVEBENCH_TRUTH.get(task), "turns": [f"{_sum(i)[0]} ({task}; answer in **bold**)"],
+                           "livebench_release_date": release, "livebench_removal_date": ""}
+                    if category == "coding":
+                        case = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]
+                        row |= {"public_test_cases": json.dumps(case), "private_test_cases": json.dumps(case),
+                                "original_json": {"metadata": "{}"}, "partial_solution": ""}
+                    elif category == "instruction_following":
+                        row |= {"instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]}
+                    elif task == "tablereformat":
+                        row["turns"] = ["Please convert the Input Table from TSV format to CSV format.\nInput Table: a\tb\n1\t2\n"]
+                    rows.append(row)
             path = self.folder / f"livebench_{category}.jsonl"
             path.write_text("".join(json.dumps(r) + "\n" for r in rows))
             out[category] = str(path)
@@ -507,9 +517,10 @@ def _sum(i: int) -> tuple[str, int]:
 
 
 # a ground truth of each LiveBench task's kind (the stand-ins' answers will not match it)
-LIVEBENCH_TRUTH = {"math_comp": "B", "spatial": "3", "web_of_lies_v2": "yes, no, yes", "zebra_puzzle": "2",
-                   "connections": "a,b,c,d,e,f,g,h", "plot_unscrambling": "One. Two. Three.", "typos": "The text.",
-                   "cta": "birthDate", "tablejoin": "{'a': 'x'}"}
+LIVEBENCH_TRUTH = {"math_comp": "B", "AMPS_Hard": "\\frac{1}{2}", "olympiad": "3,1,2", "spatial": "3",
+                   "web_of_lies_v2": "yes, no, yes", "zebra_puzzle": "2", "connections": "a,b,c,d,e,f,g,h",
+                   "plot_unscrambling": "One. Two. Three.", "typos": "The text.", "cta": "birthDate",
+                   "tablejoin": "{'a': 'x'}", "tablereformat": "a,b\n1,2\n"}
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
                  "prealgebra", "precalculus")
 # lm-eval tasks the shipped recipes name -> (task, the YAML it includes, the split it reads, a row in its hub

@@ -1,5 +1,6 @@
-"""LiveBench with its ground-truth scorers: a right answer scores 1 and a wrong one 0 on every task fusechat
-scores (partial credit where LiveBench gives it), the release's questions only, LiveBench's aggregate."""
+"""LiveBench with its ground-truth scorers: a right answer scores 1 and a wrong one 0 on each of the 18 tasks
+(partial credit where LiveBench gives it), the release's questions only, LiveBench's aggregate. The fixtures
+are rows in the hub sets' layout, a few per task."""
 
 from pathlib import Path
 
@@ -34,6 +35,7 @@ CASES = [
     ("tablejoin", "{'a': 'x', 'b': 'y'}", ["{'a': 'x', 'b': 'y'}", "```python\n{'a': 'x',\n 'b': 'y'}\n```",
                                            "<solution>{\"a\": \"x\", \"b\": \"y\"}</solution>"],
      ["{'a': 'y', 'b': 'x'}", "no mapping"]),
+    ("usamo_2024_p2", "3,1,2", ["So the order is:\nAnswer: 3, 1, 2", "\\boxed{3,1,2}"], ["Answer: 5, 6, 7", "no idea"]),
 ]
 
 
@@ -53,28 +55,65 @@ def test_partial_credit_where_livebench_gives_it():
     assert livebench_scorers.score("tablejoin", "{'a': 'x', 'b': 'y'}", "{'a': 'x'}", "") == pytest.approx(0.67)
     # a reasoning model's <think> block is dropped first; a task without a scorer says None
     assert livebench_scorers.score("spatial", "3", "<think>**4**</think>It is **3**.", "") == 1.0
-    assert livebench_scorers.score("AMPS_Hard", "1", "1", "") is None
+    assert livebench_scorers.score("no_such_task", "1", "1", "") is None
+    # olympiad: one step out of place of three costs 2/3 (two edits)
+    assert livebench_scorers.score("imo_2024_p1", "3,1,2", "Answer: 1, 3, 2", "") == pytest.approx(1 / 3)
+
+
+CATEGORIES = ("math", "reasoning", "coding", "language", "data_analysis", "instruction_following")
+DATA = {c: str(FIXTURE / f"{c}.jsonl") for c in CATEGORIES}
 
 
 def _recipe(n=None, release="2024-08-31"):
-    data = {c: str(FIXTURE / f"{c}.jsonl") for c in ("math", "reasoning", "language", "data_analysis")}
     return recipe_from_dict({"name": "l", "target": {"model": "m"}, "sources": [{"name": "s", "model": "m"}],
                              "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 1}]},
-                             "eval": {"livebench": {"release": release, "n": n, "data": data,
-                                                    "categories": ["math", "reasoning", "language", "data_analysis"]}}},
-                            "test")
+                             "eval": {"livebench": {"release": release, "n": n, "data": DATA}}}, "test")
 
 
-def test_the_releases_questions_of_the_scored_tasks():
-    """A question released after the release, or removed by it, is not one of its questions; tasks without a
-    scorer are not asked."""
+def test_the_releases_questions_of_every_task():
+    """A question released after the release, or removed by it, is not one of its questions."""
     got = livebench.items(_recipe(), set())
-    assert [q["id"] for q in got] == ["livebench-m1", "livebench-m2", "livebench-r1", "livebench-r2", "livebench-r3",
-                                      "livebench-l1", "livebench-l2", "livebench-l3", "livebench-d1", "livebench-d2"]
+    assert [q["id"] for q in got] == ["livebench-" + i for i in ("m1", "m2", "m3", "m5", "r1", "r2", "r3", "c1", "c2",
+                                                                   "l1", "l2", "l3", "d1", "d2", "d3", "i1", "i2", "i3", "i4")]
     assert got[0]["task"] == "amc_12a_2023" and got[0]["group"] == "math/math_comp" and got[0]["answer"] == "B"
+    coding = {q["id"]: q for q in got}["livebench-c2"]
+    assert coding["func_name"] == "add" and len(coding["cases"]) == 2 and coding["partial_solution"].startswith("class")
     # the earlier release still had r4 (removed 2024-08-31), and none of the questions released with 2024-08-31
     assert [q["id"] for q in livebench.items(_recipe(release="2024-07-26"), set())] == ["livebench-r4"]
-    assert len(livebench.items(_recipe(n=1), set())) == 9  # one a task: math_comp's second is cut
+    assert len(livebench.items(_recipe(n=1), set())) == 18  # one a task: math_comp's second is cut
+
+
+RIGHT = {"m1": "So BBBBB", "m2": "The answer is 204", "m3": "$\\int x\\,dx = \\boxed{\\frac{x^2}{2} + C}$", "m5": "Answer: 3, 1, 2",
+         "r1": "**yes, no, yes**", "r2": "**3**", "r3": "***2***", "c1": "```python\na, b = map(int, input().split())\nprint(a + b)\n```",
+         "c2": "```python\nclass Solution:\n    def add(self, a: int, b: int) -> int:\n        return a + b\n```",
+         "l1": "**apple, pear, plum, fig, red, blue, green, cyan**", "l2": "The model learns quickly.",
+         "l3": "<PLOT_SUMMARY>Ann meets Bob. They marry. Bob dies.</PLOT_SUMMARY>", "d1": "birthDate",
+         "d2": "{'a': 'x', 'b': 'y'}", "d3": "a,b\n1,2\n3,4", "i1": "the river flows on in silence.",
+         "i2": "* Rivers flow.\n* They reach the sea.", "i3": "A river ran. The end.", "i4": "The river floods."}
+WRONG = {"m1": "So CCCCC", "m2": "The answer is 203", "m3": "$\\boxed{x^2}$", "m5": "Answer: 4, 5, 6",
+         "r1": "**no, no, no**", "r2": "**4**", "r3": "***3***", "c1": "```python\nprint(0)\n```",
+         "c2": "```python\n        return a - b\n```", "l1": "**apple, red, plum, fig, pear, blue, green, cyan**",
+         "l2": "The modle lerns quickly.", "l3": "<PLOT_SUMMARY>Bob dies. They marry. Ann meets Bob.</PLOT_SUMMARY>",
+         "d1": "name", "d2": "{'a': 'y'}", "d3": "a,b\n1,2\n3,5", "i1": "The River, Runs Quietly.",
+         "i2": "* Rivers flow.", "i3": "A river ran. The end", "i4": "The stream floods."}
+
+
+def test_a_right_answer_scores_1_and_a_wrong_one_0_on_each_of_the_18_tasks():
+    """Through the benchmark's own scoring: the coding tasks run in the sandbox (the completion task continues
+    the given start of the solution), instruction following by IFEval's checkers, AMPS_Hard by math-verify."""
+    recipe = _recipe()
+    got = livebench.items(recipe, set())
+    tasks = {q["group"].split("/")[1] for q in got}
+    assert tasks == set(livebench.SCORED) and len(livebench.SCORED) == 18
+    keys = [q["id"].removeprefix("livebench-") for q in got]
+    right = livebench.score(got, [RIGHT[k] for k in keys], recipe)
+    wrong = livebench.score(got, [WRONG[k] for k in keys], recipe)
+    assert dict(zip(keys, right)) == {k: 1.0 for k in keys}
+    # plot_unscrambling's reversed order keeps one sentence in place: 1 - 2/3
+    assert dict(zip(keys, wrong)) == {k: (pytest.approx(1 / 3) if k == "l3" else 0.0) for k in keys}
+    # instruction following: the mean of "all followed" and the share followed (lowercase kept, a comma not)
+    [i1] = [q for q in got if q["id"] == "livebench-i1"]
+    assert livebench.score([i1], ["the river runs, quietly."], recipe) == [0.25]
 
 
 def test_the_score_is_livebenchs_mean_of_categories_of_tasks():
@@ -91,7 +130,6 @@ def test_livebench_through_the_eval_stage(tmp_path, tiny_model_dir):
     from fusechat.recipe import load_recipe
     from fusechat.runfolder import RunFolder
 
-    data = {c: str(FIXTURE / f"{c}.jsonl") for c in ("math", "reasoning", "language", "data_analysis")}
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({
         "name": "lb", "run_dir": str(tmp_path / "run"), "target": {"model": str(tiny_model_dir)},
@@ -99,14 +137,14 @@ def test_livebench_through_the_eval_stage(tmp_path, tiny_model_dir):
         "sources": [{"name": "s", "model": str(tiny_model_dir)}],
         "eval": {"math": None, "humaneval": 0, "mtbench": 0, "constraints": 0, "models": ["base"], "dtype": "float32",
                  "max_new_tokens": 4, "batch_size": 4,
-                 "livebench": {"data": data, "categories": ["math", "reasoning", "language", "data_analysis"]}}}))
+                 "livebench": {"data": DATA}}}))
     recipe = load_recipe(path)
     run_stage("eval", recipe)
     folder = RunFolder(recipe.run_path)
     [result] = folder.records("eval", "results")
     items = folder.records("eval", "items")
-    assert result["benchmark"] == "livebench" and result["n"] == 10 and "LiveBench 2024-08-31" in result["label"]
-    assert "9 of 18 tasks" in result["label"] and {r["group"] for r in items} >= {"math/math_comp", "data_analysis/tablejoin"}
+    assert result["benchmark"] == "livebench" and result["n"] == 19 and "LiveBench 2024-08-31" in result["label"]
+    assert {r["group"] for r in items} == {f"{c}/{t}" for c, tasks in livebench.TASKS.items() for t in tasks}
     assert result["score"] == pytest.approx(livebench.overall(items))
 
 

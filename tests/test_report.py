@@ -124,7 +124,7 @@ def test_the_report_puts_the_papers_row_beside_a_benchmark_run_under_its_protoco
     RunFolder(recipe.run_path).write("eval", Outputs({"results": results, "items": items}))
     run_stage("report", recipe)
     md = (recipe.run_path / "report" / "report.md").read_text()
-    assert "the paper: base → SFT → SFT+DPO (%; MT-Bench 1-10)" in md
+    assert "the paper: base → SFT → SFT+DPO (%; MT-Bench and AlignBench 1-10)" in md
     # the paired table comes first in the report: its rows are the first of each benchmark
     gsm8k_row = next(line for line in md.splitlines() if line.startswith(f"| {gsm8k} |"))
     humaneval_row = next(line for line in md.splitlines() if line.startswith("| humaneval |"))

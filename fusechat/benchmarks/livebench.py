@@ -7,36 +7,43 @@ question's first turn is the whole prompt (it says how to write the answer); ans
 LiveBench's: each task's mean, each category the mean of its tasks, the overall the mean of the
 categories, with a bootstrap interval that resamples questions within each task.
 
-fusechat scores 9 of the release's 18 tasks (fusechat.benchmarks.livebench_scorers: math_comp, spatial,
-web_of_lies_v2, zebra_puzzle, connections, plot_unscrambling, typos, cta, tablejoin). The other nine are
-not asked yet and the label says so: AMPS_Hard and olympiad (sympy answer equivalence, proof-step
-rearrangement), tablereformat, the four instruction-following tasks (IFEval's checkers on news
-articles) and the two coding tasks (LiveCodeBench-style cases, which would run in fusechat's sandbox).
-A score over 9 tasks is not the paper's LiveBench number, so the report puts no paper column beside it.
+All 18 tasks of the releases up to 2024-08-31 are scored (fusechat.benchmarks.livebench_scorers): the
+text tasks by LiveBench's own scorers, ported; instruction following by IFEval's checkers
+(if-verifiable), AMPS_Hard by math-verify, and the two coding tasks (LiveCodeBench problems, the
+completion task with the start of a solution given) by running every public and private test case in
+fusechat's sandbox, as fusechat.benchmarks.livecodebench runs them.
 """
 
 from __future__ import annotations
 
+import json
+import pickle
 import random
+import re
+import zlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from fusechat import FusechatError
 from fusechat.benchmarks import livebench_scorers
+from fusechat.benchmarks.livecodebench import passes, private_cases
 from fusechat.readers import dataset_rows
 from fusechat.recipe import Recipe
+from fusechat.scorers.code import extract_code
+from fusechat.scorers.math import MathChecker
 
 NAME = "livebench"
-SHORT = "LiveBench (9 of 18 tasks)"
+SHORT = "LiveBench"
 WIN_RATE = False
-CATEGORIES = ("math", "reasoning", "coding", "language", "data_analysis", "instruction_following")
 # the releases fusechat's scorers follow (later ones changed the answer format of connections and zebra_puzzle)
 RELEASES = ("2024-06-24", "2024-07-26", "2024-08-31")
-TASKS = {"math": ("math_comp",), "reasoning": ("spatial", "web_of_lies_v2", "zebra_puzzle"), "coding": (),
-         "language": ("connections", "plot_unscrambling", "typos"), "data_analysis": ("cta", "tablejoin"),
-         "instruction_following": ()}  # the tasks fusechat scores, by category
+TASKS = {"math": ("AMPS_Hard", "math_comp", "olympiad"), "reasoning": ("spatial", "web_of_lies_v2", "zebra_puzzle"),
+         "coding": ("LCB_generation", "coding_completion"), "language": ("connections", "plot_unscrambling", "typos"),
+         "data_analysis": ("cta", "tablejoin", "tablereformat"),
+         "instruction_following": ("paraphrase", "simplify", "story_generation", "summarize")}  # by category
 SCORED = tuple(t for tasks in TASKS.values() for t in tasks)
 # `{judge}` is the release here (benchmarks.label fills that one slot): LiveBench has no judge
-LABEL = "LiveBench {judge}, ground truth, 9 of 18 tasks (" + ", ".join(SCORED) + ")"
+LABEL = "LiveBench {judge}, ground-truth scorers, 18 tasks"
 PLANNED = 50  # questions a task, for the plan when the rows are not read yet
 
 
@@ -66,9 +73,19 @@ def items(recipe: Recipe, seen: set[str]) -> list[dict]:
                 if (_date(row["livebench_release_date"]) not in releases or (removed and removed <= cfg.release)
                         or task not in SCORED or per_task.get(task, 0) == (cfg.n or -1)):
                     continue
-                item = {"id": f"livebench-{row['question_id']}", "prompt": row["turns"][0], "answer": str(row["ground_truth"]),
-                        "task": row.get("subtask") or task, "group": f"{category}/{task}"}
-            except (KeyError, TypeError, IndexError) as e:
+                item = {"id": f"livebench-{row['question_id']}", "prompt": row["turns"][0],
+                        "answer": str(row.get("ground_truth") or ""), "task": row.get("subtask") or task,
+                        "group": f"{category}/{task}"}
+                if category == "instruction_following":
+                    item |= {"instructions": list(row["instruction_id_list"]), "kwargs": list(row["kwargs"])}
+                elif category == "coding":
+                    metadata = json.loads((row.get("original_json") or {}).get("metadata") or "{}")
+                    name = metadata.get("func_name")
+                    if name is not None and not str(name).isidentifier():
+                        raise ValueError(f"func_name {name!r:.40} is not a name")  # it goes into the test code
+                    item |= {"cases": json.loads(row["public_test_cases"]) + private_cases(row.get("private_test_cases") or ""),
+                             "func_name": name, "partial_solution": row.get("partial_solution") or ""}
+            except (KeyError, TypeError, IndexError, ValueError, zlib.error, pickle.UnpicklingError) as e:
                 raise FusechatError(f"{where}: not a LiveBench question ({e})") from None
             per_task[task] = per_task.get(task, 0) + 1
             out.append(item)
@@ -78,13 +95,40 @@ def items(recipe: Recipe, seen: set[str]) -> list[dict]:
 
 
 def score(items: list[dict], answers: list[str], recipe: Recipe, math=None) -> list[float]:
-    out = []
-    for item, answer in zip(items, answers):
-        try:
-            out.append(livebench_scorers.score(item["task"], item["answer"], answer, item["prompt"]))
-        except (ValueError, SyntaxError) as e:  # a malformed ground truth, not the model's fault
-            raise FusechatError(f"LiveBench {item['id']}: cannot score against its ground truth ({e})") from None
-    return out
+    answers = [re.sub(r"<think>.*?</think>", "", a, flags=re.DOTALL) for a in answers]
+    checker = math or MathChecker(recipe.score.math_timeout_s)
+    try:
+        with ThreadPoolExecutor(recipe.score.workers) as pool:  # the coding tasks' test cases, in sandboxes
+            coded = {i: pool.submit(_coding, item, answer, recipe) for i, (item, answer) in enumerate(zip(items, answers))
+                     if item["group"].startswith("coding/")}
+            return [coded[i].result() if i in coded else _one(item, answer, checker)
+                    for i, (item, answer) in enumerate(zip(items, answers))]
+    finally:
+        if math is None:
+            checker.close()
+
+
+def _coding(item: dict, answer: str, recipe: Recipe) -> float:
+    """Every public and private case in the sandbox (its own failures are errors, not a 0); the completion
+    task gives the start of the solution, which the answer continues."""
+    code = extract_code(answer)
+    if item["partial_solution"] and not code.startswith(item["partial_solution"]):
+        code = item["partial_solution"] + "\n" + code
+    return float(passes(code, item, recipe.score.code))
+
+
+def _one(item: dict, answer: str, math: MathChecker) -> float | None:
+    task = item["group"].split("/")[1]
+    try:
+        if item["group"].startswith("instruction_following/"):
+            return livebench_scorers.instruction_following(item["instructions"], item["kwargs"], item["prompt"], answer)
+        if task == "AMPS_Hard":  # an integral's "+ C" is no part of the answer, as LiveBench strips it
+            for c in ("+C", "+ C", "+ c", "+c"):
+                answer = answer.replace(c, "")
+            return float(math.check(answer, item["answer"]).correct is True)
+        return livebench_scorers.score(item["task"], item["answer"], answer, item["prompt"])
+    except Exception:  # noqa: BLE001 -- LiveBench scores an answer its scorer cannot read as 0, and so do we
+        return 0.0
 
 
 def weights(groups: dict[str, str]) -> dict[str, float]:

@@ -1,12 +1,15 @@
 """LiveBench's ground-truth scorers, ported from LiveBench (github.com/LiveBench/LiveBench,
-livebench/process_results, Apache-2.0) for the tasks of its 2024-08-31 release that fusechat scores.
+livebench/process_results, Apache-2.0) for the 18 tasks of its releases up to 2024-08-31.
 
 Why a port and not the package: LiveBench is not on PyPI, its package pins some forty dependencies
 (docker, litellm, spacy, anthropic, ...) for its agentic and API parts, and its coding grader runs model
-code in the evaluating process without a cage. These scorers are plain text matching; they follow
-LiveBench's code line for line (the evaluator a question of that release gets: the "old" connections and
-zebra-puzzle parsers before 2024-11-25), without its debug printing. Each returns LiveBench's score in
-[0, 1] for one answer.
+code in the evaluating process without a cage. The text scorers here follow LiveBench's code line for
+line (the evaluator a question of those releases gets: the "old" connections and zebra-puzzle parsers,
+tablereformat's v1 reader), without its debug printing; each returns LiveBench's score in [0, 1] for one
+answer. Three tasks use the library the field uses for the same check instead of LiveBench's copy of it:
+instruction following asks if-verifiable's IFEval checkers (LiveBench ships Google's IFEval code), AMPS_Hard
+asks math-verify (LiveBench parses with sympy and, where sympy is unsure, asks an OpenAI model), and the
+two coding tasks run every test case in fusechat's sandbox (fusechat.benchmarks.livebench).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import ast
 import difflib
 import itertools
+import json
 import re
 
 
@@ -267,6 +271,203 @@ def tablejoin(ground_truth: str, answer: str) -> float:
     return round(2 * tp / (2 * tp + fp + fn), 2)
 
 
+def _step_numbers(answer: str) -> list:
+    """The ordered list of step numbers a proof-rearrangement answer gives (LiveBench's olympiad extraction)."""
+    def digits_at_ends(text: str) -> tuple[str, int]:
+        start = 0
+        while start < len(text) and not text[start].isdigit():
+            start += 1
+        end = start
+        while end < len(text) and text[end].isdigit():
+            end += 1
+        return text[start:end], len(text) - (end - start)
+
+    def as_ints(parts) -> list | None:
+        out = []
+        for part in parts:
+            try:
+                out.append(int(part))
+            except ValueError:
+                out.append("NO ANSWER")
+        return None if not out or set(out) == {"NO ANSWER"} else out
+
+    lower = answer.lower()
+    if "answer:" in lower:
+        lines = lower.strip().split("\n")
+        index = max(i for i, line in enumerate(lines) if "answer:" in line)
+        text = lines[index].split("answer:")[1].replace("**", "").replace(".", "").strip()
+        if text == "" and index < len(lines) - 1:
+            text = lines[index + 1].replace("answer:", "").replace("**", "").replace(".", "").strip()
+        cleaned = [n.strip().split(" ")[-1] for n in text.split(",")]
+        for junk in ("$", "{", "}", "\\", "boxed", "<", ">"):
+            cleaned = [n.replace(junk, "") for n in cleaned]
+        found = as_ints(cleaned)
+        if found is not None:
+            return found
+    if "\\boxed" in answer:
+        boxed = last_boxed_only_string(answer)
+        text = (remove_boxed(boxed) if boxed else answer).replace("\\text{", "").replace("}", "").replace("\\", "")
+        found = as_ints([n.strip() for n in text.strip().split(",")])
+        if found is not None:
+            return found
+    last = [digits_at_ends(n)[0] for n in lower.strip().split("\n")[-1].strip().split(",")]
+    found = as_ints([n.strip() for n in last if n.strip()])
+    if found is not None:
+        return found
+    numbers = []
+    for i, part in enumerate(k.strip() for k in lower.split("answer:")[-1].split(",")):
+        digits, removed = digits_at_ends(part)
+        if digits != "" and digits != "₂":
+            numbers.append(int(digits))
+        if i > 0 and removed > 0:
+            break
+    return numbers
+
+
+def proof_rearrangement(ground_truth: str, answer: str) -> float:
+    """olympiad (IMO, USAMO): the order of the proof's missing steps; 1 - edit distance / the longer length."""
+    truth = [int(n) for n in ground_truth.split(",")]
+    mine = _step_numbers(answer)
+    longest = max(len(mine), len(truth))
+    return 1 - _levenshtein(mine, truth) / longest if longest else 0.0
+
+
+def _read_table(kind: str, text: str):
+    """tablereformat's v1 reader: a table in `kind` (json, jsonl, html, csv, markdown, tsv) as a DataFrame."""
+    from io import StringIO
+
+    import pandas as pd
+
+    if kind == "json":
+        for orient, lines in (("index", False), ("records", False), ("records", True), ("table", False)):
+            try:
+                return pd.read_json(StringIO(text), orient=orient, lines=lines)
+            except Exception:  # pandas raises many kinds on text that is not this orientation
+                pass
+        return pd.read_json(StringIO(text), orient="values")
+    if kind == "jsonl":
+        return pd.read_json(StringIO(text), orient="records", lines=True)
+    if kind == "html":
+        return pd.concat(pd.read_html(StringIO(text)), axis=0)
+    if kind == "csv":
+        return pd.read_csv(StringIO(text))
+    if kind == "markdown":
+        return pd.read_table(StringIO(text), sep="|", header=0, index_col=1, skipinitialspace=True)
+    if kind == "tsv":
+        return pd.read_csv(StringIO(text), sep="\t")
+    raise ValueError(f"table format {kind!r}")
+
+
+def _table_text(answer: str) -> str:
+    solutions = re.findall(r"<solution>(.*?)</solution>", answer, re.DOTALL)
+    if solutions:
+        return _table_text(solutions[-1].strip())
+    for fence in (r"```json\n(.*?)```", r"```html\n(.*?)```"):
+        found = re.findall(fence, answer, re.DOTALL)
+        if found:
+            return found[-1].strip()
+    text = re.sub(r"^```.*\n", "", answer).replace("&amp;", "&").replace("```", "").strip()
+    # "Here is the table in the new format:" and the like
+    return re.sub(r"^\s*(Here|Input)\b.*?\b(format|table)\s*[:)]\s*", "", text, flags=re.IGNORECASE).strip()
+
+
+def _table_after_header(text: str, header: str, sep: str):
+    from io import StringIO
+
+    import pandas as pd
+
+    lines = text.strip().split("\n")
+    start = next((i for i, line in enumerate(lines) if line.strip() == header.strip()), None)
+    if start is None:
+        return None
+    table = lines[start:]
+    while table:  # text after the table: drop lines from the end until it parses (LiveBench loops forever on none)
+        try:
+            return pd.read_csv(StringIO("\n".join(table)), sep=sep)
+        except Exception:
+            table = table[:-1]
+    return None
+
+
+def _jsonl_rows(text: str, header) -> object:
+    import pandas as pd
+
+    rows = []
+    for line in text.strip().split("\n"):
+        if len(line) >= 2 and line[0] == "{" and line[-1] == "}" and all(key in line for key in header):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return pd.DataFrame(rows) if rows else None
+
+
+def _same_table(mine, truth) -> bool:
+    import math as pymath
+
+    from pandas.api.types import is_numeric_dtype
+
+    try:
+        truth.columns = [str(c).strip() for c in truth.columns]
+        mine.columns = [str(c).strip() for c in mine.columns]
+        truth = truth.drop(columns=["index"]) if "index" in truth.columns else truth
+        mine = mine.drop(columns=["index"]) if "index" in mine.columns else mine
+        if len(mine) != len(truth) or sorted(mine.columns) != sorted(truth.columns):
+            return False
+        for i in range(len(mine)):
+            for key in mine.columns:
+                a, b = mine.iloc[i][key], truth.iloc[i][key]
+                a, b = (a.strip() if isinstance(a, str) else a), (b.strip() if isinstance(b, str) else b)
+                if (isinstance(a, float) or is_numeric_dtype(a)) and (isinstance(b, float) or is_numeric_dtype(b)):
+                    try:
+                        a, b = float(a), float(b)
+                    except (TypeError, ValueError):
+                        if str(a).strip() != str(b).strip():
+                            return False
+                        continue
+                    if not (pymath.isnan(a) and pymath.isnan(b)) and not abs(a - b) < 1e-6:
+                        return False
+                elif not bool(a == b):
+                    return False
+    except Exception:  # LiveBench scores any failure to compare as 0
+        return False
+    return True
+
+
+def tablereformat(question: str, ground_truth: str, answer: str) -> float:
+    """The table converted to the format the question asks for, compared cell by cell (v1, before 2025-04-25)."""
+    asked = question.split("Please convert the Input Table from ")[1]
+    target = asked.split("format to ")[1].split(" format")[0].lower()
+    truth = _read_table(target, ground_truth)
+    text = _table_text(answer)
+    try:
+        mine = _read_table(target, text)
+    except Exception:  # not a table in that format: LiveBench looks for one inside the text
+        mine = None
+        if target in ("csv", "tsv"):
+            mine = _table_after_header(text, ("\t" if target == "tsv" else ",").join(truth.columns), "\t" if target == "tsv" else ",")
+        elif target == "jsonl":
+            mine = _jsonl_rows(text, truth.columns)
+        if mine is None:
+            return 0.0
+    if _same_table(mine, truth.copy()):
+        return 1.0
+    again = (_table_after_header(text, ",".join(truth.columns), ",") if target == "csv"
+             else _jsonl_rows(text, truth.columns) if target == "jsonl" else None)
+    return float(again is not None and _same_table(again, truth.copy()))
+
+
+def instruction_following(instructions: list[str], kwargs: list[dict], prompt: str, answer: str) -> float:
+    """paraphrase, simplify, story_generation, summarize: IFEval's strict checks of the instructions the
+    prompt gives; LiveBench's score is the mean of "all followed" and the share followed."""
+    from if_verifiable.common import evaluate_instructions
+
+    from fusechat.constraints import registry
+
+    _, scores = evaluate_instructions(answer, instructions, [k or {} for k in kwargs], prompt, registry())
+    return (scores.binary_strict + scores.partial_strict) / 2
+
+
 def score(task: str, ground_truth: str, answer: str, question: str) -> float | None:
     """LiveBench's score of one answer to a question of `task` (its subtask where it has one), or None for a
     task fusechat has no scorer for yet."""
@@ -276,6 +477,10 @@ def score(task: str, ground_truth: str, answer: str, question: str) -> float | N
         return math_contest(ground_truth, answer, question)
     if head[0] == "aime":
         return aime(ground_truth, answer)
+    if head[0] in ("imo", "usamo"):
+        return proof_rearrangement(ground_truth, answer)
+    if task == "tablereformat":
+        return tablereformat(question, ground_truth, answer)
     scorer = {"web_of_lies_v2": web_of_lies, "spatial": spatial, "zebra_puzzle": zebra_puzzle,
               "connections": connections, "typos": typos, "plot_unscrambling": plot_unscrambling,
               "cta": cta, "tablejoin": tablejoin}.get(task)

@@ -36,9 +36,8 @@ PAPER_BENCHMARKS = [
                    "a judge endpoint", "eval.alignbench: graded 1-10 with AlignBench's rubric prompt by any judge endpoint "
                    "(named in the label); AlignBench's overall (reasoning and language halves); greedy answers"),
     PaperBenchmark("LiveBench", "0831 release, ground-truth scorers", "livebench/* (hub sets per category)", "-",
-                   "eval.livebench: LiveBench's own scorers (ported) on 9 of the release's 18 tasks (math_comp, spatial, "
-                   "web_of_lies_v2, zebra_puzzle, connections, plot_unscrambling, typos, cta, tablejoin); not yet "
-                   "AMPS_Hard, olympiad, tablereformat, instruction following, coding: no paper column"),
+                   "eval.livebench: the release's 18 tasks by LiveBench's scorers (ported), IFEval's checkers, "
+                   "math-verify (AMPS_Hard), and the coding tasks' cases in fusechat's sandbox"),
     PaperBenchmark("MMLU-Pro", "0-shot chain of thought, answer letter extracted", "TIGER-Lab/MMLU-Pro (12,032)", "a GPU (size)",
                    "eval.harness [fusechat_mmlu_pro]: the paper's protocol (fusechat's task file); lm-eval's "
                    "mmlu_pro is 5-shot"),
@@ -88,10 +87,10 @@ KEYS = {"AlpacaEval 2": "alpaca_eval", "Arena-Hard": "arena_hard", "MT-Bench": "
         "LiveBench": "livebench", "MMLU-Pro": "harness:fusechat_mmlu_pro", "MMLU-redux": "harness:mmlu_redux_generative",
         "GPQA-Diamond": "harness:gpqa_diamond_cot_zeroshot", "GSM8K": "harness:fusechat_gsm8k", "MATH": "harness:fusechat_math",
         "AMC23": "harness:fusechat_amc23", "HumanEval": "humaneval_plus", "MBPP": "mbpp_plus", "LiveCodeBench": "livecodebench"}
-# The keys the report puts the paper's row beside: all but LiveBench, whose score here covers 9 of its 18
-# tasks, and AlpacaEval 2's raw win rate (the paper's is length-controlled: alpaca_eval_lc) (MT-Bench and AlignBench on their 1-10 scale; HumanEval and MBPP through EvalPlus, whose base or
+# The keys the report puts the paper's row beside: all but AlpacaEval 2's raw win rate (the paper's is
+# length-controlled: alpaca_eval_lc) (MT-Bench and AlignBench on their 1-10 scale; HumanEval and MBPP through EvalPlus, whose base or
 # plus score the paper reports it does not say; eval.humaneval and eval.mtbench run other protocols: no column).
-PAPER_NAME_OF = {key: name for name, key in KEYS.items() if name not in ("LiveBench", "AlpacaEval 2")}
+PAPER_NAME_OF = {key: name for name, key in KEYS.items() if name != "AlpacaEval 2"}
 PAPER_NAME_OF["alpaca_eval_lc"] = "AlpacaEval 2"  # the paper's is the length-controlled win rate, not the raw one
 
 
