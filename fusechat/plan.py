@@ -377,10 +377,16 @@ def make_plan(recipe: Recipe, gpus: int = 0, gpu_gb: float = 80.0, folder: RunFo
             plan.notes.append(f"eval.harness: {', '.join(t for t in ev.harness if t not in known)}: size unknown to "
                               "fusechat, not in the estimate")
     if target and ev.judged and ev.pairwise_judge:  # each model against the baseline, both orders, at an endpoint
-        questions = sum(benchmarks.BENCHMARKS[spec.format].count(recipe) for spec in ev.judged)
-        judgments = 2 * questions * max(models - 1, 0)
+        # against the set's own baseline every model is judged, against the base every other one
+        judgments = sum(2 * benchmarks.BENCHMARKS[spec.format].count(recipe) * (models if spec.baseline else max(models - 1, 0))
+                        for spec in ev.judged)
         plan.rows.append(Row("eval", f"judge {ev.pairwise_judge.model}", f"{judgments:,} pairwise judgments", 0, None,
                              "an endpoint (eval.pairwise_judge): not estimated"))
+    for name, key, cfg, turns in (("MT-Bench", "mtbench_graded", ev.mtbench_graded, 2), ("AlignBench", "alignbench", ev.alignbench, 1)):
+        if target and cfg:  # every model's answers graded 1-10 at an endpoint
+            grades = turns * benchmarks.BENCHMARKS[key].count(recipe) * models
+            plan.rows.append(Row("eval", f"judge {cfg.judge.model}", f"{grades:,} {name} grades (1-10)", 0, None,
+                                 "an endpoint: not estimated"))
     for stage in ("score", "sft", "dpo", "eval"):  # a finished stage: the seconds it took, whole
         done, rows = folder.manifest(stage), [r for r in plan.rows if r.stage == stage]
         if done and rows and done.get("seconds") is not None:

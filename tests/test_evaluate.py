@@ -198,7 +198,7 @@ def test_eval_list_shows_the_papers_14_benchmarks_with_their_protocol():
              "GSM8K", "MATH", "AMC23", "HumanEval", "MBPP", "LiveCodeBench"]
     assert [b.name for b in PAPER_BENCHMARKS] == names and all(n in result.output for n in names)
     assert "0-shot chain of thought" in result.output and "[alpaca_eval]" in result.output
-    assert "not run yet" not in result.output  # all 14 run (LiveBench on 9 of its 18 tasks, said so)
+    assert "not run yet" not in result.output  # all 14 run
     from fusechat.benchmarks import BENCHMARKS
     from fusechat.benchmarks.paper import KEYS
     assert list(KEYS) == names and all(k in BENCHMARKS or k.startswith("harness:") for k in KEYS.values())

@@ -239,3 +239,14 @@ def test_a_catalog_model_not_installed_yet_has_its_size_from_the_snapshot(monkey
         assert arch.weight_bytes == CATALOG["qwen2.5-coder-0.5b-instruct"].size and "snapshot" in arch.origin
     finally:
         facts.model_arch.cache_clear()
+
+
+def test_the_paper_recipes_judges_are_in_the_plan():
+    """Every judged request the eval stage will send: pairwise judgments (the two trained models against the
+    base, both orders) and the 1-10 grades of every model (MT-Bench's two turns, AlignBench's one)."""
+    from fusechat.plan import make_plan
+    from fusechat.recipe import builtin_recipe, load_recipe
+
+    rows = [r.work for r in make_plan(load_recipe(builtin_recipe("paper-llama3.1-8b")), 8, 80.0).rows
+            if r.stage == "eval" and r.what.startswith("judge ")]
+    assert rows == ["5,220 pairwise judgments", "480 MT-Bench grades (1-10)", "2,049 AlignBench grades (1-10)"]

@@ -1,8 +1,8 @@
 """The paper's 14 benchmarks (method.md §6, FuseEval), what each needs, and how fusechat runs it today.
 
 `fusechat eval --list` prints this table, so a user sees, before renting a node, which of the paper's
-numbers their run can reproduce under the paper's protocol, which it runs under another protocol (said
-so in the report's label), and which it does not run yet. The paper's own numbers per target are here
+numbers their run can reproduce under the paper's protocol and which it runs under another protocol
+(said so in the report's label). The paper's own numbers per target are here
 too, for the report's "paper" column.
 """
 
@@ -35,7 +35,7 @@ PAPER_BENCHMARKS = [
     PaperBenchmark("AlignBench", "v1.1, rubric grades 1-10, GPT-4 judge (Chinese)", "github.com/THUDM/AlignBench (683)",
                    "a judge endpoint", "eval.alignbench: graded 1-10 with AlignBench's rubric prompt by any judge endpoint "
                    "(named in the label); AlignBench's overall (reasoning and language halves); greedy answers"),
-    PaperBenchmark("LiveBench", "0831 release, ground-truth scorers", "livebench/* (hub sets per category)", "-",
+    PaperBenchmark("LiveBench", "0831 release, ground-truth scorers", "livebench/* (hub sets per category)", "the sandbox",
                    "eval.livebench: the release's 18 tasks by LiveBench's scorers (ported), IFEval's checkers, "
                    "math-verify (AMPS_Hard), and the coding tasks' cases in fusechat's sandbox"),
     PaperBenchmark("MMLU-Pro", "0-shot chain of thought, answer letter extracted", "TIGER-Lab/MMLU-Pro (12,032)", "a GPU (size)",
