@@ -46,9 +46,9 @@ def reply(body: dict) -> dict:
     return {"choices": [choice], "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": 8}}
 
 
-def start(models: list[str]) -> tuple[str, callable]:
+def start(models: list[str], answer=reply) -> tuple[str, callable]:
     """Run the stand-in on 127.0.0.1 (a free port) in a daemon thread; returns its base URL and a function
-    that stops it."""
+    that stops it. `answer(request body)`: the chat completion to return (tests pass their own)."""
 
     class Handler(BaseHTTPRequestHandler):
         def _send(self, payload: dict) -> None:
@@ -60,7 +60,7 @@ def start(models: list[str]) -> tuple[str, callable]:
             self.wfile.write(data)
 
         def do_POST(self):
-            self._send(reply(json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self._send(answer(json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
 
         def do_GET(self):
             self._send({"object": "list", "data": [{"id": m, "object": "model"} for m in models]})

@@ -121,3 +121,14 @@ def _weighted_paired_bootstrap(a: list[float], b: list[float], weights: list[flo
     draws.sort()
     return (sum(w * d for w, d in zip(weights, diffs)) / sum(weights), draws[int(0.025 * resamples)],
             draws[int(0.975 * resamples) - 1])
+
+
+def grouped_bootstrap(rows: list[dict], statistic, resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(statistic(rows), 95% interval low, high): a percentile bootstrap that resamples rows within each
+    `group` (a benchmark scored as a mean over its categories keeps every category in every draw)."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["group"], []).append(r)
+    rng = random.Random(seed)
+    draws = sorted(statistic([rng.choice(group) for group in by.values() for _ in group]) for _ in range(resamples))
+    return statistic(rows), draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]

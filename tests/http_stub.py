@@ -2,41 +2,25 @@
 /chat/completions replies are `answer(request_body)` (a dict), and /models lists one model."""
 
 import contextlib
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from fusechat.standin_judge import start
 
 
 @contextlib.contextmanager
 def serve(answer, model: str = "stub"):
+    """The same server as the rehearsal's stand-in judge, answering with `answer`; yields its URL and the
+    request bodies it saw, in arrival order."""
     seen = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, payload: dict) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def recorded(body: dict) -> dict:
+        seen.append(body)
+        return answer(body)
 
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append(body)
-            self._send(answer(body))
-
-        def do_GET(self):
-            self._send({"data": [{"id": model}]})
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url, stop = start([model], recorded)
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+        yield url, seen
     finally:
-        server.shutdown()
+        stop()
 
 
 def chat_reply(text: str, top_logprobs: dict[str, float] | None = None) -> dict:

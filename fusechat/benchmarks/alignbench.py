@@ -19,16 +19,16 @@ rest of fusechat's eval (AlignBench's own script samples at a temperature per ca
 from __future__ import annotations
 
 import json
-import random
-from collections import Counter
 import re
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 from fusechat import FusechatError
 from fusechat.catalog import cache_dir
 from fusechat.recipe import Recipe
 from fusechat.runfolder import write_atomic
+from fusechat.stats import grouped_bootstrap
 
 NAME = "alignbench"
 LABEL = "AlignBench v1.1, 1-10 (judge: {judge})"
@@ -162,11 +162,6 @@ def overall(rows: list[dict]) -> float:
     return sum(w[str(i)] * r["score"] for i, r in enumerate(rows)) if rows else float("nan")
 
 
-def summary(rows: list[dict], resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+def summary(rows: list[dict]) -> tuple[float, float, float]:
     """(overall, 95% interval low, high): a percentile bootstrap resampling questions within each category."""
-    by: dict[str, list[dict]] = {}
-    for r in rows:
-        by.setdefault(r["group"], []).append(r)
-    rng = random.Random(seed)
-    draws = sorted(overall([rng.choice(group) for group in by.values() for _ in group]) for _ in range(resamples))
-    return overall(rows), draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]
+    return grouped_bootstrap(rows, overall)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import random
 import re
 import zlib
 from collections import Counter
@@ -31,6 +30,7 @@ from fusechat.readers import dataset_rows
 from fusechat.recipe import Recipe
 from fusechat.scorers.code import extract_code
 from fusechat.scorers.math import MathChecker
+from fusechat.stats import grouped_bootstrap
 
 NAME = "livebench"
 SHORT = "LiveBench"
@@ -147,11 +147,6 @@ def overall(rows: list[dict]) -> float:
     return sum(w[str(i)] * r["score"] for i, r in enumerate(rows)) if rows else float("nan")
 
 
-def summary(rows: list[dict], resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+def summary(rows: list[dict]) -> tuple[float, float, float]:
     """(overall, 95% interval low, high): a percentile bootstrap resampling questions within each task."""
-    by: dict[str, list[dict]] = {}
-    for r in rows:
-        by.setdefault(r["group"], []).append(r)
-    rng = random.Random(seed)
-    draws = sorted(overall([rng.choice(group) for group in by.values() for _ in group]) for _ in range(resamples))
-    return overall(rows), draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]
+    return grouped_bootstrap(rows, overall)
