@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -46,7 +47,7 @@ def reply(body: dict) -> dict:
     return {"choices": [choice], "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": 8}}
 
 
-def start(models: list[str], answer=reply) -> tuple[str, callable]:
+def start(models: list[str], answer=reply) -> tuple[str, Callable[[], None]]:
     """Run the stand-in on 127.0.0.1 (a free port) in a daemon thread; returns its base URL and a function
     that stops it. `answer(request body)`: the chat completion to return (tests pass their own)."""
 
