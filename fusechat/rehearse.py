@@ -194,7 +194,7 @@ def _eval(real: Recipe, raw: dict, models, fixtures, scaled, max_new_tokens: int
         raw["harness"] = [t for t in ev.harness if t not in unknown]
         raw["harness_include"] = str(folder)
         notes.append("eval: lm-evaluation-harness tasks read local fixtures in their hub sets' layouts"
-                     + (" (mmlu_redux_generative: one subject)" if "mmlu_redux_generative" in ev.harness else ""))
+                     + (" (MMLU-redux: one subject of 57)" if set(ONE_SUBJECT) & set(ev.harness) else ""))
         if unknown:
             notes.append(f"eval: lm-evaluation-harness tasks without a fixture ({', '.join(unknown)}) read the hub: skipped")
     for spec, judged in zip(ev.judged, raw.get("judged", [])):
@@ -406,7 +406,7 @@ class _Fixtures:
         """Each lm-eval task the rehearsal knows, under its own name, its data swapped for `n` rows of a local
         file in the hub set's layout (a task YAML that includes the real one, on the include path after it,
         so it wins), answers capped at `max_new_tokens` (random models never stop); a group keeps its subtasks'
-        YAMLs (mmlu_redux_generative: one of its 57 subjects). Returns the folder of those YAMLs and the
+        YAMLs (MMLU-redux: one of its 57 subjects). Returns the folder of those YAMLs and the
         tasks it has no fixture for."""
         import yaml
 
@@ -429,10 +429,10 @@ class _Fixtures:
                     "include": str(base / include), "task": name, "dataset_path": "json", "dataset_name": None,
                     "dataset_kwargs": {"data_files": {split: str(data)}},
                     "generation_kwargs": {"until": [], "do_sample": False, "max_gen_toks": max_new_tokens}}))
-            if task == "mmlu_redux_generative":  # the group, cut to the one subject above
-                (folder / "mmlu_redux_generative.yaml").write_text(yaml.safe_dump({
-                    "group": task, "task": [parts[0][0]], "metadata": {"version": 4.0},
-                    "aggregate_metric_list": [{"metric": "exact_match", "weight_by_size": True, "filter_list": "default"}]}))
+            if task in ONE_SUBJECT:  # the group, cut to the one subject above
+                (folder / f"{task}.yaml").write_text(yaml.safe_dump({
+                    "group": task, "task": [parts[0][0]], "metadata": {"version": 1.0},
+                    "aggregate_metric_list": [{"metric": "exact_match", "weight_by_size": True} | ONE_SUBJECT[task]]}))
         return folder, unknown
 
     def alignbench(self, n: int) -> Path:
@@ -523,6 +523,8 @@ LIVEBENCH_TRUTH = {"math_comp": "B", "AMPS_Hard": "\\frac{1}{2}", "olympiad": "3
                    "tablejoin": "{'a': 'x'}", "tablereformat": "a,b\n1,2\n"}
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
                  "prealgebra", "precalculus")
+# groups of 57 subjects that a rehearsal cuts to one (their aggregate's filter)
+ONE_SUBJECT = {"mmlu_redux_generative": {"filter_list": "default"}, "fusechat_mmlu_redux": {}}
 # lm-eval tasks the shipped recipes name -> (task, the YAML it includes, the split it reads, a row in its hub
 # set's layout) for each task to swap; `_sum(i)` is a question and its answer.
 LM_EVAL_FIXTURES = {
@@ -542,6 +544,9 @@ LM_EVAL_FIXTURES = {
     "mmlu_redux_generative": [("mmlu_redux_abstract_algebra_generative", "mmlu-redux/generative/mmlu_abstract_algebra.yaml",
                                "test", lambda i: {"question": _sum(i)[0], "choices": [str(_sum(i)[1] + d) for d in (-1, 0, 1, 2)],
                                                   "answer": 1})],
+    "fusechat_mmlu_redux": [("fusechat_mmlu_redux_abstract_algebra", "fusechat_mmlu_redux_abstract_algebra.yaml", "test",
+                             lambda i: {"question": _sum(i)[0], "choices": [str(_sum(i)[1] + d) for d in (-1, 0, 1, 2)],
+                                        "answer": 1})],
     "ifeval": [("ifeval", "ifeval/ifeval.yaml", "train",
                 lambda i: {"key": i, "prompt": f"Describe {TOPICS[i % len(TOPICS)]} in lowercase letters only.",
                            "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]})],

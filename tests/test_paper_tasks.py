@@ -49,6 +49,11 @@ def test_multiple_choice_reads_the_letter_after_the_answer_is(utils):
     assert utils.mc_results(MMLU_PRO, ["Oxygen, we breathe it. The answer is (A)."]) == {"exact_match": 0.0}
     assert utils.mc_results(MMLU_PRO, ["I am not sure."]) == {"exact_match": 0.0}  # no letter: wrong, never a guess
     assert "(D) Carbon dioxide" in utils.mc_prompt(MMLU_PRO)
+    # MMLU-redux's layout: `choices`, and the right one's index
+    redux = {"question": "Which gas is most of the air?", "choices": ["Oxygen", "Nitrogen", "Argon", "Helium"], "answer": 1}
+    assert utils.mc_results(redux, [right]) == {"exact_match": 1.0}
+    assert utils.mc_results(redux, ["The answer is (A)."]) == {"exact_match": 0.0}
+    assert "(B) Nitrogen" in utils.mc_prompt(redux) and utils.MC_INSTRUCTION in utils.mc_prompt(redux)
 
 
 def test_a_paper_protocol_task_runs_through_lm_eval_on_a_local_copy(tmp_path, tiny_model_dir):
@@ -70,6 +75,7 @@ def test_lm_evals_stock_index_is_built_only_when_a_stock_task_is_asked_for():
     skipped; the rehearsal's local copies of stock tasks ride on this too."""
     from fusechat.benchmarks.harness import task_manager
 
-    own = task_manager(None, ("fusechat_gsm8k", "fusechat_math"))
-    assert {"fusechat_gsm8k", "fusechat_math", "fusechat_math_algebra"} <= set(own.all_tasks)
+    own = task_manager(None, ("fusechat_gsm8k", "fusechat_math", "fusechat_mmlu_redux"))
+    assert {"fusechat_gsm8k", "fusechat_math", "fusechat_math_algebra", "fusechat_mmlu_redux"} <= set(own.all_tasks)
+    assert sum(t.startswith("fusechat_mmlu_redux_") for t in own.all_tasks) == 57  # MMLU's subjects
     assert "gsm8k" not in own.all_tasks

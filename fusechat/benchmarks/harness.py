@@ -29,7 +29,8 @@ TASKS_DIR = Path(__file__).parent / "tasks"
 TASK_SIZES = {"gsm8k": (1319, 256), "minerva_math": (5000, 256), "mmlu_pro": (12032, 2048),
               "gpqa_diamond_zeroshot": (198, 0), "ifeval": (541, 1280), "fusechat_gsm8k": (1319, 2048),
               "fusechat_math": (5000, 2048), "fusechat_amc23": (40, 2048), "fusechat_mmlu_pro": (12032, 2048),
-              "gpqa_diamond_cot_zeroshot": (198, 2048), "mmlu_redux_generative": (5700, 2048)}
+              "gpqa_diamond_cot_zeroshot": (198, 2048), "mmlu_redux_generative": (5700, 2048),
+              "fusechat_mmlu_redux": (5700, 2048)}
 
 
 @functools.lru_cache(maxsize=4)

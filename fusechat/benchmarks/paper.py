@@ -42,8 +42,8 @@ PAPER_BENCHMARKS = [
                    "eval.harness [fusechat_mmlu_pro]: the paper's protocol (fusechat's task file); lm-eval's "
                    "mmlu_pro is 5-shot"),
     PaperBenchmark("MMLU-redux", "0-shot chain of thought", "edinburgh-dawg/mmlu-redux (5,700)", "-",
-                   "eval.harness [mmlu_redux_generative]: lm-eval's 0-shot generative task (its prompt, not "
-                   "FuseEval's); a group task, per-item rows kept"),
+                   "eval.harness [fusechat_mmlu_redux]: the paper's protocol (fusechat's task files, a group of "
+                   "57 subjects, per-item rows kept); lm-eval's mmlu_redux_generative asks for the letter alone"),
     PaperBenchmark("GPQA-Diamond", "0-shot chain of thought, answer letter extracted", "Idavidrein/gpqa diamond (198)", "-",
                    "eval.harness [gpqa_diamond_cot_zeroshot]: lm-eval's 0-shot chain of thought (the paper's "
                    "protocol); the hub set is gated: accept its terms first"),
@@ -84,7 +84,7 @@ PAPER_SCORES = {
 
 # Where each of the 14 lands in a run's results: fusechat's benchmark key for it.
 KEYS = {"AlpacaEval 2": "alpaca_eval", "Arena-Hard": "arena_hard", "MT-Bench": "mtbench_graded", "AlignBench": "alignbench",
-        "LiveBench": "livebench", "MMLU-Pro": "harness:fusechat_mmlu_pro", "MMLU-redux": "harness:mmlu_redux_generative",
+        "LiveBench": "livebench", "MMLU-Pro": "harness:fusechat_mmlu_pro", "MMLU-redux": "harness:fusechat_mmlu_redux",
         "GPQA-Diamond": "harness:gpqa_diamond_cot_zeroshot", "GSM8K": "harness:fusechat_gsm8k", "MATH": "harness:fusechat_math",
         "AMC23": "harness:fusechat_amc23", "HumanEval": "humaneval_plus", "MBPP": "mbpp_plus", "LiveCodeBench": "livecodebench"}
 # The keys the report puts the paper's row beside: all but AlpacaEval 2's raw win rate (the paper's is

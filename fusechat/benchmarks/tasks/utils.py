@@ -39,7 +39,8 @@ def math_results(doc: dict, results: list[str]) -> dict:
 
 
 def mc_prompt(doc: dict) -> str:
-    options = "\n".join(f"({LETTERS[i]}) {option}" for i, option in enumerate(doc["options"]))
+    """MMLU-Pro's `options` or MMLU-redux's `choices`, lettered, and the instruction."""
+    options = "\n".join(f"({LETTERS[i]}) {option}" for i, option in enumerate(doc.get("options") or doc["choices"]))
     return f"{doc['question']}\n\nOptions:\n{options}\n\n{MC_INSTRUCTION}"
 
 
@@ -49,5 +50,11 @@ def mc_letter(text: str) -> str | None:
     return found[-1] if found else None
 
 
+def mc_gold(doc: dict) -> str:
+    """The right letter: MMLU-Pro stores it, MMLU-redux stores the option's index."""
+    answer = doc["answer"]
+    return LETTERS[answer] if isinstance(answer, int) else str(answer)
+
+
 def mc_results(doc: dict, results: list[str]) -> dict:
-    return {"exact_match": float(mc_letter(results[0]) == doc["answer"])}
+    return {"exact_match": float(mc_letter(results[0]) == mc_gold(doc))}
