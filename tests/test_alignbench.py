@@ -61,14 +61,17 @@ def test_the_prompt_lists_the_subcategorys_dimensions_with_their_definitions():
     assert "5. 丰富度:" in alignbench.judge_messages(FIXTURE, translation, "x")[0]["content"]  # 翻译: 生成型回答
 
 
-def _questions(n=None):
+def _recipe_for(folder, n=None):
     from fusechat.recipe import recipe_from_dict
 
-    recipe = recipe_from_dict({"name": "a", "target": {"model": "m"}, "sources": [{"name": "s", "model": "m"}],
-                               "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 1}]},
-                               "eval": {"alignbench": {"n": n, "data": str(FIXTURE),
-                                                       "judge": {"endpoint": "http://x/v1", "model": "j"}}}}, "test")
-    return alignbench.items(recipe, set())
+    return recipe_from_dict({"name": "a", "target": {"model": "m"}, "sources": [{"name": "s", "model": "m"}],
+                             "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 1}]},
+                             "eval": {"alignbench": {"n": n, "data": str(folder),
+                                                     "judge": {"endpoint": "http://x/v1", "model": "j"}}}}, "test")
+
+
+def _questions(n=None):
+    return alignbench.items(_recipe_for(FIXTURE, n), set())
 
 
 def test_a_right_answer_gets_9_and_a_wrong_one_1(judge):
@@ -97,15 +100,6 @@ def test_a_question_without_a_rubric_is_one_line_naming_its_line(tmp_path):
         alignbench.items(_recipe_for(tmp_path), set())
     with pytest.raises(FusechatError, match="has no data/data_v1.1_release.jsonl"):
         alignbench.files(str(tmp_path / "nowhere"))
-
-
-def _recipe_for(folder):
-    from fusechat.recipe import recipe_from_dict
-
-    return recipe_from_dict({"name": "a", "target": {"model": "m"}, "sources": [{"name": "s", "model": "m"}],
-                             "prompts": {"sets": [{"domain": "math", "pack": "reasoning-gym", "task": "chain_sum", "n": 1}]},
-                             "eval": {"alignbench": {"data": str(folder), "judge": {"endpoint": "http://x/v1", "model": "j"}}}},
-                            "test")
 
 
 def test_alignbench_through_the_eval_stage(tmp_path, tiny_model_dir, judge):

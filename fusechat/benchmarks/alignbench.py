@@ -18,6 +18,7 @@ rest of fusechat's eval (AlignBench's own script samples at a temperature per ca
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import urllib.request
@@ -94,8 +95,10 @@ def files(source: str) -> Path:
     return folder
 
 
+@functools.lru_cache(maxsize=4)
 def rubric(folder: Path) -> tuple[dict, dict, dict]:
-    """(subcategory -> answer type, answer type -> its dimensions, dimension -> its definition)."""
+    """(subcategory -> answer type, answer type -> its dimensions, dimension -> its definition); read once a
+    folder, as every judge request asks for it."""
     return tuple(json.loads((folder / f).read_text()) for f in
                  ("config/subcategory_question_mapping.json", "config/dimension_set.json", "config/dimension_definition.json"))
 
