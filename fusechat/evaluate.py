@@ -240,7 +240,8 @@ def grade_mtbench(run: StageRun, models: dict[str, str], items: list[dict], ques
     by_id = {q["id"]: q for q in questions}
 
     def messages(r: dict) -> list[list[dict]]:
-        prompts.setdefault("all", mtbench_graded.judge_prompts())
+        if not prompts:  # read once, when the judge is first needed
+            prompts["all"] = mtbench_graded.judge_prompts()
         return [mtbench_graded.judge_messages(prompts["all"], by_id[r["id"]], (r["response"], r["turn_2"]), turn)
                 for turn in (1, 2)]
 
